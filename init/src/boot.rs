@@ -1,0 +1,215 @@
+//! The boot, top to bottom: each stage takes the previous one's typed output.
+//! `mounts -> cmdline -> modules -> network -> fetch -> rootfs -> switch_root`.
+//!
+//! This module owns no mechanism. It sequences the stages, times them, and hands any error to
+//! `failure`, the one place that decides what PID 1 does when the boot cannot go on.
+
+use std::convert::Infallible;
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use rustix::mount::MountFlags;
+
+use crate::cmdline::{self, Countdown};
+use crate::{failure, fetch, klog, modules, net, rootfs, switch_root, sys};
+
+/// The API file systems, mounted first, in this order.
+const EARLY_MOUNTS: [(&str, &str, &str, MountFlags, &str); 4] = [
+    ("proc", "/proc", "proc", MountFlags::NOSUID.union(MountFlags::NODEV).union(MountFlags::NOEXEC), ""),
+    ("sysfs", "/sys", "sysfs", MountFlags::NOSUID.union(MountFlags::NODEV).union(MountFlags::NOEXEC), ""),
+    ("devtmpfs", "/dev", "devtmpfs", MountFlags::NOSUID, "mode=0755"),
+    ("tmpfs", "/run", "tmpfs", MountFlags::NOSUID.union(MountFlags::NODEV), "mode=0755"),
+];
+
+#[derive(Debug, thiserror::Error)]
+enum BootError {
+    #[error("mounting {target}")]
+    EarlyMount { target: &'static str, source: io::Error },
+    #[error("reading /proc/cmdline")]
+    ReadCmdline(#[source] io::Error),
+    #[error("the kernel command line has {0} error(s), shown above")]
+    Cmdline(usize),
+    #[error(transparent)]
+    Modules(#[from] modules::ModulesError),
+    #[error(transparent)]
+    Net(#[from] net::NetError),
+    #[error(transparent)]
+    Fetch(#[from] fetch::FetchError),
+    #[error(transparent)]
+    Rootfs(#[from] rootfs::RootfsError),
+    #[error(transparent)]
+    Switch(#[from] switch_root::SwitchError),
+}
+
+impl BootError {
+    fn stage(&self) -> &'static str {
+        match self {
+            BootError::EarlyMount { .. } => "mounts",
+            BootError::ReadCmdline(_) | BootError::Cmdline(_) => "cmdline",
+            BootError::Modules(_) => "modules",
+            BootError::Net(_) => "network",
+            BootError::Fetch(_) => "fetch",
+            BootError::Rootfs(_) => "rootfs",
+            BootError::Switch(_) => "switch_root",
+        }
+    }
+
+    fn hint(&self) -> &'static str {
+        match self {
+            BootError::Cmdline(_) => {
+                "fix the parameters named above in the boot loader's (iPXE's) kernel line"
+            }
+            BootError::Net(e) => e.hint(),
+            BootError::Fetch(e) => e.hint(),
+            BootError::Rootfs(e) => e.hint(),
+            BootError::Switch(e) => e.hint(),
+            _ => "this is unexpected; the error above names the step and the system's answer",
+        }
+    }
+}
+
+/// An error and its causes on one line: `outer: inner: innermost`.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = cause.source();
+    }
+    s
+}
+
+/// Stage durations, for the summary line before exec.
+struct Timer {
+    last: Duration,
+    stages: Vec<(&'static str, Duration)>,
+}
+
+impl Timer {
+    fn new() -> Self {
+        Timer { last: sys::uptime(), stages: Vec::new() }
+    }
+
+    fn stage(&mut self, name: &'static str) {
+        let now = sys::uptime();
+        self.stages.push((name, now - self.last));
+        self.last = now;
+    }
+
+    fn summary(&self) -> String {
+        summary_line(&self.stages, sys::uptime())
+    }
+}
+
+/// `boot took 5.21s since the kernel started: mounts 0.01s, modules 0.40s, ...`.
+fn summary_line(stages: &[(&str, Duration)], uptime: Duration) -> String {
+    let parts: Vec<String> = stages.iter().map(|(n, d)| format!("{n} {:.2}s", d.as_secs_f64())).collect();
+    format!("boot took {:.2}s since the kernel started: {}", uptime.as_secs_f64(), parts.join(", "))
+}
+
+/// PID 1's entry point. Never returns.
+pub fn pid1() -> ! {
+    klog::init(true);
+    std::panic::set_hook(Box::new(|info| {
+        failure::fail(
+            "netinit",
+            &format!("netinit crashed: {info}"),
+            "this is a bug in netinit: please report it with this console log",
+            &Countdown::After(cmdline::DEFAULT_COUNTDOWN),
+        )
+    }));
+    let mut countdown = Countdown::After(cmdline::DEFAULT_COUNTDOWN);
+    match run(&mut countdown) {
+        Ok(never) => match never {},
+        Err(e) => failure::fail(e.stage(), &chain(&e), e.hint(), &countdown),
+    }
+}
+
+fn run(countdown: &mut Countdown) -> Result<Infallible, BootError> {
+    let mut timer = Timer::new();
+    log::info!("netinit {} starting", env!("CARGO_PKG_VERSION"));
+    for (source, target, fstype, flags, data) in EARLY_MOUNTS {
+        log::info!("mounting {target}");
+        if let Err(e) = std::fs::create_dir_all(target) {
+            log::warn!("creating {target}: {e}");
+        }
+        match sys::mount(source, Path::new(target), fstype, flags, data) {
+            // EBUSY: already mounted (a kernel with CONFIG_DEVTMPFS_MOUNT mounts /dev itself).
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(source) => return Err(BootError::EarlyMount { target, source }),
+        }
+    }
+    klog::lift_rate_limit();
+    timer.stage("mounts");
+
+    let text = std::fs::read_to_string("/proc/cmdline").map_err(BootError::ReadCmdline)?;
+    let parsed = cmdline::parse(&text);
+    *countdown = parsed.config.countdown.clone();
+    for w in &parsed.warnings {
+        log::warn!("cmdline: {w}");
+    }
+    for e in &parsed.errors {
+        log::error!("cmdline: {e}");
+    }
+    if !parsed.errors.is_empty() {
+        return Err(BootError::Cmdline(parsed.errors.len()));
+    }
+    let cfg = parsed.config;
+
+    let loaded = modules::load(&cfg.modules)?;
+    log::info!(
+        "modules: {} loaded, {} already present, {} failed",
+        loaded.loaded,
+        loaded.already,
+        loaded.failed.len()
+    );
+    timer.stage("modules");
+
+    let network = net::up(&cfg.net)?;
+    timer.stage("network");
+
+    let image = fetch::download(&cfg.modloop, fetch::RetryPolicy::default())?;
+    timer.stage("fetch");
+
+    let new_root = rootfs::assemble(&image.path, &image.url.to_string())?;
+    timer.stage("rootfs");
+
+    log::info!("switching root to {} and starting {}", new_root.display(), cfg.init);
+    switch_root::enter(&new_root, &cfg.init, &network)?;
+    timer.stage("switch_root");
+    log::info!("{}", timer.summary());
+    Ok(switch_root::exec(&cfg.init, &cfg.init_args)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            summary_line(&[("mounts", ms(12)), ("modules", ms(400)), ("fetch", ms(2346))], ms(5210)),
+            "boot took 5.21s since the kernel started: mounts 0.01s, modules 0.40s, fetch 2.35s"
+        );
+    }
+
+    #[test]
+    fn error_chains() {
+        let e = BootError::EarlyMount { target: "/proc", source: io::Error::from_raw_os_error(libc::ENODEV) };
+        assert_eq!(chain(&e), "mounting /proc: No such device (os error 19)");
+        assert_eq!(e.stage(), "mounts");
+        let e = BootError::from(rootfs::RootfsError::LoopAttach {
+            path: "/run/netinit/image/root.squashfs".into(),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        });
+        assert_eq!(chain(&e), "attaching /run/netinit/image/root.squashfs to a loop device: No such file or directory (os error 2)");
+        assert_eq!(e.hint(), "is loop in modules-list?");
+    }
+}

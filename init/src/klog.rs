@@ -1,0 +1,111 @@
+//! The boot log. Each record is one line written to `/dev/kmsg` with its priority and the `netinit:`
+//! prefix; the kernel stamps it with the uptime, keeps it for `dmesg`, and echoes it on every console
+//! whose log level lets it through. So the operator's serial console and `dmesg` show one interleaved
+//! stream of kernel and netinit lines, and the kernel's `quiet` hides netinit's info lines but never
+//! its errors. Where `/dev/kmsg` cannot be opened (not PID 1, or no devtmpfs) lines go to stderr with
+//! the same uptime stamp.
+//!
+//! It does not buffer, filter by module, or format structured fields: a line is written when logged.
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::Mutex;
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+struct BootLogger {
+    kmsg: Mutex<Option<File>>,
+}
+
+static LOGGER: BootLogger = BootLogger { kmsg: Mutex::new(None) };
+
+/// Installs the logger. With `use_kmsg`, opens `/dev/kmsg` (the initramfs carries the node, so this
+/// works before devtmpfs is mounted) and lifts the kernel's rate limit on writes to it, which would
+/// otherwise drop all but 10 lines every 5 s. A cmdline `printk.devkmsg=` locks that sysctl; then
+/// the operator's choice stands.
+pub fn init(use_kmsg: bool) {
+    if use_kmsg {
+        if let Ok(file) = File::options().write(true).open("/dev/kmsg") {
+            if let Ok(mut slot) = LOGGER.kmsg.lock() {
+                *slot = Some(file);
+            }
+        }
+    }
+    // Ignored when a logger is already set: then this one was installed before.
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(LevelFilter::Info);
+    }
+}
+
+/// Called once `/proc` is mounted.
+pub fn lift_rate_limit() {
+    match crate::sys::write_sysctl("/proc/sys/kernel/printk_devkmsg", "on\n") {
+        Ok(()) => {}
+        // EINVAL: locked by printk.devkmsg= on the cmdline. ENOENT: a kernel without the sysctl.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOENT)) => {}
+        Err(e) => log::warn!("could not lift the /dev/kmsg rate limit: {e}"),
+    }
+}
+
+/// The syslog priority of a level, as /dev/kmsg reads it: `<3>` error, `<4>` warning, `<6>` info,
+/// `<7>` debug (syslog(2)).
+fn priority(level: Level) -> u8 {
+    match level {
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    }
+}
+
+/// The kmsg records of one log call: one per line of the message, each `<prio>netinit: text\n`.
+fn kmsg_records(level: Level, message: &str) -> Vec<String> {
+    message.lines().map(|line| format!("<{}>netinit: {}\n", priority(level), line)).collect()
+}
+
+impl Log for BootLogger {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        let message = record.args().to_string();
+        if let Ok(mut kmsg) = self.kmsg.lock() {
+            if let Some(file) = kmsg.as_mut() {
+                // One write(2) per record, as /dev/kmsg requires.
+                for line in kmsg_records(record.level(), &message) {
+                    if file.write_all(line.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+                return;
+            }
+        }
+        let t = crate::sys::uptime();
+        let mut err = std::io::stderr().lock();
+        for line in message.lines() {
+            let _ = writeln!(err, "[{:5}.{:06}] netinit: {}", t.as_secs(), t.subsec_micros(), line);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records() {
+        let check =
+            |level, message: &str, expected: &[&str]| assert_eq!(kmsg_records(level, message), expected);
+        check(Level::Info, "loading modules", &["<6>netinit: loading modules\n"]);
+        check(
+            Level::Error,
+            "fetch failed\nhint: x",
+            &["<3>netinit: fetch failed\n", "<3>netinit: hint: x\n"],
+        );
+        check(Level::Warn, "w", &["<4>netinit: w\n"]);
+        check(Level::Debug, "d", &["<7>netinit: d\n"]);
+    }
+}

@@ -1,0 +1,23 @@
+//! netinit: PID 1 of an initramfs that network-boots Linux into a squashfs root held in RAM.
+//! Run as PID 1 it boots (`boot`); run as any other process it is a tool for operators (`cli`).
+//!
+//! This file only dispatches; it holds no logic of its own.
+
+mod boot;
+mod cli;
+mod cmdline;
+mod failure;
+mod fetch;
+mod klog;
+mod modules;
+mod net;
+mod rootfs;
+mod switch_root;
+mod sys;
+
+fn main() {
+    if rustix::process::getpid().is_init() {
+        boot::pid1()
+    }
+    std::process::exit(cli::main(std::env::args().skip(1).collect()));
+}

@@ -1,0 +1,261 @@
+//! Stage 2: load the kernel modules packed in the initramfs, each after its dependencies.
+//!
+//! `cargo xtask cpio` packs the modules of `modules-list` and their dependencies under
+//! `/lib/modules/<release>/`, with a `modules.dep` in depmod's format. Every packed module is loaded
+//! (the list is the operator's choice of what this initramfs is for), plus any named by `modules=`.
+//! Loading is `finit_module(2)`; there is no modprobe, no aliases and no udev: drivers for devices
+//! present bind as their module loads, which is what a netboot initramfs needs.
+//!
+//! The parsing and ordering are pure and tested on the host; [`load`] is the only part with I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::sys;
+
+/// A module as `modules.dep` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Module {
+    pub name: String,
+    /// Path relative to the modules directory, as in `modules.dep`.
+    pub path: String,
+    /// Names of the modules it needs.
+    pub deps: Vec<String>,
+}
+
+/// `modules.dep`, by module name.
+pub type ModuleDb = BTreeMap<String, Module>;
+
+/// A module's name from its path: the file name without `.ko` (and any `.xz`/`.zst`/`.gz`),
+/// with `-` read as `_`, as the kernel names modules.
+pub fn name_of(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let stem = file.split(".ko").next().unwrap_or(file);
+    stem.replace('-', "_")
+}
+
+/// Parses depmod's `modules.dep`: one line per module, `path: dep-path dep-path ...`.
+/// Lines that are not of that shape are skipped and counted.
+pub fn parse_modules_dep(text: &str) -> (ModuleDb, usize) {
+    let mut db = ModuleDb::new();
+    let mut skipped = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+        let Some((path, deps)) = line.split_once(':') else {
+            skipped += 1;
+            continue;
+        };
+        let path = path.trim();
+        let name = name_of(path);
+        let deps = deps.split_whitespace().map(name_of).collect();
+        db.insert(name.clone(), Module { name, path: path.to_owned(), deps });
+    }
+    (db, skipped)
+}
+
+/// Why a set of modules cannot be put in order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrderError {
+    #[error("module {module} needs {missing}, which is not in the initramfs")]
+    MissingDependency { module: String, missing: String },
+    #[error("modules depend on each other in a cycle: {0}")]
+    Cycle(String),
+}
+
+/// The modules to load for `wanted`, dependencies first, each once. Among modules with no order
+/// between them, the order is by name, so that a boot is reproducible.
+pub fn load_order<'a>(db: &'a ModuleDb, wanted: &[String]) -> Result<Vec<&'a Module>, OrderError> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    fn visit<'a>(
+        db: &'a ModuleDb,
+        name: &str,
+        marks: &mut BTreeMap<String, Mark>,
+        stack: &mut Vec<String>,
+        out: &mut Vec<&'a Module>,
+    ) -> Result<(), OrderError> {
+        match marks.get(name) {
+            Some(Mark::Done) => return Ok(()),
+            Some(Mark::Visiting) => {
+                let start = stack.iter().position(|n| n == name).unwrap_or(0);
+                let mut cycle = stack[start..].to_vec();
+                cycle.push(name.to_owned());
+                return Err(OrderError::Cycle(cycle.join(" -> ")));
+            }
+            None => {}
+        }
+        let Some(module) = db.get(name) else {
+            return Err(OrderError::MissingDependency {
+                module: stack.last().cloned().unwrap_or_default(),
+                missing: name.to_owned(),
+            });
+        };
+        marks.insert(name.to_owned(), Mark::Visiting);
+        stack.push(name.to_owned());
+        let deps: BTreeSet<&String> = module.deps.iter().collect();
+        for dep in deps {
+            visit(db, dep, marks, stack, out)?;
+        }
+        stack.pop();
+        marks.insert(name.to_owned(), Mark::Done);
+        out.push(module);
+        Ok(())
+    }
+
+    let mut marks = BTreeMap::new();
+    let mut out = Vec::new();
+    let wanted: BTreeSet<&String> = wanted.iter().collect();
+    for name in wanted {
+        visit(db, name, &mut marks, &mut Vec::new(), &mut out)?;
+    }
+    Ok(out)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModulesError {
+    #[error("reading {path}")]
+    ReadDep { path: PathBuf, source: io::Error },
+    #[error("ordering the modules of {path}")]
+    Order { path: PathBuf, source: OrderError },
+}
+
+/// What [`load`] did.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub loaded: usize,
+    pub already: usize,
+    pub failed: Vec<String>,
+}
+
+/// Loads every module in the initramfs plus `extra`, dependencies first. A module that fails to load
+/// is logged and skipped: a missing driver shows up later, at the step that needs it, with its name.
+pub fn load(extra: &[String]) -> Result<Loaded, ModulesError> {
+    let dir = Path::new("/lib/modules").join(sys::kernel_release());
+    let dep_path = dir.join("modules.dep");
+    let text = match std::fs::read_to_string(&dep_path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            log::warn!(
+                "no {}: this initramfs carries no modules for this kernel; going on with built-in drivers",
+                dep_path.display()
+            );
+            String::new()
+        }
+        Err(source) => return Err(ModulesError::ReadDep { path: dep_path, source }),
+    };
+    let (db, skipped) = parse_modules_dep(&text);
+    if skipped > 0 {
+        log::warn!("{}: skipped {skipped} malformed lines", dep_path.display());
+    }
+    let mut wanted: Vec<String> = db.keys().cloned().collect();
+    for name in extra {
+        if db.contains_key(name) {
+            wanted.push(name.clone());
+        } else {
+            log::warn!("modules: {name} is not in this initramfs; add it to modules-list and rebuild");
+        }
+    }
+    let order = load_order(&db, &wanted).map_err(|source| ModulesError::Order { path: dep_path, source })?;
+    log::info!("loading {} kernel modules for {}", order.len(), sys::kernel_release());
+    let mut result = Loaded::default();
+    for module in order {
+        match sys::load_module(&dir.join(&module.path)) {
+            Ok(()) => result.loaded += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => result.already += 1,
+            Err(e) => {
+                log::warn!("loading module {} ({}): {e}", module.name, module.path);
+                result.failed.push(module.name.clone());
+            }
+        }
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEP: &str = "\
+kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko
+kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
+kernel/net/core/failover.ko:
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_legacy_dev.ko kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+kernel/drivers/virtio/virtio_pci_legacy_dev.ko:
+kernel/drivers/virtio/virtio_pci_modern_dev.ko:
+kernel/drivers/virtio/virtio_ring.ko:
+kernel/drivers/virtio/virtio.ko: kernel/drivers/virtio/virtio_ring.ko
+kernel/fs/overlayfs/overlay.ko:
+";
+
+    fn names(modules: &[&Module]) -> Vec<String> {
+        modules.iter().map(|m| m.name.clone()).collect()
+    }
+
+    fn wanted(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn module_names() {
+        let check = |path: &str, name: &str| assert_eq!(name_of(path), name);
+        check("kernel/drivers/net/virtio_net.ko", "virtio_net");
+        check("kernel/fs/fuse/cuse.ko.xz", "cuse");
+        check("kernel/drivers/hid/hid-generic.ko.zst", "hid_generic");
+        check("loop.ko", "loop");
+    }
+
+    #[test]
+    fn parse() {
+        let (db, skipped) = parse_modules_dep(DEP);
+        assert_eq!((db.len(), skipped), (9, 0));
+        assert_eq!(db["virtio_net"].deps, ["net_failover", "failover"]);
+        assert_eq!(db["overlay"].path, "kernel/fs/overlayfs/overlay.ko");
+        let (db, skipped) = parse_modules_dep("garbage line\n\n# comment\nkernel/a.ko:\n");
+        assert_eq!((db.len(), skipped), (1, 1));
+    }
+
+    #[test]
+    fn order() {
+        let (db, _) = parse_modules_dep(DEP);
+        let check = |w: &[&str], expected: &[&str]| {
+            assert_eq!(names(&load_order(&db, &wanted(w)).unwrap()), expected, "{w:?}");
+        };
+        check(&[], &[]);
+        check(&["failover"], &["failover"]);
+        check(&["virtio_net"], &["failover", "net_failover", "virtio_net"]);
+        check(&["virtio_net", "failover", "virtio_net"], &["failover", "net_failover", "virtio_net"]);
+        check(
+            &["virtio_pci", "overlay"],
+            &[
+                "overlay",
+                "virtio_ring",
+                "virtio",
+                "virtio_pci_legacy_dev",
+                "virtio_pci_modern_dev",
+                "virtio_pci",
+            ],
+        );
+        let all: Vec<&str> = db.keys().map(String::as_str).collect();
+        let order = names(&load_order(&db, &wanted(&all)).unwrap());
+        for m in db.values() {
+            let at = order.iter().position(|n| *n == m.name).unwrap();
+            for dep in &m.deps {
+                assert!(order.iter().position(|n| n == dep).unwrap() < at, "{dep} before {}", m.name);
+            }
+        }
+    }
+
+    #[test]
+    fn order_errors() {
+        let (db, _) = parse_modules_dep("a.ko: b.ko\nb.ko: c.ko\nc.ko: a.ko\nd.ko: e.ko\n");
+        let check = |w: &[&str], expected: OrderError| {
+            assert_eq!(load_order(&db, &wanted(w)).unwrap_err(), expected, "{w:?}");
+        };
+        check(&["a"], OrderError::Cycle("a -> b -> c -> a".into()));
+        check(&["d"], OrderError::MissingDependency { module: "d".into(), missing: "e".into() });
+        check(&["zz"], OrderError::MissingDependency { module: String::new(), missing: "zz".into() });
+    }
+}

@@ -1,0 +1,293 @@
+//! DHCP client tests: packets built the way dnsmasq and qemu's server build them, fed to the client.
+
+use super::*;
+
+const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+const OFFERED: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// A server reply: BOOTREPLY with the given fields and options (no END; the builder adds it).
+fn reply(xid: u32, chaddr: [u8; 6], yiaddr: Ipv4Addr, kind: MessageType, options: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut p = vec![0u8; FIXED_LEN];
+    p[0] = 2;
+    p[1] = 1;
+    p[2] = 6;
+    p[4..8].copy_from_slice(&xid.to_be_bytes());
+    p[16..20].copy_from_slice(&yiaddr.octets());
+    p[28..34].copy_from_slice(&chaddr);
+    p.extend_from_slice(&COOKIE);
+    p.extend_from_slice(&[OPT_MESSAGE_TYPE, 1, kind as u8]);
+    for (code, value) in options {
+        p.push(*code);
+        p.push(value.len() as u8);
+        p.extend_from_slice(value);
+    }
+    p.push(OPT_END);
+    p
+}
+
+fn client() -> Client {
+    Client::new(Identity { mac: MAC, hostname: Some("node7".into()) }, 42, secs(100))
+}
+
+fn offer(c: &Client, server: Ipv4Addr) -> Vec<u8> {
+    reply(c.xid(), MAC, OFFERED, MessageType::Offer, &[(OPT_SERVER_ID, &server.octets())])
+}
+
+fn ack(c: &Client, server: Ipv4Addr, extra: &[(u8, &[u8])]) -> Vec<u8> {
+    let server = server.octets();
+    let mut options: Vec<(u8, &[u8])> = vec![(OPT_SERVER_ID, &server)];
+    options.extend_from_slice(extra);
+    reply(c.xid(), MAC, OFFERED, MessageType::Ack, &options)
+}
+
+#[test]
+fn discover_carries_what_servers_need() {
+    let mut c = client();
+    let t = c.poll_transmit(secs(100)).unwrap();
+    assert_eq!((t.kind, t.attempt), (MessageType::Discover, 1));
+    let p = &t.packet;
+    assert!(p.len() >= MIN_LEN);
+    assert_eq!(&p[..4], &[1, 1, 6, 0]);
+    assert_eq!(u32::from_be_bytes([p[4], p[5], p[6], p[7]]), c.xid());
+    assert_eq!(&p[10..12], &[0x80, 0], "BROADCAST flag");
+    assert_eq!(&p[28..34], &MAC);
+    let mut options = Vec::new();
+    parse_options(&p[FIXED_LEN + 4..], &mut options).unwrap();
+    assert_eq!(find(&options, OPT_MESSAGE_TYPE), Some(&[1u8][..]));
+    assert_eq!(find(&options, OPT_CLIENT_ID), Some(&[1, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56][..]));
+    assert_eq!(find(&options, OPT_HOSTNAME), Some(&b"node7"[..]));
+    assert_eq!(find(&options, OPT_PARAMETERS), Some(&[1, 3, 6, 12, 15, 26, 28, 42, 51, 54, 119, 121][..]));
+    assert_eq!(find(&options, OPT_REQUESTED_IP), None);
+}
+
+#[test]
+fn full_exchange() {
+    let mut c = client();
+    c.poll_transmit(secs(100)).unwrap();
+    assert_eq!(c.poll_transmit(secs(101)), None, "nothing due before the retransmission time");
+    let event = c.handle(&offer(&c, SERVER), secs(101));
+    assert_eq!(event, Event::Offered { server: SERVER, address: OFFERED });
+    let t = c.poll_transmit(secs(101)).unwrap();
+    assert_eq!((t.kind, t.attempt), (MessageType::Request, 1));
+    let request = Packet::decode(&{
+        let mut p = t.packet.clone();
+        p[0] = 2; // decode() reads any op; make it look like what a server sees
+        p
+    })
+    .unwrap();
+    assert_eq!(request.option(OPT_REQUESTED_IP), Some(&OFFERED.octets()[..]));
+    assert_eq!(request.option(OPT_SERVER_ID), Some(&SERVER.octets()[..]));
+    let event = c.handle(
+        &ack(
+            &c,
+            SERVER,
+            &[
+                (OPT_SUBNET_MASK, &[255, 255, 255, 0]),
+                (OPT_ROUTER, &[10, 0, 2, 2]),
+                (OPT_DNS, &[10, 0, 2, 3, 1, 1, 1, 1]),
+                (OPT_DOMAIN, b"lan"),
+                (OPT_LEASE_TIME, &86400u32.to_be_bytes()),
+                (OPT_MTU, &9000u16.to_be_bytes()),
+            ],
+        ),
+        secs(102),
+    );
+    let Event::Bound(lease) = event else { panic!("{event:?}") };
+    assert_eq!(
+        lease,
+        Lease {
+            address: OFFERED,
+            prefix: 24,
+            server: SERVER,
+            routes: vec![Route { destination: Ipv4Addr::UNSPECIFIED, prefix: 0, gateway: SERVER }],
+            dns: vec![Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(1, 1, 1, 1)],
+            domain: Some("lan".into()),
+            hostname: None,
+            mtu: Some(9000),
+            lease_time: Some(secs(86400)),
+        }
+    );
+    assert_eq!(c.poll_transmit(secs(1000)), None, "bound: nothing more to send");
+}
+
+#[test]
+fn retransmission_backs_off_with_jitter() {
+    let mut c = client();
+    let mut now = secs(100);
+    let mut gaps = Vec::new();
+    for attempt in 1..=7 {
+        let t = c.poll_transmit(now).unwrap();
+        assert_eq!(t.attempt, attempt);
+        let next = c.next_deadline();
+        gaps.push((next - now).as_millis() as u64);
+        now = next;
+    }
+    for (gap, base) in gaps.iter().zip([4000u64, 8000, 16000, 32000, 64000, 64000, 64000]) {
+        assert!((base - 1000..=base + 1000).contains(gap), "{gap} ms around {base} ms");
+    }
+    assert!(gaps.windows(2).any(|w| w[0] % 1000 != w[1] % 1000), "jitter varies: {gaps:?}");
+}
+
+#[test]
+fn first_offer_wins_over_a_second_server() {
+    let mut c = client();
+    c.poll_transmit(secs(100));
+    let other = Ipv4Addr::new(10, 0, 2, 9);
+    assert!(matches!(c.handle(&offer(&c, SERVER), secs(100)), Event::Offered { .. }));
+    assert_eq!(c.handle(&offer(&c, other), secs(100)), Event::Ignored("not expected in this state"));
+    c.poll_transmit(secs(100));
+    assert_eq!(c.handle(&ack(&c, other, &[]), secs(100)), Event::Ignored("ack from another server"));
+    assert!(matches!(c.handle(&ack(&c, SERVER, &[]), secs(100)), Event::Bound(_)));
+}
+
+#[test]
+fn nak_starts_over_with_a_new_transaction() {
+    let mut c = client();
+    c.poll_transmit(secs(100));
+    c.handle(&offer(&c, SERVER), secs(100));
+    c.poll_transmit(secs(100));
+    let old_xid = c.xid();
+    let nak = reply(
+        c.xid(),
+        MAC,
+        Ipv4Addr::UNSPECIFIED,
+        MessageType::Nak,
+        &[(OPT_SERVER_ID, &SERVER.octets()), (OPT_MESSAGE, b"wrong network")],
+    );
+    assert_eq!(
+        c.handle(&nak, secs(101)),
+        Event::Nak { server: SERVER, message: Some("wrong network".into()) }
+    );
+    assert_ne!(c.xid(), old_xid);
+    let t = c.poll_transmit(secs(101)).unwrap();
+    assert_eq!((t.kind, t.attempt), (MessageType::Discover, 1));
+}
+
+#[test]
+fn unanswered_requests_fall_back_to_discover() {
+    let mut c = client();
+    c.poll_transmit(secs(100));
+    c.handle(&offer(&c, SERVER), secs(100));
+    let mut kinds = Vec::new();
+    for _ in 0..6 {
+        let now = c.next_deadline();
+        kinds.push(c.poll_transmit(now).unwrap().kind);
+    }
+    use MessageType::*;
+    assert_eq!(kinds, [Request, Request, Request, Request, Discover, Discover]);
+}
+
+#[test]
+fn foreign_and_broken_packets_change_nothing() {
+    let mut c = client();
+    c.poll_transmit(secs(100));
+    let good = offer(&c, SERVER);
+    let xid = c.xid();
+    let check =
+        |c: &mut Client, packet: &[u8], expected: Event| assert_eq!(c.handle(packet, secs(100)), expected);
+    check(&mut c, &good[..100], Event::Malformed(Malformed::TooShort(100)));
+    check(
+        &mut c,
+        &reply(xid ^ 1, MAC, OFFERED, MessageType::Offer, &[(OPT_SERVER_ID, &[1, 2, 3, 4])]),
+        Event::Ignored("another transaction"),
+    );
+    check(
+        &mut c,
+        &reply(xid, [1; 6], OFFERED, MessageType::Offer, &[(OPT_SERVER_ID, &[1, 2, 3, 4])]),
+        Event::Ignored("another client's hardware address"),
+    );
+    check(
+        &mut c,
+        &reply(xid, MAC, OFFERED, MessageType::Offer, &[]),
+        Event::Ignored("offer without server id"),
+    );
+    check(
+        &mut c,
+        &reply(xid, MAC, Ipv4Addr::UNSPECIFIED, MessageType::Offer, &[(OPT_SERVER_ID, &[1, 2, 3, 4])]),
+        Event::Ignored("offer without a usable address"),
+    );
+    let mut request = good.clone();
+    request[0] = 1;
+    check(&mut c, &request, Event::Ignored("not a reply"));
+    let mut no_cookie = good.clone();
+    no_cookie[FIXED_LEN] = 0;
+    check(&mut c, &no_cookie, Event::Malformed(Malformed::NoCookie));
+    let mut token_ring = good.clone();
+    token_ring[1] = 6;
+    check(&mut c, &token_ring, Event::Malformed(Malformed::NotEthernet));
+    let mut truncated = good[..FIXED_LEN + 4].to_vec();
+    truncated.extend_from_slice(&[OPT_MESSAGE_TYPE, 1, 2, OPT_SERVER_ID, 4, 10, 0]);
+    check(&mut c, &truncated, Event::Malformed(Malformed::Truncated(OPT_SERVER_ID)));
+    let mut no_type = good[..FIXED_LEN + 4].to_vec();
+    no_type.push(OPT_END);
+    check(&mut c, &no_type, Event::Malformed(Malformed::NoMessageType));
+    // After all that, the real offer still works.
+    assert!(matches!(c.handle(&good, secs(100)), Event::Offered { .. }));
+}
+
+#[test]
+fn option_overload_and_split_options() {
+    let mut c = client();
+    c.poll_transmit(secs(100));
+    let mut p = reply(c.xid(), MAC, OFFERED, MessageType::Offer, &[(OPT_OVERLOAD, &[3])]);
+    // The server id sits in `file`, the domain split across `sname` and the options field.
+    p[108..116].copy_from_slice(&[OPT_SERVER_ID, 4, 10, 0, 2, 2, OPT_END, 0]);
+    // RFC 3396 order: the options field, then `file`, then `sname`.
+    p[44..52].copy_from_slice(&[OPT_DOMAIN, 3, b'o', b'r', b'g', OPT_END, 0, 0]);
+    let end = p.len() - 1;
+    p.splice(end..end, [OPT_DOMAIN, 3, b'e', b'x', b'.']);
+    let packet = Packet::decode(&p).unwrap();
+    assert_eq!(packet.server_id(), Some(SERVER));
+    assert_eq!(packet.lease().domain.as_deref(), Some("ex.org"));
+    assert!(matches!(c.handle(&p, secs(100)), Event::Offered { server: SERVER, .. }));
+}
+
+#[test]
+fn classless_routes_replace_the_router_option() {
+    let check = |option: &[u8], expected: Option<Vec<(Ipv4Addr, u8, Ipv4Addr)>>| {
+        let got = classless_routes(option)
+            .map(|r| r.into_iter().map(|r| (r.destination, r.prefix, r.gateway)).collect());
+        assert_eq!(got, expected, "{option:?}");
+    };
+    let ip = Ipv4Addr::new;
+    check(&[0, 10, 0, 0, 1], Some(vec![(ip(0, 0, 0, 0), 0, ip(10, 0, 0, 1))]));
+    check(
+        &[24, 192, 168, 5, 10, 0, 0, 2, 0, 10, 0, 0, 1],
+        Some(vec![(ip(192, 168, 5, 0), 24, ip(10, 0, 0, 2)), (ip(0, 0, 0, 0), 0, ip(10, 0, 0, 1))]),
+    );
+    check(&[9, 10, 128, 1, 1, 1, 1], Some(vec![(ip(10, 128, 0, 0), 9, ip(1, 1, 1, 1))]));
+    check(&[32, 1, 2, 3, 4, 5, 6, 7, 8], Some(vec![(ip(1, 2, 3, 4), 32, ip(5, 6, 7, 8))]));
+    check(&[33, 1, 2, 3, 4, 5, 6, 7, 8, 9], None);
+    check(&[24, 192, 168], None);
+    check(&[], Some(vec![]));
+
+    let c = client();
+    let a = ack(&c, SERVER, &[(OPT_ROUTER, &[10, 0, 2, 1]), (OPT_CLASSLESS_ROUTES, &[0, 10, 0, 2, 254])]);
+    assert_eq!(
+        Packet::decode(&a).unwrap().lease().routes,
+        [Route { destination: Ipv4Addr::UNSPECIFIED, prefix: 0, gateway: ip(10, 0, 2, 254) }]
+    );
+    let a = ack(&c, SERVER, &[(OPT_ROUTER, &[10, 0, 2, 1]), (OPT_CLASSLESS_ROUTES, &[40])]);
+    assert_eq!(
+        Packet::decode(&a).unwrap().lease().routes,
+        [Route { destination: Ipv4Addr::UNSPECIFIED, prefix: 0, gateway: ip(10, 0, 2, 1) }],
+        "a malformed 121 is ignored"
+    );
+}
+
+#[test]
+fn odd_values_in_an_ack() {
+    let c = client();
+    let lease = |extra: &[(u8, &[u8])]| Packet::decode(&ack(&c, SERVER, extra)).unwrap().lease();
+    assert_eq!(lease(&[]).prefix, 8, "no mask: classful");
+    assert_eq!(lease(&[(OPT_SUBNET_MASK, &[255, 0, 255, 0])]).prefix, 8, "a non-contiguous mask is ignored");
+    assert_eq!(lease(&[(OPT_MTU, &[0, 68])]).mtu, None, "an MTU below 576 is ignored");
+    assert_eq!(lease(&[(OPT_HOSTNAME, b"node\0junk")]).hostname.as_deref(), Some("node"));
+    assert_eq!(lease(&[(OPT_HOSTNAME, b"bad name")]).hostname, None);
+    assert_eq!(lease(&[(OPT_DNS, &[1, 2, 3, 4, 5, 6])]).dns, [Ipv4Addr::new(1, 2, 3, 4)]);
+}

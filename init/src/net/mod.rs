@@ -1,0 +1,486 @@
+//! Stage 3: bring the network up. Choose the NIC (by `BOOTIF`, by the device in `ip=`, or the first
+//! with a link), configure it by DHCP or statically, and leave the result where the booted system
+//! finds it: `/etc/resolv.conf`, the hostname, and `/run/netinit/lease`.
+//!
+//! It does not run DHCP on several NICs at once yet, renew leases, or do IPv6.
+//!
+//! DHCP uses a UDP socket on port 68 bound to the NIC with `SO_BINDTODEVICE`, sending to
+//! 255.255.255.255 with the BROADCAST flag set, so that servers broadcast their replies and the
+//! kernel delivers them before the NIC has an address. That needs no raw packets and no BPF, and works
+//! with dnsmasq, ISC and qemu's built-in server (see ARCHITECTURE.md).
+
+pub mod dhcp;
+pub mod netlink;
+
+use std::fmt::Write as _;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cmdline::{IpMode, Mac, NetConfig};
+use crate::sys;
+
+/// How long to wait for the NIC driver to register its interfaces.
+const NIC_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for a link once the NICs are up: autonegotiation takes 1-5 s on real hardware.
+const CARRIER_TIMEOUT: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(50);
+
+/// A physical network interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    pub name: String,
+    pub index: u32,
+    pub mac: Mac,
+}
+
+/// The configuration netinit applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Configured {
+    pub nic: Nic,
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    /// Option 121's routes, or one default route via the gateway.
+    pub routes: Vec<dhcp::Route>,
+    pub dns: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    pub hostname: Option<String>,
+    pub mtu: Option<u16>,
+    /// The DHCP server and lease time, when configured by DHCP.
+    pub dhcp: Option<(Ipv4Addr, Option<Duration>)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("no network interface appeared within {}s", NIC_TIMEOUT.as_secs())]
+    NoNic,
+    #[error("no network interface has MAC {mac} (BOOTIF); found {found}")]
+    NoBootif { mac: Mac, found: String },
+    #[error("no network interface is named {name} (ip=); found {found}")]
+    NoDevice { name: String, found: String },
+    #[error("no link on {names} after {}s", CARRIER_TIMEOUT.as_secs())]
+    NoCarrier { names: String },
+    #[error("no DHCP lease on {nic} after {}s ({discovers} DISCOVERs sent, {offers} offers received)", timeout.as_secs())]
+    DhcpTimeout { nic: String, timeout: Duration, discovers: u32, offers: u32 },
+    #[error("reading {path}")]
+    Sysfs { path: PathBuf, source: io::Error },
+    #[error("opening a DHCP socket on {nic}")]
+    Socket { nic: String, source: io::Error },
+    #[error("receiving DHCP replies on {nic}")]
+    Receive { nic: String, source: io::Error },
+    #[error("{step} on {nic}")]
+    Netlink { step: String, nic: String, source: io::Error },
+    #[error("writing {path}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+impl NetError {
+    /// What the operator can do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            NetError::NoNic => "is the NIC's driver in modules-list (or modules=)? dmesg shows what the kernel found",
+            NetError::NoBootif { .. } | NetError::NoDevice { .. } => "check BOOTIF= / ip= against the MACs and names listed",
+            NetError::NoCarrier { .. } => "check the cable and the switch port",
+            NetError::DhcpTimeout { .. } => {
+                "check that a DHCP server serves this segment; netinit.dhcp_timeout= waits longer (spanning tree can block a port for 50 s)"
+            }
+            _ => "this is unexpected; the error above names the step and the system's answer",
+        }
+    }
+}
+
+/// Brings the network up as `cfg` says.
+pub fn up(cfg: &NetConfig) -> Result<Configured, NetError> {
+    let nics = wait_for_nics(cfg)?;
+    let mut nl = sys::Netlink::open().map_err(|source| netlink_error("opening rtnetlink", "-", source))?;
+    let candidates = choose(cfg, &nics)?;
+    for nic in &candidates {
+        nl.request(|seq| netlink::link_up(nic.index, seq))
+            .map_err(|source| netlink_error("setting the link up", &nic.name, source))?;
+    }
+    let nic = wait_for_carrier(&candidates)?;
+    log::info!("{}: link up ({})", nic.name, nic.mac);
+    let configured = match &cfg.mode {
+        IpMode::Static(s) => Configured {
+            nic,
+            address: s.address,
+            prefix: s.prefix,
+            routes: s.gateway.map(default_route).into_iter().collect(),
+            dns: s.dns.clone(),
+            domain: None,
+            hostname: s.hostname.clone(),
+            mtu: None,
+            dhcp: None,
+        },
+        IpMode::Dhcp | IpMode::Off => {
+            let lease = dhcp(&nic, cfg)?;
+            Configured {
+                address: lease.address,
+                prefix: lease.prefix,
+                routes: lease.routes.clone(),
+                dns: lease.dns.clone(),
+                domain: lease.domain.clone(),
+                hostname: cfg.hostname.clone().or(lease.hostname.clone()),
+                mtu: lease.mtu,
+                dhcp: Some((lease.server, lease.lease_time)),
+                nic,
+            }
+        }
+    };
+    apply(&mut nl, &configured)?;
+    Ok(configured)
+}
+
+impl Configured {
+    /// The default route's gateway, if any.
+    pub fn gateway(&self) -> Option<Ipv4Addr> {
+        self.routes.iter().find(|r| r.prefix == 0).map(|r| r.gateway)
+    }
+}
+
+fn default_route(gateway: Ipv4Addr) -> dhcp::Route {
+    dhcp::Route { destination: Ipv4Addr::UNSPECIFIED, prefix: 0, gateway }
+}
+
+fn netlink_error(step: &str, nic: &str, source: io::Error) -> NetError {
+    NetError::Netlink { step: step.to_owned(), nic: nic.to_owned(), source }
+}
+
+/// The physical NICs, in name order. Loopback and virtual interfaces (no `device` link in sysfs:
+/// bridges, bonds, tunnels) are left out.
+pub fn list_nics() -> Result<Vec<Nic>, NetError> {
+    let dir = Path::new("/sys/class/net");
+    let entries = std::fs::read_dir(dir).map_err(|source| NetError::Sysfs { path: dir.into(), source })?;
+    let mut nics = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.join("device").exists() {
+            continue;
+        }
+        let read = |file: &str| {
+            let p = path.join(file);
+            std::fs::read_to_string(&p)
+                .map(|s| s.trim().to_owned())
+                .map_err(|source| NetError::Sysfs { path: p, source })
+        };
+        let index = read("ifindex")?.parse().unwrap_or(0);
+        let Some(mac) = Mac::parse(&read("address")?) else { continue };
+        nics.push(Nic { name: entry.file_name().to_string_lossy().into_owned(), index, mac });
+    }
+    nics.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(nics)
+}
+
+/// Waits until the NIC the cmdline names (or any NIC) is registered.
+fn wait_for_nics(cfg: &NetConfig) -> Result<Vec<Nic>, NetError> {
+    let start = sys::uptime();
+    loop {
+        let nics = list_nics()?;
+        let wanted = match (&cfg.bootif, &cfg.device) {
+            (Some(mac), _) => nics.iter().any(|n| n.mac == *mac),
+            (None, Some(name)) => nics.iter().any(|n| n.name == *name),
+            (None, None) => !nics.is_empty(),
+        };
+        if wanted || sys::uptime() - start >= NIC_TIMEOUT {
+            if nics.is_empty() {
+                return Err(NetError::NoNic);
+            }
+            return Ok(nics);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn describe(nics: &[Nic]) -> String {
+    nics.iter().map(|n| format!("{} ({})", n.name, n.mac)).collect::<Vec<_>>().join(", ")
+}
+
+/// The NICs that may be used: the one `BOOTIF` or `ip=` pins, else all.
+pub fn choose(cfg: &NetConfig, nics: &[Nic]) -> Result<Vec<Nic>, NetError> {
+    if let Some(mac) = cfg.bootif {
+        return match nics.iter().find(|n| n.mac == mac) {
+            Some(n) => Ok(vec![n.clone()]),
+            None => Err(NetError::NoBootif { mac, found: describe(nics) }),
+        };
+    }
+    if let Some(name) = &cfg.device {
+        return match nics.iter().find(|n| n.name == *name) {
+            Some(n) => Ok(vec![n.clone()]),
+            None => Err(NetError::NoDevice { name: name.clone(), found: describe(nics) }),
+        };
+    }
+    Ok(nics.to_vec())
+}
+
+fn has_carrier(nic: &Nic) -> bool {
+    // Reading `carrier` fails with EINVAL while the link is down administratively.
+    std::fs::read_to_string(format!("/sys/class/net/{}/carrier", nic.name)).is_ok_and(|s| s.trim() == "1")
+}
+
+/// The first NIC, in name order, that has a link.
+fn wait_for_carrier(candidates: &[Nic]) -> Result<Nic, NetError> {
+    let start = sys::uptime();
+    while sys::uptime() - start < CARRIER_TIMEOUT {
+        if let Some(nic) = candidates.iter().find(|n| has_carrier(n)) {
+            return Ok(nic.clone());
+        }
+        std::thread::sleep(POLL);
+    }
+    Err(NetError::NoCarrier {
+        names: candidates.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// Runs the DHCP client on `nic` until it is bound or `cfg.dhcp_timeout` passes.
+fn dhcp(nic: &Nic, cfg: &NetConfig) -> Result<dhcp::Lease, NetError> {
+    let socket = sys::udp_socket_on_device(&nic.name, dhcp::CLIENT_PORT)
+        .map_err(|source| NetError::Socket { nic: nic.name.clone(), source })?;
+    let start = sys::uptime();
+    let deadline = start + cfg.dhcp_timeout;
+    let identity = dhcp::Identity { mac: nic.mac.0, hostname: cfg.hostname.clone() };
+    let mut client = dhcp::Client::new(identity, sys::random_u64(), start);
+    let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, dhcp::SERVER_PORT);
+    let (mut discovers, mut offers) = (0, 0);
+    let mut buf = vec![0u8; 1600];
+    loop {
+        let now = sys::uptime();
+        if now >= deadline {
+            return Err(NetError::DhcpTimeout {
+                nic: nic.name.clone(),
+                timeout: cfg.dhcp_timeout,
+                discovers,
+                offers,
+            });
+        }
+        if let Some(t) = client.poll_transmit(now) {
+            if t.kind == dhcp::MessageType::Discover {
+                discovers += 1;
+            }
+            log::info!(
+                "{}: DHCP {} (attempt {}, {}s elapsed)",
+                nic.name,
+                t.kind.name(),
+                t.attempt,
+                (now - start).as_secs()
+            );
+            if let Err(e) = sys::send_to(&socket, &t.packet, broadcast) {
+                // ENETDOWN and friends while a link flaps: the retransmission will try again.
+                log::warn!("{}: sending DHCP {}: {e}", nic.name, t.kind.name());
+            }
+        }
+        let wait = client.next_deadline().min(deadline).saturating_sub(sys::uptime());
+        let received = sys::recv_timeout(&socket, &mut buf, wait)
+            .map_err(|source| NetError::Receive { nic: nic.name.clone(), source })?;
+        let Some(n) = received else { continue };
+        match client.handle(&buf[..n], sys::uptime()) {
+            dhcp::Event::Offered { server, address } => {
+                offers += 1;
+                log::info!("{}: DHCP OFFER of {address} from {server}", nic.name);
+            }
+            dhcp::Event::Nak { server, message } => {
+                log::warn!(
+                    "{}: DHCP NAK from {server}: {}; starting over",
+                    nic.name,
+                    message.as_deref().unwrap_or("no reason given")
+                );
+            }
+            dhcp::Event::Bound(lease) => return Ok(lease),
+            dhcp::Event::Ignored(_) | dhcp::Event::Malformed(_) => {}
+        }
+    }
+}
+
+/// Applies address, routes, MTU, DNS and hostname.
+fn apply(nl: &mut sys::Netlink, c: &Configured) -> Result<(), NetError> {
+    let nic = &c.nic;
+    let err = |step: &str| {
+        let step = step.to_owned();
+        move |source| NetError::Netlink { step, nic: nic.name.clone(), source }
+    };
+    if let Some(mtu) = c.mtu {
+        nl.request(|seq| netlink::link_mtu(nic.index, u32::from(mtu), seq))
+            .map_err(err(&format!("setting MTU {mtu}")))?;
+    }
+    nl.request(|seq| netlink::add_address(nic.index, c.address, c.prefix, seq))
+        .map_err(err(&format!("adding address {}/{}", c.address, c.prefix)))?;
+    let origin = if c.dhcp.is_some() { netlink::Origin::Dhcp } else { netlink::Origin::Static };
+    for route in &c.routes {
+        let gateway = (!route.gateway.is_unspecified()).then_some(route.gateway);
+        if let Some(gw) = gateway.filter(|gw| !same_subnet(*gw, c.address, c.prefix)) {
+            // A gateway outside the subnet (common with /32 leases) must first be reachable on-link.
+            nl.request(|seq| netlink::add_route(nic.index, gw, 32, None, Some(c.address), origin, seq))
+                .map_err(err(&format!("adding an on-link route to gateway {gw}")))?;
+        }
+        nl.request(|seq| {
+            netlink::add_route(nic.index, route.destination, route.prefix, gateway, None, origin, seq)
+        })
+        .map_err(err(&format!(
+            "adding route {}/{} via {}",
+            route.destination, route.prefix, route.gateway
+        )))?;
+    }
+    write_file(Path::new("/etc/resolv.conf"), &resolv_conf(&c.dns, c.domain.as_deref()))?;
+    if let Some(name) = &c.hostname {
+        if let Err(e) = sys::set_hostname(name) {
+            log::warn!("setting the hostname to {name}: {e}");
+        }
+    }
+    std::fs::create_dir_all("/run/netinit")
+        .map_err(|source| NetError::Write { path: "/run/netinit".into(), source })?;
+    write_file(Path::new("/run/netinit/lease"), &lease_file(c))?;
+    log::info!("{}", summary(c));
+    Ok(())
+}
+
+fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    u32::from(a) & mask == u32::from(b) & mask
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), NetError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| NetError::Write { path: dir.into(), source })?;
+    }
+    std::fs::write(path, text).map_err(|source| NetError::Write { path: path.into(), source })
+}
+
+/// `/etc/resolv.conf`, resolv.conf(5).
+pub fn resolv_conf(dns: &[Ipv4Addr], domain: Option<&str>) -> String {
+    let mut out = String::from("# written by netinit\n");
+    if let Some(d) = domain {
+        let _ = writeln!(out, "search {d}");
+    }
+    for server in dns {
+        let _ = writeln!(out, "nameserver {server}");
+    }
+    out
+}
+
+/// `/run/netinit/lease`: shell-sourceable `KEY=value` lines, values single-quoted.
+pub fn lease_file(c: &Configured) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut lines = vec![
+        ("INTERFACE", c.nic.name.clone()),
+        ("MAC", c.nic.mac.to_string()),
+        ("ADDRESS", c.address.to_string()),
+        ("PREFIX", c.prefix.to_string()),
+        ("GATEWAY", c.gateway().map(|g| g.to_string()).unwrap_or_default()),
+        ("DNS", c.dns.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(" ")),
+        ("DOMAIN", c.domain.clone().unwrap_or_default()),
+        ("HOSTNAME", c.hostname.clone().unwrap_or_default()),
+        ("MTU", c.mtu.map(|m| m.to_string()).unwrap_or_default()),
+    ];
+    match c.dhcp {
+        Some((server, lease_time)) => {
+            lines.push(("METHOD", "dhcp".into()));
+            lines.push(("SERVER", server.to_string()));
+            lines.push(("LEASE_TIME", lease_time.map(|t| t.as_secs().to_string()).unwrap_or_default()));
+        }
+        None => lines.push(("METHOD", "static".into())),
+    }
+    lines.iter().map(|(k, v)| format!("{k}={}\n", quote(v))).collect()
+}
+
+/// One line saying what was configured.
+pub fn summary(c: &Configured) -> String {
+    let mut s = format!("{}: {}/{}", c.nic.name, c.address, c.prefix);
+    if let Some(gw) = c.gateway() {
+        let _ = write!(s, " via {gw}");
+    }
+    if !c.dns.is_empty() {
+        let _ = write!(s, ", dns {}", c.dns.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(" "));
+    }
+    if let Some(m) = c.mtu {
+        let _ = write!(s, ", mtu {m}");
+    }
+    match c.dhcp {
+        Some((server, Some(t))) => {
+            let _ = write!(s, ", from DHCP server {server} for {}s", t.as_secs());
+        }
+        Some((server, None)) => {
+            let _ = write!(s, ", from DHCP server {server}");
+        }
+        None => s.push_str(", static"),
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmdline::Config;
+
+    fn nic(name: &str, last: u8) -> Nic {
+        Nic { name: name.into(), index: u32::from(last), mac: Mac([0x52, 0x54, 0, 0, 0, last]) }
+    }
+
+    #[test]
+    fn choosing_the_nic() {
+        let nics = [nic("eth0", 1), nic("eth1", 2)];
+        let mut cfg = Config::default().net;
+        let names =
+            |r: Result<Vec<Nic>, NetError>| r.map(|v| v.into_iter().map(|n| n.name).collect::<Vec<_>>());
+        assert_eq!(names(choose(&cfg, &nics)).unwrap(), ["eth0", "eth1"]);
+        cfg.bootif = Some(Mac([0x52, 0x54, 0, 0, 0, 2]));
+        assert_eq!(names(choose(&cfg, &nics)).unwrap(), ["eth1"]);
+        cfg.bootif = Some(Mac([0x52, 0x54, 0, 0, 0, 9]));
+        let e = choose(&cfg, &nics).unwrap_err();
+        assert_eq!(e.to_string(), "no network interface has MAC 52:54:00:00:00:09 (BOOTIF); found eth0 (52:54:00:00:00:01), eth1 (52:54:00:00:00:02)");
+        cfg.bootif = None;
+        cfg.device = Some("eth1".into());
+        assert_eq!(names(choose(&cfg, &nics)).unwrap(), ["eth1"]);
+        cfg.device = Some("ens3".into());
+        assert!(matches!(choose(&cfg, &nics), Err(NetError::NoDevice { .. })));
+    }
+
+    fn configured() -> Configured {
+        Configured {
+            nic: nic("eth0", 1),
+            address: Ipv4Addr::new(10, 0, 2, 15),
+            prefix: 24,
+            routes: vec![default_route(Ipv4Addr::new(10, 0, 2, 2))],
+            dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
+            domain: Some("lan".into()),
+            hostname: Some("it's".into()),
+            mtu: None,
+            dhcp: Some((Ipv4Addr::new(10, 0, 2, 2), Some(Duration::from_secs(86400)))),
+        }
+    }
+
+    #[test]
+    fn files_for_the_booted_system() {
+        assert_eq!(
+            resolv_conf(&[Ipv4Addr::new(1, 1, 1, 1), Ipv4Addr::new(9, 9, 9, 9)], Some("ex.org")),
+            "# written by netinit\nsearch ex.org\nnameserver 1.1.1.1\nnameserver 9.9.9.9\n"
+        );
+        assert_eq!(resolv_conf(&[], None), "# written by netinit\n");
+        assert_eq!(
+            lease_file(&configured()),
+            "INTERFACE='eth0'\nMAC='52:54:00:00:00:01'\nADDRESS='10.0.2.15'\nPREFIX='24'\nGATEWAY='10.0.2.2'\nDNS='10.0.2.3'\nDOMAIN='lan'\nHOSTNAME='it'\\''s'\nMTU=''\nMETHOD='dhcp'\nSERVER='10.0.2.2'\nLEASE_TIME='86400'\n"
+        );
+    }
+
+    #[test]
+    fn summaries() {
+        assert_eq!(
+            summary(&configured()),
+            "eth0: 10.0.2.15/24 via 10.0.2.2, dns 10.0.2.3, from DHCP server 10.0.2.2 for 86400s"
+        );
+        let mut c = configured();
+        c.dhcp = None;
+        c.routes.clear();
+        c.dns.clear();
+        c.mtu = Some(9000);
+        assert_eq!(summary(&c), "eth0: 10.0.2.15/24, mtu 9000, static");
+    }
+
+    #[test]
+    fn subnets() {
+        let ip = Ipv4Addr::new;
+        assert!(same_subnet(ip(10, 0, 2, 2), ip(10, 0, 2, 15), 24));
+        assert!(!same_subnet(ip(10, 0, 3, 2), ip(10, 0, 2, 15), 24));
+        assert!(!same_subnet(ip(10, 0, 2, 2), ip(10, 0, 2, 15), 32));
+        assert!(same_subnet(ip(1, 2, 3, 4), ip(5, 6, 7, 8), 0));
+    }
+}

@@ -1,0 +1,270 @@
+//! rtnetlink requests, encoded by hand (rtnetlink(7), <linux/rtnetlink.h>): link up, MTU, address,
+//! route. Four message shapes do not earn a netlink crate. Pure: it builds and parses bytes; the
+//! socket is in `sys::Netlink`.
+
+use std::net::Ipv4Addr;
+
+const RTM_NEWLINK: u16 = 16;
+const RTM_NEWADDR: u16 = 20;
+const RTM_NEWROUTE: u16 = 24;
+const NLMSG_ERROR: u16 = 2;
+
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_REPLACE: u16 = 0x100;
+const NLM_F_CREATE: u16 = 0x400;
+
+const AF_INET: u8 = 2;
+const IFF_UP: u32 = 0x1;
+const IFLA_MTU: u16 = 4;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFA_BROADCAST: u16 = 4;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RTA_PREFSRC: u16 = 7;
+const RT_TABLE_MAIN: u8 = 254;
+/// `RTPROT_DHCP`: routes a DHCP client installed; `ip route` shows `proto dhcp`.
+const RTPROT_DHCP: u8 = 16;
+/// `RTPROT_BOOT`: routes installed during boot, for static configuration.
+const RTPROT_BOOT: u8 = 3;
+const RT_SCOPE_UNIVERSE: u8 = 0;
+const RT_SCOPE_LINK: u8 = 253;
+const RTN_UNICAST: u8 = 1;
+
+/// Who installs a route, as `ip route` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Dhcp,
+    Static,
+}
+
+struct Message {
+    buf: Vec<u8>,
+}
+
+impl Message {
+    fn new(kind: u16, flags: u16, seq: u32) -> Message {
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // length, set in finish()
+        buf.extend_from_slice(&kind.to_ne_bytes());
+        buf.extend_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        buf.extend_from_slice(&seq.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
+        Message { buf }
+    }
+
+    fn bytes(mut self, b: &[u8]) -> Self {
+        self.buf.extend_from_slice(b);
+        self
+    }
+
+    /// One `struct rtattr`: length, type, payload, padding to 4 bytes.
+    fn attr(mut self, kind: u16, payload: &[u8]) -> Self {
+        let len = 4 + payload.len();
+        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.buf.extend_from_slice(payload);
+        self.buf.resize(self.buf.len() + (4 - len % 4) % 4, 0);
+        self
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        let len = self.buf.len() as u32;
+        self.buf[..4].copy_from_slice(&len.to_ne_bytes());
+        self.buf
+    }
+}
+
+/// `struct ifinfomsg` setting `flags` within `change`.
+fn ifinfo(index: u32, flags: u32, change: u32) -> Vec<u8> {
+    let mut b = vec![0u8; 16];
+    b[4..8].copy_from_slice(&(index as i32).to_ne_bytes());
+    b[8..12].copy_from_slice(&flags.to_ne_bytes());
+    b[12..16].copy_from_slice(&change.to_ne_bytes());
+    b
+}
+
+/// `ip link set dev <index> up`.
+pub fn link_up(index: u32, seq: u32) -> Vec<u8> {
+    Message::new(RTM_NEWLINK, 0, seq).bytes(&ifinfo(index, IFF_UP, IFF_UP)).finish()
+}
+
+/// `ip link set dev <index> mtu <mtu>`.
+pub fn link_mtu(index: u32, mtu: u32, seq: u32) -> Vec<u8> {
+    Message::new(RTM_NEWLINK, 0, seq).bytes(&ifinfo(index, 0, 0)).attr(IFLA_MTU, &mtu.to_ne_bytes()).finish()
+}
+
+/// `ip address replace <address>/<prefix> broadcast + dev <index>`.
+pub fn add_address(index: u32, address: Ipv4Addr, prefix: u8, seq: u32) -> Vec<u8> {
+    let mut ifa = vec![AF_INET, prefix, 0, RT_SCOPE_UNIVERSE];
+    ifa.extend_from_slice(&index.to_ne_bytes());
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    let broadcast = Ipv4Addr::from(u32::from(address) | !mask);
+    let mut m = Message::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, seq)
+        .bytes(&ifa)
+        .attr(IFA_LOCAL, &address.octets())
+        .attr(IFA_ADDRESS, &address.octets());
+    if prefix < 31 {
+        m = m.attr(IFA_BROADCAST, &broadcast.octets());
+    }
+    m.finish()
+}
+
+/// `ip route replace <destination>/<prefix> [via <gateway>] dev <index> [src <source>]`.
+/// Without a gateway the route is on-link (scope link).
+pub fn add_route(
+    index: u32,
+    destination: Ipv4Addr,
+    prefix: u8,
+    gateway: Option<Ipv4Addr>,
+    source: Option<Ipv4Addr>,
+    origin: Origin,
+    seq: u32,
+) -> Vec<u8> {
+    let scope = if gateway.is_some() { RT_SCOPE_UNIVERSE } else { RT_SCOPE_LINK };
+    let protocol = match origin {
+        Origin::Dhcp => RTPROT_DHCP,
+        Origin::Static => RTPROT_BOOT,
+    };
+    let mut rtm = vec![AF_INET, prefix, 0, 0, RT_TABLE_MAIN, protocol, scope, RTN_UNICAST];
+    rtm.extend_from_slice(&0u32.to_ne_bytes());
+    let mut m = Message::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, seq).bytes(&rtm);
+    if prefix > 0 {
+        m = m.attr(RTA_DST, &destination.octets());
+    }
+    if let Some(gw) = gateway {
+        m = m.attr(RTA_GATEWAY, &gw.octets());
+    }
+    if let Some(src) = source {
+        m = m.attr(RTA_PREFSRC, &src.octets());
+    }
+    m.attr(RTA_OIF, &index.to_ne_bytes()).finish()
+}
+
+/// The kernel's answer to request `seq` in `buf`: `Some(0)` for success, `Some(errno)` for failure,
+/// `None` when `buf` holds no acknowledgement for `seq`.
+pub fn parse_ack(mut buf: &[u8], seq: u32) -> Option<i32> {
+    while buf.len() >= 16 {
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+        let msg_seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        if len < 16 || len > buf.len() {
+            return None;
+        }
+        if kind == NLMSG_ERROR && msg_seq == seq && len >= 20 {
+            let error = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+            return Some(-error);
+        }
+        buf = &buf[(len + 3) & !3..];
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u16_at(b: &[u8], i: usize) -> u16 {
+        u16::from_ne_bytes([b[i], b[i + 1]])
+    }
+    fn u32_at(b: &[u8], i: usize) -> u32 {
+        u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+    }
+
+    /// The attributes after a fixed header of `skip` bytes: (type, payload).
+    fn attrs(msg: &[u8], skip: usize) -> Vec<(u16, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut at = 16 + skip;
+        while at < msg.len() {
+            let len = usize::from(u16_at(msg, at));
+            out.push((u16_at(msg, at + 2), msg[at + 4..at + len].to_vec()));
+            at += (len + 3) & !3;
+        }
+        out
+    }
+
+    #[test]
+    fn header() {
+        let m = link_up(3, 77);
+        assert_eq!(u32_at(&m, 0) as usize, m.len());
+        assert_eq!(u16_at(&m, 4), RTM_NEWLINK);
+        assert_eq!(u16_at(&m, 6), NLM_F_REQUEST | NLM_F_ACK);
+        assert_eq!(u32_at(&m, 8), 77);
+        assert_eq!(m.len(), 32);
+        assert_eq!(u32_at(&m, 20), 3, "ifi_index");
+        assert_eq!((u32_at(&m, 24), u32_at(&m, 28)), (IFF_UP, IFF_UP), "flags, change");
+    }
+
+    #[test]
+    fn mtu() {
+        let m = link_mtu(2, 9000, 1);
+        assert_eq!(attrs(&m, 16), [(IFLA_MTU, 9000u32.to_ne_bytes().to_vec())]);
+        assert_eq!((u32_at(&m, 24), u32_at(&m, 28)), (0, 0), "flags untouched");
+    }
+
+    #[test]
+    fn address() {
+        let m = add_address(2, Ipv4Addr::new(10, 0, 2, 15), 24, 5);
+        assert_eq!(u16_at(&m, 4), RTM_NEWADDR);
+        assert_eq!(u16_at(&m, 6), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE);
+        assert_eq!(&m[16..20], &[AF_INET, 24, 0, RT_SCOPE_UNIVERSE]);
+        assert_eq!(u32_at(&m, 20), 2);
+        assert_eq!(
+            attrs(&m, 8),
+            [
+                (IFA_LOCAL, vec![10, 0, 2, 15]),
+                (IFA_ADDRESS, vec![10, 0, 2, 15]),
+                (IFA_BROADCAST, vec![10, 0, 2, 255])
+            ]
+        );
+        let m = add_address(2, Ipv4Addr::new(192, 0, 2, 7), 32, 5);
+        assert_eq!(attrs(&m, 8).len(), 2, "no broadcast on a /32");
+    }
+
+    #[test]
+    fn routes() {
+        let gw = Ipv4Addr::new(10, 0, 2, 2);
+        let m = add_route(2, Ipv4Addr::UNSPECIFIED, 0, Some(gw), None, Origin::Dhcp, 9);
+        assert_eq!(u16_at(&m, 4), RTM_NEWROUTE);
+        assert_eq!(
+            &m[16..24],
+            &[AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_DHCP, RT_SCOPE_UNIVERSE, RTN_UNICAST]
+        );
+        assert_eq!(attrs(&m, 12), [(RTA_GATEWAY, vec![10, 0, 2, 2]), (RTA_OIF, 2u32.to_ne_bytes().to_vec())]);
+        let m = add_route(4, gw, 32, None, Some(Ipv4Addr::new(10, 0, 2, 15)), Origin::Static, 9);
+        assert_eq!(&m[16..24], &[AF_INET, 32, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_LINK, RTN_UNICAST]);
+        assert_eq!(
+            attrs(&m, 12),
+            [
+                (RTA_DST, vec![10, 0, 2, 2]),
+                (RTA_PREFSRC, vec![10, 0, 2, 15]),
+                (RTA_OIF, 4u32.to_ne_bytes().to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn acks() {
+        let ack = |seq: u32, error: i32| {
+            let mut b = Vec::new();
+            b.extend_from_slice(&36u32.to_ne_bytes());
+            b.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+            b.extend_from_slice(&0u16.to_ne_bytes());
+            b.extend_from_slice(&seq.to_ne_bytes());
+            b.extend_from_slice(&0u32.to_ne_bytes());
+            b.extend_from_slice(&error.to_ne_bytes());
+            b.extend_from_slice(&[0u8; 16]);
+            b
+        };
+        assert_eq!(parse_ack(&ack(7, 0), 7), Some(0));
+        assert_eq!(parse_ack(&ack(7, -17), 7), Some(17));
+        assert_eq!(parse_ack(&ack(6, 0), 7), None);
+        let mut two = ack(6, -1);
+        two.extend_from_slice(&ack(7, -22));
+        assert_eq!(parse_ack(&two, 7), Some(22));
+        assert_eq!(parse_ack(&ack(7, 0)[..20], 7), None, "truncated");
+        assert_eq!(parse_ack(&[], 7), None);
+    }
+}

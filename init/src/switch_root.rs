@@ -1,0 +1,237 @@
+//! Stage 6: hand the machine to the image's init, as switch_root(8) does. Check the target init
+//! exists in the new root (while a failure can still be reported), write the network's files into
+//! it, move `/dev /proc /sys /run` over, free the initramfs's memory by deleting its files (never
+//! crossing into another mount, and only if `/` really is the initramfs), make the new root `/`, and
+//! exec the target with the console on fds 0-2.
+//!
+//! It deliberately does not run any program of the image before exec.
+
+use std::convert::Infallible;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::net::Configured;
+use crate::sys;
+
+/// The API file systems moved into the new root.
+const MOVED: [&str; 4] = ["/dev", "/proc", "/sys", "/run"];
+const RAMFS_MAGIC: i64 = 0x8584_58f6;
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+/// More symlinks than this on the way to the init is a loop (the kernel's limit is 40).
+const MAX_LINKS: usize = 40;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    #[error("the image has no {init}{}", found.as_deref().map(|f| format!(" ({f})")).unwrap_or_default())]
+    NoInit { init: String, found: Option<String> },
+    #[error("{init} in the image is not an executable file")]
+    NotExecutable { init: String },
+    #[error("moving {from} to {to}")]
+    Move { from: String, to: PathBuf, source: io::Error },
+    #[error("making {0} the root")]
+    MoveRoot(PathBuf, #[source] io::Error),
+    #[error("executing {init}")]
+    Exec { init: String, source: io::Error },
+}
+
+impl SwitchError {
+    pub fn hint(&self) -> &'static str {
+        match self {
+            SwitchError::NoInit { .. } | SwitchError::NotExecutable { .. } => {
+                "set init= to the image's init, e.g. init=/sbin/openrc-init or init=/sbin/zinit"
+            }
+            _ => "this is unexpected; the error above names the step and the system's answer",
+        }
+    }
+}
+
+/// Resolves `path` inside `root` as the kernel would after chroot: absolute symlinks start again at
+/// `root`, `..` never climbs above it. Returns the host path of the final file.
+pub fn resolve_in(root: &Path, path: &str) -> io::Result<PathBuf> {
+    let mut pending: Vec<String> = vec![path.to_owned()];
+    let mut resolved = PathBuf::new(); // relative to root
+    let mut links = 0;
+    while let Some(p) = pending.pop() {
+        let mut components: Vec<Component> = Path::new(&p).components().collect();
+        components.reverse();
+        if p.starts_with('/') {
+            resolved.clear();
+        }
+        while let Some(c) = components.pop() {
+            match c {
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+                Component::ParentDir => {
+                    resolved.pop();
+                }
+                Component::Normal(name) => {
+                    resolved.push(name);
+                    let host = root.join(&resolved);
+                    let meta = std::fs::symlink_metadata(&host)?;
+                    if meta.file_type().is_symlink() {
+                        links += 1;
+                        if links > MAX_LINKS {
+                            return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                        }
+                        resolved.pop();
+                        let rest: PathBuf = components.iter().rev().collect();
+                        let target = std::fs::read_link(&host)?;
+                        if !rest.as_os_str().is_empty() {
+                            pending.push(rest.to_string_lossy().into_owned());
+                        }
+                        pending.push(target.to_string_lossy().into_owned());
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(root.join(resolved))
+}
+
+/// Checks that `init` is an executable file in `root`.
+fn check_init(root: &Path, init: &str) -> Result<(), SwitchError> {
+    let no_init = |found: Option<String>| SwitchError::NoInit { init: init.to_owned(), found };
+    let host = resolve_in(root, init).map_err(|e| no_init(Some(e.to_string())))?;
+    let meta = std::fs::metadata(&host).map_err(|e| no_init(Some(e.to_string())))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(SwitchError::NotExecutable { init: init.to_owned() });
+    }
+    Ok(())
+}
+
+/// Writes what the booted system needs from netinit's network setup into the new root. Failures
+/// are logged, not fatal: the system can still configure itself.
+fn write_network_files(root: &Path, net: &Configured) {
+    let resolv = root.join("etc/resolv.conf");
+    if std::fs::symlink_metadata(&resolv).is_ok_and(|m| m.file_type().is_symlink()) {
+        log::info!("leaving the image's /etc/resolv.conf symlink in place");
+    } else {
+        match std::fs::read("/etc/resolv.conf").and_then(|text| std::fs::write(&resolv, text)) {
+            Ok(()) => {}
+            Err(e) => log::warn!("writing {}: {e}", resolv.display()),
+        }
+    }
+    if let Some(name) = &net.hostname {
+        if let Err(e) = std::fs::write(root.join("etc/hostname"), format!("{name}\n")) {
+            log::warn!("writing /etc/hostname in the new root: {e}");
+        }
+    }
+}
+
+/// Deletes the initramfs's files below `dir`, staying on the file system `dev`. Best effort:
+/// returns how many entries could not be removed.
+fn delete_tree(dir: &Path, dev: u64) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 1 };
+    let mut failed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            failed += 1;
+            continue;
+        };
+        if meta.dev() != dev {
+            continue; // a mount point: the new root, or something mounted below it
+        }
+        let removed = if meta.is_dir() {
+            failed += delete_tree(&path, dev);
+            std::fs::remove_dir(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if removed.is_err() {
+            failed += 1;
+        }
+    }
+    failed
+}
+
+/// Frees the initramfs, as switch_root(8) does, but only when `/` is the initramfs (ramfs or tmpfs).
+fn free_initramfs(new_root: &Path) {
+    let is_initramfs =
+        rustix::fs::statfs("/").is_ok_and(|s| matches!(s.f_type as i64, RAMFS_MAGIC | TMPFS_MAGIC));
+    let Ok(root_dev) = std::fs::metadata("/").map(|m| m.dev()) else { return };
+    if !is_initramfs || std::fs::metadata(new_root).is_ok_and(|m| m.dev() == root_dev) {
+        log::warn!("/ is not an initramfs or the new root is not a mount; not deleting anything");
+        return;
+    }
+    let failed = delete_tree(Path::new("/"), root_dev);
+    if failed > 0 {
+        log::warn!("{failed} initramfs files could not be deleted; their memory stays in use");
+    }
+}
+
+/// Everything up to the point of no return: after this, `/` is the new root.
+pub fn enter(new_root: &Path, init: &str, net: &Configured) -> Result<(), SwitchError> {
+    check_init(new_root, init)?;
+    write_network_files(new_root, net);
+    for from in MOVED {
+        let to = new_root.join(&from[1..]);
+        if let Err(e) = std::fs::create_dir_all(&to) {
+            log::warn!("creating {}: {e}", to.display());
+        }
+        sys::mount_move(Path::new(from), &to).map_err(|source| SwitchError::Move {
+            from: from.to_owned(),
+            to,
+            source,
+        })?;
+    }
+    free_initramfs(new_root);
+    sys::move_root(new_root).map_err(|e| SwitchError::MoveRoot(new_root.to_owned(), e))?;
+    Ok(())
+}
+
+/// Execs the target init with the console as stdin, stdout and stderr. Returns only on failure.
+pub fn exec(init: &str, args: &[String]) -> Result<Infallible, SwitchError> {
+    match std::fs::File::options().read(true).write(true).open("/dev/console") {
+        Ok(console) => {
+            if let Err(e) = sys::set_stdio(&console) {
+                log::warn!("making /dev/console stdin/stdout/stderr: {e}");
+            }
+        }
+        Err(e) => log::warn!("opening /dev/console in the new root: {e}"),
+    }
+    let source = std::process::Command::new(init).args(args).exec();
+    Err(SwitchError::Exec { init: init.to_owned(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree() -> PathBuf {
+        let root = std::env::temp_dir().join(format!("netinit-resolve-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for d in ["bin", "sbin", "usr/lib/systemd", "lib"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("bin/busybox"), "").unwrap();
+        std::fs::write(root.join("usr/lib/systemd/systemd"), "").unwrap();
+        symlink("/bin/busybox", root.join("sbin/init")).unwrap();
+        symlink("../usr/lib/systemd/systemd", root.join("sbin/systemd")).unwrap();
+        symlink("/usr/lib", root.join("lib/up")).unwrap();
+        symlink("loop2", root.join("sbin/loop1")).unwrap();
+        symlink("loop1", root.join("sbin/loop2")).unwrap();
+        symlink("../../../../../../bin/busybox", root.join("sbin/deep")).unwrap();
+        root
+    }
+
+    #[test]
+    fn init_is_resolved_inside_the_new_root() {
+        let root = tree();
+        let check = |path: &str, expected: Result<&str, i32>| {
+            let got = resolve_in(&root, path).map_err(|e| e.raw_os_error().unwrap_or(-1));
+            assert_eq!(got, expected.map(|p| root.join(p)), "{path}");
+        };
+        check("/sbin/init", Ok("bin/busybox"));
+        check("/sbin/systemd", Ok("usr/lib/systemd/systemd"));
+        check("/lib/up/systemd/systemd", Ok("usr/lib/systemd/systemd"));
+        check("/sbin/deep", Ok("bin/busybox"));
+        check("/bin/../bin/./busybox", Ok("bin/busybox"));
+        check("/sbin/loop1", Err(libc::ELOOP));
+        check("/sbin/nothing", Err(libc::ENOENT));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -1,0 +1,306 @@
+//! The one module that makes syscalls with side effects on the system: mounts, module loading, loop
+//! devices, netlink, sockets bound to a device, chroot, reboot. Each wrapper names the C call it makes
+//! and its man page. Stages call these; they never call rustix or libc for such things themselves.
+//!
+//! It deliberately holds no policy: which mounts, which order, what to do on failure is the stages'.
+//! Reading and writing ordinary files is not wrapped: `std::fs` is already that thin layer.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustix::io::Errno;
+use rustix::mount::MountFlags;
+
+pub use rustix::system::RebootCommand;
+
+/// Time since boot, suspend included: `clock_gettime(CLOCK_BOOTTIME)`, clock_gettime(2).
+pub fn uptime() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.clamp(0, 999_999_999) as u32)
+}
+
+/// Random bytes that never block, even before the kernel's pool is seeded:
+/// `getrandom(buf, GRND_INSECURE)`, getrandom(2). For DHCP transaction ids and jitter, not for keys.
+pub fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    match rustix::rand::getrandom(&mut buf, rustix::rand::GetRandomFlags::INSECURE) {
+        Ok(_) => u64::from_ne_bytes(buf),
+        // Kernels before 5.6 lack GRND_INSECURE; the uptime's nanoseconds still differ per machine.
+        Err(_) => uptime().as_nanos() as u64 ^ u64::from(std::process::id()),
+    }
+}
+
+/// The running kernel's release, as `/lib/modules/<release>` names it: uname(2).
+pub fn kernel_release() -> String {
+    rustix::system::uname().release().to_string_lossy().into_owned()
+}
+
+/// `mount(source, target, fstype, flags, data)`, mount(2).
+pub fn mount(source: &str, target: &Path, fstype: &str, flags: MountFlags, data: &str) -> io::Result<()> {
+    let data = std::ffi::CString::new(data).map_err(|_| Errno::INVAL)?;
+    Ok(rustix::mount::mount(source, target, fstype, flags, data.as_c_str())?)
+}
+
+/// `mount(from, to, NULL, MS_MOVE, NULL)`, mount(2): moves a mount and everything below it.
+pub fn mount_move(from: &Path, to: &Path) -> io::Result<()> {
+    Ok(rustix::mount::mount_move(from, to)?)
+}
+
+/// `finit_module(fd, "", 0)`, init_module(2). `EEXIST` (already loaded) is reported as such;
+/// deciding that it is fine is the caller's business.
+pub fn load_module(path: &Path) -> io::Result<()> {
+    let file = File::open(path)?;
+    Ok(rustix::system::finit_module(&file, c"", 0)?)
+}
+
+// Loop device ioctls, from <linux/loop.h>; loop(4).
+const LOOP_CTL_GET_FREE: rustix::ioctl::Opcode = 0x4C82;
+const LOOP_CONFIGURE: rustix::ioctl::Opcode = 0x4C0A;
+const LOOP_SET_FD: rustix::ioctl::Opcode = 0x4C00;
+const LOOP_SET_STATUS64: rustix::ioctl::Opcode = 0x4C04;
+const LO_FLAGS_READ_ONLY: u32 = 1;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+/// `struct loop_info64` from <linux/loop.h>.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+/// `struct loop_config` from <linux/loop.h>.
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+/// `ioctl(loop_control, LOOP_CTL_GET_FREE)`: its result is the ioctl's return value, which none of
+/// rustix's ready-made patterns return, hence this small implementation of its `Ioctl` trait.
+struct GetFree;
+
+// SAFETY: LOOP_CTL_GET_FREE takes no argument and reads or writes no memory; its output is the
+// ioctl's non-negative return value.
+unsafe impl rustix::ioctl::Ioctl for GetFree {
+    type Output = u32;
+    const IS_MUTATING: bool = false;
+    fn opcode(&self) -> rustix::ioctl::Opcode {
+        LOOP_CTL_GET_FREE
+    }
+    fn as_ptr(&mut self) -> *mut std::ffi::c_void {
+        std::ptr::null_mut()
+    }
+    unsafe fn output_from_ptr(
+        out: rustix::ioctl::IoctlOutput,
+        _: *mut std::ffi::c_void,
+    ) -> rustix::io::Result<u32> {
+        u32::try_from(out).map_err(|_| Errno::RANGE)
+    }
+}
+
+/// Attaches `image` read-only to a free loop device and returns the device's path, e.g. `/dev/loop0`.
+///
+/// `LOOP_CTL_GET_FREE` then `LOOP_CONFIGURE` (one atomic call, Linux 5.8+), loop(4). Another process
+/// may take the same free device between the two calls (`EBUSY`): then it asks for another, a few
+/// times. Kernels without `LOOP_CONFIGURE` get `LOOP_SET_FD` + `LOOP_SET_STATUS64`. The device is
+/// set to autoclear, so it detaches itself when its last user (the mount) goes away.
+pub fn loop_attach_readonly(image: &Path) -> io::Result<PathBuf> {
+    let backing = File::open(image)?;
+    let control = File::options().read(true).write(true).open("/dev/loop-control")?;
+    let mut last = Errno::BUSY;
+    for _ in 0..8 {
+        // SAFETY: GetFree upholds the Ioctl contract (see its impl).
+        let n = unsafe { rustix::ioctl::ioctl(&control, GetFree) }?;
+        let path = PathBuf::from(format!("/dev/loop{n}"));
+        let device = open_loop_device(&path)?;
+        let mut info = LoopInfo64 {
+            lo_device: 0,
+            lo_inode: 0,
+            lo_rdevice: 0,
+            lo_offset: 0,
+            lo_sizelimit: 0,
+            lo_number: 0,
+            lo_encrypt_type: 0,
+            lo_encrypt_key_size: 0,
+            lo_flags: LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR,
+            lo_file_name: [0; 64],
+            lo_crypt_name: [0; 64],
+            lo_encrypt_key: [0; 32],
+            lo_init: [0; 2],
+        };
+        let name = image.as_os_str().as_encoded_bytes();
+        let n = name.len().min(63);
+        info.lo_file_name[..n].copy_from_slice(&name[..n]);
+        let config = LoopConfig { fd: backing.as_raw_fd() as u32, block_size: 0, info, reserved: [0; 8] };
+        // SAFETY: LOOP_CONFIGURE reads one `struct loop_config`, which LoopConfig mirrors field for field.
+        let configured = unsafe {
+            rustix::ioctl::ioctl(&device, rustix::ioctl::Setter::<LOOP_CONFIGURE, LoopConfig>::new(config))
+        };
+        match configured {
+            Ok(()) => return Ok(path),
+            Err(Errno::BUSY) => last = Errno::BUSY,
+            Err(Errno::INVAL) | Err(Errno::NOTTY) => {
+                // SAFETY: LOOP_SET_FD takes the backing file descriptor as its integer argument.
+                unsafe {
+                    rustix::ioctl::ioctl(
+                        &device,
+                        rustix::ioctl::IntegerSetter::<LOOP_SET_FD>::new_usize(backing.as_raw_fd() as usize),
+                    )
+                }?;
+                // SAFETY: LOOP_SET_STATUS64 reads one `struct loop_info64`, which LoopInfo64 mirrors.
+                unsafe {
+                    rustix::ioctl::ioctl(
+                        &device,
+                        rustix::ioctl::Setter::<LOOP_SET_STATUS64, LoopInfo64>::new(info),
+                    )
+                }?;
+                return Ok(path);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last.into())
+}
+
+/// devtmpfs creates `/dev/loopN` as the loop driver registers it, which can lag the ioctl that made it.
+fn open_loop_device(path: &Path) -> io::Result<File> {
+    for _ in 0..50 {
+        match File::options().read(true).open(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => std::thread::sleep(Duration::from_millis(10)),
+            other => return other,
+        }
+    }
+    File::options().read(true).open(path)
+}
+
+/// `chdir(dir); mount(".", "/", MS_MOVE); chroot("."); chdir("/")`: the heart of switch_root(8).
+pub fn move_root(new_root: &Path) -> io::Result<()> {
+    rustix::process::chdir(new_root)?;
+    rustix::mount::mount_move(".", "/")?;
+    rustix::process::chroot(".")?;
+    rustix::process::chdir("/")?;
+    Ok(())
+}
+
+/// `reboot(cmd)`, reboot(2). Returns only on failure.
+pub fn reboot(cmd: RebootCommand) -> io::Error {
+    rustix::fs::sync();
+    match rustix::system::reboot(cmd) {
+        Ok(()) => io::Error::other("reboot(2) returned"),
+        Err(e) => e.into(),
+    }
+}
+
+/// `sethostname(name)`, sethostname(2).
+pub fn set_hostname(name: &str) -> io::Result<()> {
+    Ok(rustix::system::sethostname(name.as_bytes())?)
+}
+
+/// A UDP socket on `0.0.0.0:port` bound to one interface, allowed to broadcast, with a receive
+/// timeout: socket(2), setsockopt(2) with `SO_REUSEADDR`, `SO_BROADCAST`, `SO_BINDTODEVICE` (socket(7)),
+/// bind(2). `SO_BINDTODEVICE` comes from libc: rustix has no wrapper for it.
+pub fn udp_socket_on_device(ifname: &str, port: u16) -> io::Result<OwnedFd> {
+    use rustix::net::{sockopt, AddressFamily, SocketType};
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::DGRAM, None)?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    sockopt::set_socket_broadcast(&fd, true)?;
+    let name = std::ffi::CString::new(ifname).map_err(|_| Errno::INVAL)?;
+    let len = name.as_bytes_with_nul().len() as libc::socklen_t;
+    // SAFETY: `name` is a valid NUL-terminated buffer of `len` bytes that outlives the call; the
+    // kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_BINDTODEVICE, name.as_ptr().cast(), len)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    rustix::net::bind(&fd, &std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, port))?;
+    Ok(fd)
+}
+
+/// `sendto(fd, buf, 0, to)`, sendto(2).
+pub fn send_to(fd: &OwnedFd, buf: &[u8], to: std::net::SocketAddrV4) -> io::Result<()> {
+    rustix::net::sendto(fd, buf, rustix::net::SendFlags::empty(), &to)?;
+    Ok(())
+}
+
+/// Waits at most `timeout` for one datagram: `SO_RCVTIMEO` then recv(2). `Ok(None)` on timeout.
+pub fn recv_timeout(fd: &OwnedFd, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
+    let timeout = timeout.max(Duration::from_millis(1));
+    rustix::net::sockopt::set_socket_timeout(fd, rustix::net::sockopt::Timeout::Recv, Some(timeout))?;
+    match rustix::net::recv(fd, buf, rustix::net::RecvFlags::empty()) {
+        Ok((n, _)) => Ok(Some(n)),
+        Err(Errno::AGAIN) | Err(Errno::INTR) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A NETLINK_ROUTE socket, netlink(7), rtnetlink(7).
+pub struct Netlink {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+impl Netlink {
+    pub fn open() -> io::Result<Self> {
+        use rustix::net::{AddressFamily, SocketType};
+        let fd = rustix::net::socket(AddressFamily::NETLINK, SocketType::DGRAM, None)?;
+        rustix::net::bind(&fd, &rustix::net::netlink::SocketAddrNetlink::new(0, 0))?;
+        Ok(Netlink { fd, seq: 0 })
+    }
+
+    /// Sends one request built by `build(seq)` with `NLM_F_ACK` set by the builder, and waits for the
+    /// kernel's acknowledgement: `Ok` for error code 0, the errno otherwise. sendto(2), recv(2).
+    pub fn request(&mut self, build: impl FnOnce(u32) -> Vec<u8>) -> io::Result<()> {
+        self.seq = self.seq.wrapping_add(1);
+        let msg = build(self.seq);
+        let kernel = rustix::net::netlink::SocketAddrNetlink::new(0, 0);
+        rustix::net::sendto(&self.fd, &msg, rustix::net::SendFlags::empty(), &kernel)?;
+        let mut buf = vec![0u8; 8192];
+        loop {
+            let (n, _) = rustix::net::recv(&self.fd, &mut buf, rustix::net::RecvFlags::empty())?;
+            match crate::net::netlink::parse_ack(&buf[..n], self.seq) {
+                Some(0) => return Ok(()),
+                Some(errno) => return Err(io::Error::from_raw_os_error(errno)),
+                None => continue,
+            }
+        }
+    }
+}
+
+/// `open(path, O_WRONLY)` + write(2) of one value, as sysctl(8) does for `/proc/sys`.
+pub fn write_sysctl(path: &str, value: &str) -> io::Result<()> {
+    use std::io::Write;
+    File::options().write(true).open(path)?.write_all(value.as_bytes())
+}
+
+/// Makes `fd` the process's stdin, stdout and stderr: dup2(2).
+pub fn set_stdio(fd: impl AsFd) -> io::Result<()> {
+    let fd = fd.as_fd();
+    for target in [0, 1, 2] {
+        // SAFETY: dup2 onto 0, 1 and 2 replaces the process's standard streams; nothing in netinit
+        // holds those raw descriptors as owned file descriptors.
+        let rc = unsafe { libc::dup2(fd.as_raw_fd(), target) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
