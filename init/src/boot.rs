@@ -132,7 +132,7 @@ pub fn pid1() -> ! {
 
 fn run(countdown: &mut Countdown) -> Result<Infallible, BootError> {
     let mut timer = Timer::new();
-    log::info!("netinit {} starting", env!("CARGO_PKG_VERSION"));
+    log::info!("starting, version {}", env!("CARGO_PKG_VERSION"));
     for (source, target, fstype, flags, data) in EARLY_MOUNTS {
         log::info!("mounting {target}");
         if let Err(e) = std::fs::create_dir_all(target) {

@@ -189,8 +189,9 @@ pub fn assemble(image: &Path, url: &str) -> Result<PathBuf, RootfsError> {
     );
     let device = sys::loop_attach_readonly(image)
         .map_err(|source| RootfsError::LoopAttach { path: image.to_owned(), source })?;
-    log::info!("attached {} to {} read-only", image.display(), device.display());
-    for m in plan(&device.to_string_lossy()) {
+    log::info!("attached {} to {} read-only", image.display(), device.path.display());
+    // `device` stays open until the squashfs mount holds the loop device; then it may close.
+    for m in plan(&device.path.to_string_lossy()) {
         mkdir(Path::new(&m.target))?;
         log::info!("mounting {} on {}", m.fstype, m.target);
         sys::mount(&m.source, Path::new(&m.target), m.fstype, m.flags, &m.data).map_err(|source| {

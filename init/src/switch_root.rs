@@ -120,45 +120,59 @@ fn write_network_files(root: &Path, net: &Configured) {
     }
 }
 
-/// Deletes the initramfs's files below `dir`, staying on the file system `dev`. Best effort:
-/// returns how many entries could not be removed.
-fn delete_tree(dir: &Path, dev: u64) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 1 };
-    let mut failed = 0;
+/// What deleting the initramfs did.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Freed {
+    entries: usize,
+    bytes: u64,
+    failed: usize,
+}
+
+/// Deletes the initramfs's files below `dir`, staying on the file system `dev`. Best effort.
+fn delete_tree(dir: &Path, dev: u64, freed: &mut Freed) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        freed.failed += 1;
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            failed += 1;
+            freed.failed += 1;
             continue;
         };
         if meta.dev() != dev {
             continue; // a mount point: the new root, or something mounted below it
         }
         let removed = if meta.is_dir() {
-            failed += delete_tree(&path, dev);
+            delete_tree(&path, dev, freed);
             std::fs::remove_dir(&path)
         } else {
             std::fs::remove_file(&path)
         };
-        if removed.is_err() {
-            failed += 1;
+        match removed {
+            Ok(()) => {
+                freed.entries += 1;
+                freed.bytes += meta.len();
+            }
+            Err(_) => freed.failed += 1,
         }
     }
-    failed
 }
 
 /// Frees the initramfs, as switch_root(8) does, but only when `/` is the initramfs (ramfs or tmpfs).
 fn free_initramfs(new_root: &Path) {
     let is_initramfs =
-        rustix::fs::statfs("/").is_ok_and(|s| matches!(s.f_type as i64, RAMFS_MAGIC | TMPFS_MAGIC));
+        rustix::fs::statfs("/").is_ok_and(|s| matches!(s.f_type, RAMFS_MAGIC | TMPFS_MAGIC));
     let Ok(root_dev) = std::fs::metadata("/").map(|m| m.dev()) else { return };
     if !is_initramfs || std::fs::metadata(new_root).is_ok_and(|m| m.dev() == root_dev) {
         log::warn!("/ is not an initramfs or the new root is not a mount; not deleting anything");
         return;
     }
-    let failed = delete_tree(Path::new("/"), root_dev);
-    if failed > 0 {
-        log::warn!("{failed} initramfs files could not be deleted; their memory stays in use");
+    let mut freed = Freed::default();
+    delete_tree(Path::new("/"), root_dev, &mut freed);
+    log::info!("freed the initramfs: {} files and directories, {} KiB", freed.entries, freed.bytes / 1024);
+    if freed.failed > 0 {
+        log::warn!("{} initramfs entries could not be deleted; their memory stays in use", freed.failed);
     }
 }
 
@@ -201,8 +215,8 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
-    fn tree() -> PathBuf {
-        let root = std::env::temp_dir().join(format!("netinit-resolve-{}", std::process::id()));
+    fn tree(name: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("netinit-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         for d in ["bin", "sbin", "usr/lib/systemd", "lib"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
@@ -219,8 +233,25 @@ mod tests {
     }
 
     #[test]
+    fn deleting_stays_on_one_file_system() {
+        let root = tree("delete");
+        std::fs::write(root.join("bin/big"), vec![0u8; 5000]).unwrap();
+        let dev = std::fs::metadata(&root).unwrap().dev();
+        let mut freed = Freed::default();
+        delete_tree(&root.join("bin"), dev, &mut freed);
+        assert_eq!((freed.entries, freed.bytes, freed.failed), (2, 5000, 0));
+        assert_eq!(std::fs::read_dir(root.join("bin")).unwrap().count(), 0);
+        // Another device number stands for a mount point: nothing is touched.
+        let mut freed = Freed::default();
+        delete_tree(&root, dev + 1, &mut freed);
+        assert_eq!(freed, Freed::default());
+        assert!(root.join("usr/lib/systemd/systemd").exists());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn init_is_resolved_inside_the_new_root() {
-        let root = tree();
+        let root = tree("resolve");
         let check = |path: &str, expected: Result<&str, i32>| {
             let got = resolve_in(&root, path).map_err(|e| e.raw_os_error().unwrap_or(-1));
             assert_eq!(got, expected.map(|p| root.join(p)), "{path}");

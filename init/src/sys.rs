@@ -115,13 +115,20 @@ unsafe impl rustix::ioctl::Ioctl for GetFree {
     }
 }
 
-/// Attaches `image` read-only to a free loop device and returns the device's path, e.g. `/dev/loop0`.
+/// A loop device attached by [`loop_attach_readonly`]. It is set to autoclear, so it detaches itself
+/// when its last user goes away: keep this open until the mount that uses it is made.
+pub struct LoopDevice {
+    pub path: PathBuf,
+    _open: File,
+}
+
+/// Attaches `image` read-only to a free loop device, e.g. `/dev/loop0`.
 ///
 /// `LOOP_CTL_GET_FREE` then `LOOP_CONFIGURE` (one atomic call, Linux 5.8+), loop(4). Another process
 /// may take the same free device between the two calls (`EBUSY`): then it asks for another, a few
 /// times. Kernels without `LOOP_CONFIGURE` get `LOOP_SET_FD` + `LOOP_SET_STATUS64`. The device is
 /// set to autoclear, so it detaches itself when its last user (the mount) goes away.
-pub fn loop_attach_readonly(image: &Path) -> io::Result<PathBuf> {
+pub fn loop_attach_readonly(image: &Path) -> io::Result<LoopDevice> {
     let backing = File::open(image)?;
     let control = File::options().read(true).write(true).open("/dev/loop-control")?;
     let mut last = Errno::BUSY;
@@ -154,7 +161,7 @@ pub fn loop_attach_readonly(image: &Path) -> io::Result<PathBuf> {
             rustix::ioctl::ioctl(&device, rustix::ioctl::Setter::<LOOP_CONFIGURE, LoopConfig>::new(config))
         };
         match configured {
-            Ok(()) => return Ok(path),
+            Ok(()) => return Ok(LoopDevice { path, _open: device }),
             Err(Errno::BUSY) => last = Errno::BUSY,
             Err(Errno::INVAL) | Err(Errno::NOTTY) => {
                 // SAFETY: LOOP_SET_FD takes the backing file descriptor as its integer argument.
@@ -171,7 +178,7 @@ pub fn loop_attach_readonly(image: &Path) -> io::Result<PathBuf> {
                         rustix::ioctl::Setter::<LOOP_SET_STATUS64, LoopInfo64>::new(info),
                     )
                 }?;
-                return Ok(path);
+                return Ok(LoopDevice { path, _open: device });
             }
             Err(e) => return Err(e.into()),
         }

@@ -1,1 +1,232 @@
-fn main() {}
+//! `cargo xtask`: build the initramfs, boot it in a VM, run every test. Std-first, one `match` over
+//! the subcommands; each installs what it is missing (or prints the exact command when not root).
+
+mod elf;
+mod host;
+mod httpd;
+mod image;
+mod initramfs;
+mod kernel;
+mod kmod;
+mod scenario;
+mod vm;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use host::Result;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+  qemu   [--timeout SECS]       build everything, boot it in qemu, show the console; exit 0 when the
+                                booted image reports back
+  test   [--only NAME] [--no-lint] [--jobs N] [--verbose]
+                                lint, host tests, and every VM scenario of qemu-tests/
+  cpio   [--modules-dir DIR] [--modules-list FILE] [--output FILE]
+                                build the initramfs (DIR: a lib/modules/<release> directory;
+                                default: the test kernel's)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or(&[]);
+    let result = match args.first().map(String::as_str) {
+        Some("cpio") => cmd_cpio(rest),
+        Some("qemu") => cmd_qemu(rest),
+        Some("test") => cmd_test(rest),
+        _ => Err(USAGE.to_owned()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--name value` from the arguments, refusing unknown flags.
+fn flags(args: &[String], known: &[&str], switches: &[&str]) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if switches.contains(&a.as_str()) {
+            out.push((a.clone(), String::new()));
+        } else if known.contains(&a.as_str()) {
+            let v = it.next().ok_or(format!("{a} needs a value"))?;
+            out.push((a.clone(), v.clone()));
+        } else {
+            return Err(format!("unknown argument {a:?}\n\n{USAGE}"));
+        }
+    }
+    Ok(out)
+}
+
+fn flag<'a>(flags: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    flags.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn default_initramfs() -> PathBuf {
+    host::cache().join("initramfs.cpio.gz")
+}
+
+/// Builds `/init` and the initramfs; prints what it made.
+fn build_initramfs(modules_dir: &Path, list: &Path, output: &Path) -> Result<()> {
+    let init = initramfs::build_init()?;
+    let built = initramfs::write(&init, modules_dir, list, output)?;
+    println!(
+        "xtask: {} ({} KiB): /init {} KiB, {} modules for {}",
+        output.display(),
+        built.archive_size / 1024,
+        built.init_size / 1024,
+        built.modules,
+        kmod::release_of(modules_dir)?
+    );
+    Ok(())
+}
+
+fn cmd_cpio(args: &[String]) -> Result<()> {
+    let f = flags(args, &["--modules-dir", "--modules-list", "--output"], &[])?;
+    let modules_dir = match flag(&f, "--modules-dir") {
+        Some(d) => PathBuf::from(d),
+        None => kernel::ensure()?.modules_dir,
+    };
+    let list =
+        flag(&f, "--modules-list").map(PathBuf::from).unwrap_or_else(|| host::root().join("modules-list"));
+    let output = flag(&f, "--output").map(PathBuf::from).unwrap_or_else(default_initramfs);
+    build_initramfs(&modules_dir, &list, &output)
+}
+
+/// Everything a VM needs: tools, kernel, initramfs, test images, the HTTP server.
+fn prepare_vm_env() -> Result<(scenario::Env, httpd::Server)> {
+    host::ensure_vm_tools()?;
+    let k = kernel::ensure()?;
+    let initrd = default_initramfs();
+    build_initramfs(&k.modules_dir, &host::root().join("modules-list"), &initrd)?;
+    let images = image::ensure()?;
+    let server = httpd::serve(&images.www).map_err(|e| format!("starting the test HTTP server: {e}"))?;
+    Ok((scenario::Env { kernel: k.vmlinuz, initrd, port: server.port }, server))
+}
+
+fn cmd_qemu(args: &[String]) -> Result<()> {
+    let f = flags(args, &["--timeout"], &[])?;
+    let timeout = flag(&f, "--timeout")
+        .map(|t| t.parse::<u64>().map_err(|_| "--timeout takes seconds"))
+        .transpose()?
+        .unwrap_or(300);
+    let (env, _server) = prepare_vm_env()?;
+    let demo = scenario::Scenario {
+        name: "demo".into(),
+        description: String::new(),
+        cmdline: "modloop={server}/root.squashfs ip=dhcp panic=10".into(),
+        expects: vec![image::MARKER.into()],
+        forbids: vec!["Kernel panic".into()],
+        timeout: Duration::from_secs(timeout),
+    };
+    println!("xtask: booting qemu (TCG) with: {}", scenario::kernel_cmdline(&demo, env.port));
+    let outcome = scenario::run(&demo, &env, true);
+    match outcome.failure {
+        None => {
+            println!(
+                "xtask: the booted image reported back ({}) after {:.1}s",
+                image::MARKER,
+                outcome.elapsed.as_secs_f64()
+            );
+            Ok(())
+        }
+        Some(e) => Err(format!("the demo boot failed: {e}")),
+    }
+}
+
+fn cmd_test(args: &[String]) -> Result<()> {
+    let f = flags(args, &["--only", "--jobs"], &["--no-lint", "--verbose"])?;
+    let only: Vec<&str> = f.iter().filter(|(k, _)| k == "--only").map(|(_, v)| v.as_str()).collect();
+    let jobs: usize = flag(&f, "--jobs")
+        .map(|j| j.parse().map_err(|_| "--jobs takes a number"))
+        .transpose()?
+        .unwrap_or(2)
+        .max(1);
+    let verbose = flag(&f, "--verbose").is_some();
+
+    if flag(&f, "--no-lint").is_none() {
+        host::ensure_lint_tools()?;
+        println!("xtask: cargo fmt --check");
+        host::run(host::cargo().args(["fmt", "--all", "--check"]))?;
+        println!("xtask: cargo clippy -D warnings");
+        host::run(host::cargo().args([
+            "clippy",
+            "--quiet",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    println!("xtask: host tests");
+    host::run(host::cargo().args(["test", "--quiet", "--workspace"]))?;
+
+    let mut scenarios = scenario::load_all(&host::root().join("qemu-tests"))?;
+    if !only.is_empty() {
+        scenarios.retain(|s| only.contains(&s.name.as_str()));
+        if scenarios.is_empty() {
+            return Err(format!("no scenario named {only:?}"));
+        }
+    }
+    let (env, _server) = prepare_vm_env()?;
+    println!("xtask: {} VM scenarios, {jobs} at a time", scenarios.len());
+    let logs = host::cache().join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+    let queue = Mutex::new(scenarios.iter().collect::<VecDeque<_>>());
+    let results = Mutex::new(Vec::new());
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                while let Some(s) = queue.lock().ok().and_then(|mut q| q.pop_front()) {
+                    let outcome = scenario::run(s, &env, verbose);
+                    let log = logs.join(format!("{}.log", s.name));
+                    let _ = std::fs::write(&log, outcome.transcript.join("\n") + "\n");
+                    report(s, &outcome, &log);
+                    if let Ok(mut r) = results.lock() {
+                        r.push(outcome.failure.is_none());
+                    }
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_default();
+    let passed = results.iter().filter(|ok| **ok).count();
+    let failed = results.len() - passed;
+    println!("xtask: VM scenarios took {:.0}s", started.elapsed().as_secs_f64());
+    println!("scenarios: {passed} passed, {failed} failed");
+    if failed > 0 || results.len() != scenarios.len() {
+        return Err(format!("{failed} VM scenario(s) failed"));
+    }
+    Ok(())
+}
+
+fn report(s: &scenario::Scenario, outcome: &scenario::Outcome, log: &Path) {
+    let secs = outcome.elapsed.as_secs_f64();
+    match &outcome.failure {
+        None => println!("xtask: PASS {} ({secs:.1}s)", s.name),
+        Some(why) => {
+            let tail: Vec<&String> = outcome.transcript.iter().rev().take(60).collect();
+            let mut text = format!(
+                "xtask: FAIL {} ({secs:.1}s): {why}\n  {}\n  console (last {} lines; all in {}):\n",
+                s.name,
+                s.description,
+                tail.len(),
+                log.display()
+            );
+            for line in tail.into_iter().rev() {
+                text.push_str("    | ");
+                text.push_str(line);
+                text.push('\n');
+            }
+            print!("{text}");
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Just enough of ELF64 little-endian (elf(5)) for xtask: a section's bytes by name (a module's
+//! `.modinfo`) and whether a binary asks for a program interpreter (a dynamically linked `/init`
+//! cannot run in an initramfs without its loader). Reads from a byte slice; no I/O.
+
+fn u16_at(d: &[u8], i: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(d.get(i..i.checked_add(2)?)?.try_into().ok()?))
+}
+fn u32_at(d: &[u8], i: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(d.get(i..i.checked_add(4)?)?.try_into().ok()?))
+}
+fn u64_at(d: &[u8], i: usize) -> Option<usize> {
+    usize::try_from(u64::from_le_bytes(d.get(i..i.checked_add(8)?)?.try_into().ok()?)).ok()
+}
+
+fn check_header(d: &[u8]) -> Result<(), String> {
+    if d.get(..4) != Some(b"\x7fELF") {
+        return Err("not an ELF file".into());
+    }
+    if d.get(4) != Some(&2) || d.get(5) != Some(&1) {
+        return Err("not a 64-bit little-endian ELF file".into());
+    }
+    Ok(())
+}
+
+/// `base + index * size`, or `None` when it overflows (a corrupt header).
+fn offset(base: usize, index: usize, size: usize) -> Option<usize> {
+    base.checked_add(index.checked_mul(size)?)
+}
+
+/// The bytes of section `name`, if the file has it.
+pub fn section<'a>(d: &'a [u8], name: &str) -> Result<Option<&'a [u8]>, String> {
+    check_header(d)?;
+    let bad = || "malformed section headers".to_string();
+    let shoff = u64_at(d, 0x28).ok_or_else(bad)?;
+    let shentsize = usize::from(u16_at(d, 0x3A).ok_or_else(bad)?);
+    let shnum = usize::from(u16_at(d, 0x3C).ok_or_else(bad)?);
+    let shstrndx = usize::from(u16_at(d, 0x3E).ok_or_else(bad)?);
+    let header = |i: usize| offset(shoff, i, shentsize).ok_or_else(bad);
+    let strtab_off = u64_at(d, header(shstrndx)?.saturating_add(0x18)).ok_or_else(bad)?;
+    for i in 0..shnum {
+        let h = header(i)?;
+        let name_off = u32_at(d, h).ok_or_else(bad)? as usize;
+        let start = offset(strtab_off, 1, name_off).ok_or_else(bad)?;
+        let section_name = d.get(start..).and_then(|s| s.split(|&b| b == 0).next()).ok_or_else(bad)?;
+        if section_name == name.as_bytes() {
+            let off = u64_at(d, h.saturating_add(0x18)).ok_or_else(bad)?;
+            let size = u64_at(d, h.saturating_add(0x20)).ok_or_else(bad)?;
+            let end = offset(off, 1, size).ok_or_else(bad)?;
+            return d.get(off..end).map(Some).ok_or_else(bad);
+        }
+    }
+    Ok(None)
+}
+
+/// Whether the program headers include `PT_INTERP`.
+pub fn has_interpreter(d: &[u8]) -> Result<bool, String> {
+    check_header(d)?;
+    let bad = || "malformed program headers".to_string();
+    let phoff = u64_at(d, 0x20).ok_or_else(bad)?;
+    let phentsize = usize::from(u16_at(d, 0x36).ok_or_else(bad)?);
+    let phnum = usize::from(u16_at(d, 0x38).ok_or_else(bad)?);
+    for i in 0..phnum {
+        if u32_at(d, offset(phoff, i, phentsize).ok_or_else(bad)?).ok_or_else(bad)? == 3 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// A module's `.modinfo`: NUL-separated `key=value` strings.
+pub fn modinfo(d: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let info = section(d, ".modinfo")?.ok_or("no .modinfo section: not a kernel module")?;
+    Ok(info
+        .split(|&b| b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_test_binary_is_elf() {
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(section(&me, ".text").unwrap().is_some_and(|t| !t.is_empty()));
+        assert_eq!(section(&me, ".no-such-section").unwrap(), None);
+        // The host test binary is dynamically linked (glibc): it has an interpreter.
+        assert!(has_interpreter(&me).unwrap());
+        assert_eq!(modinfo(&me).unwrap_err(), "no .modinfo section: not a kernel module");
+    }
+
+    #[test]
+    fn garbage_is_refused_not_panicked_on() {
+        assert_eq!(section(b"#!/bin/sh\n", ".text").unwrap_err(), "not an ELF file");
+        let mut truncated = b"\x7fELF\x02\x01".to_vec();
+        truncated.resize(70, 0xff);
+        assert!(section(&truncated, ".modinfo").is_err());
+        assert!(has_interpreter(&truncated).is_err());
+    }
+}

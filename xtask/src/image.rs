@@ -1,0 +1,85 @@
+//! The test root images the VMs fetch: a busybox-static root whose init reports what it sees (PID,
+//! the root file system, the network netinit handed over) and powers off; and files that are not
+//! squashfs images, for the error scenarios. Built with mksquashfs, reproducibly, into the cache.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::host::{self, Result};
+
+/// The line the test root's init prints once it has checked everything; the demo waits for it.
+pub const MARKER: &str = "NETINIT-TEST-ROOT-OK";
+
+/// The test root's `/sbin/init`. Each `netinit-test-root:` line is a fact a scenario may assert.
+const INIT: &str = r#"#!/bin/sh
+export PATH=/bin
+say() { echo "netinit-test-root: $*"; }
+say "pid=$$"
+say "root=$(busybox awk '$2 == "/" { fs = $3 } END { print fs }' /proc/mounts)"
+if echo ok > /written-by-test-root && [ "$(busybox cat /written-by-test-root)" = ok ]; then say "writable=yes"; else say "writable=no"; fi
+[ -f /run/netinit/lease ] && busybox sed 's/^/netinit-test-root: lease /' /run/netinit/lease
+busybox sed -n 's/^nameserver /netinit-test-root: nameserver=/p' /etc/resolv.conf
+say "addresses=$(busybox ip -4 -o addr show | busybox awk '{ printf "%s ", $4 }')"
+say "lower=$(busybox awk '$2 == "/run/netinit/lower" { print $3 }' /proc/mounts)"
+say "args=$*"
+echo "NETINIT-TEST-ROOT-OK"
+busybox poweroff -f
+"#;
+
+pub struct Images {
+    /// Served as `root.squashfs`, `not-a-squashfs.img` and so on.
+    pub www: PathBuf,
+}
+
+/// Builds the test files into `target/netinit-cache/www` (once; rebuilt if the script changes).
+pub fn ensure() -> Result<Images> {
+    let www = host::cache().join("www");
+    let stamp = www.join(".stamp");
+    let want = format!("{:x}", fnv(INIT.as_bytes()));
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
+        return Ok(Images { www });
+    }
+    let _ = std::fs::remove_dir_all(&www);
+    std::fs::create_dir_all(&www).map_err(|e| e.to_string())?;
+    let tree = host::cache().join("test-root");
+    let _ = std::fs::remove_dir_all(&tree);
+    for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "run", "tmp"] {
+        std::fs::create_dir_all(tree.join(d)).map_err(|e| e.to_string())?;
+    }
+    std::fs::copy("/bin/busybox", tree.join("bin/busybox"))
+        .map_err(|e| format!("copying /bin/busybox: {e}"))?;
+    std::os::unix::fs::symlink("busybox", tree.join("bin/sh")).map_err(|e| e.to_string())?;
+    write_exec(&tree.join("sbin/init"), INIT)?;
+    mksquashfs(&tree, &www.join("root.squashfs"))?;
+    // An HTML error page saved under the image's name: what a misconfigured web server serves.
+    std::fs::write(
+        www.join("not-a-squashfs.img"),
+        "<!DOCTYPE html>\n<html><body>Welcome to nginx!</body></html>\n".repeat(64),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(&stamp, want).map_err(|e| e.to_string())?;
+    Ok(Images { www })
+}
+
+fn write_exec(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())
+}
+
+/// mksquashfs with fixed times and owners, so the same tree gives the same image.
+pub fn mksquashfs(tree: &Path, out: &Path) -> Result<()> {
+    host::run(
+        Command::new("mksquashfs")
+            .arg(tree)
+            .arg(out)
+            .args(["-noappend", "-quiet", "-no-progress", "-all-root", "-comp", "gzip"])
+            .args(["-mkfs-time", "0", "-all-time", "0"])
+            .stdout(std::process::Stdio::null()),
+    )
+}
+
+/// FNV-1a: a stamp to notice that the test root's script changed.
+fn fnv(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+}

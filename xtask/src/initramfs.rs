@@ -1,0 +1,89 @@
+//! `cargo xtask cpio`: build `/init` for musl, check it is static, resolve `modules-list` against a
+//! kernel's modules, and write a reproducible, gzip-compressed newc archive.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::host::{self, Result};
+use crate::kmod;
+
+/// Builds the init for musl in release mode and returns its path.
+pub fn build_init() -> Result<PathBuf> {
+    host::ensure_musl_target()?;
+    host::run(host::cargo().args([
+        "build",
+        "--quiet",
+        "--release",
+        "--package",
+        "netinit",
+        "--target",
+        host::MUSL_TARGET,
+    ]))?;
+    let path = host::root().join("target").join(host::MUSL_TARGET).join("release/netinit");
+    let data = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    if crate::elf::has_interpreter(&data)? {
+        return Err(format!(
+            "{} asks for a program interpreter: it is not statically linked",
+            path.display()
+        ));
+    }
+    Ok(path)
+}
+
+pub struct Built {
+    pub init_size: u64,
+    pub archive_size: u64,
+    pub modules: usize,
+}
+
+/// Writes the initramfs for the modules in `modules_dir` to `output`.
+pub fn write(init: &Path, modules_dir: &Path, list: &Path, output: &Path) -> Result<Built> {
+    let init_bytes = std::fs::read(init).map_err(|e| format!("reading {}: {e}", init.display()))?;
+    let list_text = std::fs::read_to_string(list).map_err(|e| format!("reading {}: {e}", list.display()))?;
+    let wanted = kmod::parse_list(&list_text);
+    let release = kmod::release_of(modules_dir)?;
+    let files = kmod::index(modules_dir)?;
+    let builtin = kmod::builtin(modules_dir);
+    let resolved =
+        kmod::resolve(&wanted, &files, &builtin, &mut |rel| kmod::read_depends(&modules_dir.join(rel)))?;
+    if !resolved.missing.is_empty() {
+        eprintln!(
+            "xtask: {} names {} modules that kernel {release} does not have; skipped: {}",
+            list.display(),
+            resolved.missing.len(),
+            resolved.missing.join(" ")
+        );
+    }
+
+    let mut a = mkcpio::Archive::new(0);
+    let e = |e: mkcpio::PathError| e.to_string();
+    a.file("init", 0o755, init_bytes.clone()).map_err(e)?;
+    a.char_device("dev/console", 0o600, 5, 1).map_err(e)?;
+    a.char_device("dev/kmsg", 0o644, 1, 11).map_err(e)?;
+    a.char_device("dev/null", 0o666, 1, 3).map_err(e)?;
+    for dir in ["proc", "sys", "run", "newroot", "etc", "tmp"] {
+        a.dir(dir, 0o755).map_err(e)?;
+    }
+    let base = format!("lib/modules/{release}");
+    for m in resolved.modules.values() {
+        let data = std::fs::read(kmod::module_path(modules_dir, m))
+            .map_err(|err| format!("reading {}: {err}", m.path))?;
+        a.file(&format!("{base}/{}", m.path), 0o644, data).map_err(e)?;
+    }
+    a.file(&format!("{base}/modules.dep"), 0o644, kmod::modules_dep(&resolved.modules).into_bytes())
+        .map_err(e)?;
+
+    if let Some(dir) = output.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let tmp = output.with_extension("partial");
+    let file = std::fs::File::create(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    // mtime 0 and no file name in the gzip header: the bytes depend only on the archive.
+    let mut gz =
+        flate2::GzBuilder::new().mtime(0).write(std::io::BufWriter::new(file), flate2::Compression::best());
+    a.write_to(&mut gz).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    gz.finish().and_then(|mut w| w.flush()).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, output).map_err(|e| format!("renaming to {}: {e}", output.display()))?;
+    let archive_size = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
+    Ok(Built { init_size: init_bytes.len() as u64, archive_size, modules: resolved.modules.len() })
+}

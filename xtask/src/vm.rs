@@ -1,0 +1,117 @@
+//! One qemu VM with its serial console read line by line: boot the real kernel and initramfs, wait
+//! for console lines with a deadline, and kill the VM (only the qemu this started, by its handle)
+//! when done. TCG by default; `NETINIT_KVM=1` opts in to KVM where it works.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::Instant;
+
+pub struct Spec {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub append: String,
+    pub memory_mb: u32,
+}
+
+pub struct Vm {
+    child: Child,
+    lines: Receiver<String>,
+    /// Every console line so far.
+    pub transcript: Vec<String>,
+    echo: bool,
+}
+
+fn pump(source: impl Read + Send + 'static, prefix: &'static str, tx: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(source);
+        let mut buf = Vec::new();
+        while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+            let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).replace('\r', "");
+            if tx.send(format!("{prefix}{line}")).is_err() {
+                break;
+            }
+            buf.clear();
+        }
+    });
+}
+
+impl Vm {
+    pub fn boot(spec: &Spec, echo: bool) -> Result<Vm, String> {
+        let accel = if std::env::var_os("NETINIT_KVM").is_some_and(|v| v == "1") { "kvm" } else { "tcg" };
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-accel", accel, "-cpu", "max", "-smp", "1", "-m", &spec.memory_mb.to_string()])
+            .args(["-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio"])
+            .arg("-kernel")
+            .arg(&spec.kernel)
+            .arg("-initrd")
+            .arg(&spec.initrd)
+            .args(["-append", &spec.append])
+            .args(["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
+        let (tx, lines) = mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            pump(out, "", tx.clone());
+        }
+        if let Some(err) = child.stderr.take() {
+            pump(err, "qemu: ", tx);
+        }
+        Ok(Vm { child, lines, transcript: Vec::new(), echo })
+    }
+
+    /// The next console line before `deadline`: `Ok(None)` when qemu has exited.
+    fn next_line(&mut self, deadline: Instant) -> Result<Option<String>, String> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match self.lines.recv_timeout(wait) {
+            Ok(line) => {
+                if self.echo {
+                    println!("{line}");
+                }
+                self.transcript.push(line.clone());
+                Ok(Some(line))
+            }
+            Err(RecvTimeoutError::Disconnected) => Ok(None),
+            Err(RecvTimeoutError::Timeout) => Err("timed out".into()),
+        }
+    }
+
+    /// Waits for a console line containing `needle`.
+    pub fn expect(&mut self, needle: &str, deadline: Instant) -> Result<String, String> {
+        loop {
+            match self.next_line(deadline) {
+                Ok(Some(line)) if line.contains(needle) => return Ok(line),
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(format!("qemu exited before the console showed {needle:?}")),
+                Err(e) => return Err(format!("{e} waiting for {needle:?}")),
+            }
+        }
+    }
+
+    /// Reads the console until qemu exits (power off, or reboot under `-no-reboot`).
+    pub fn wait_exit(&mut self, deadline: Instant) -> Result<(), String> {
+        loop {
+            match self.next_line(deadline) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    let _ = self.child.wait();
+                    return Ok(());
+                }
+                Err(e) => return Err(format!("{e} waiting for the VM to power off or reboot")),
+            }
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // Only this VM's own qemu, through its handle.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
