@@ -161,8 +161,7 @@ fn delete_tree(dir: &Path, dev: u64, freed: &mut Freed) {
 
 /// Frees the initramfs, as switch_root(8) does, but only when `/` is the initramfs (ramfs or tmpfs).
 fn free_initramfs(new_root: &Path) {
-    let is_initramfs =
-        rustix::fs::statfs("/").is_ok_and(|s| matches!(s.f_type, RAMFS_MAGIC | TMPFS_MAGIC));
+    let is_initramfs = rustix::fs::statfs("/").is_ok_and(|s| matches!(s.f_type, RAMFS_MAGIC | TMPFS_MAGIC));
     let Ok(root_dev) = std::fs::metadata("/").map(|m| m.dev()) else { return };
     if !is_initramfs || std::fs::metadata(new_root).is_ok_and(|m| m.dev() == root_dev) {
         log::warn!("/ is not an initramfs or the new root is not a mount; not deleting anything");

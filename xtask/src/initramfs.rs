@@ -30,6 +30,52 @@ pub fn build_init() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Checks an initramfs built by [`write`]: the real `cpio` lists the entries the init needs, and a
+/// second build from the same inputs gives the same bytes.
+pub fn verify(built: &Path, init: &Path, modules_dir: &Path, list: &Path) -> Result<()> {
+    use std::io::Read;
+    let again = built.with_extension("again");
+    write(init, modules_dir, list, &again)?;
+    let (a, b) =
+        (std::fs::read(built).map_err(|e| e.to_string())?, std::fs::read(&again).map_err(|e| e.to_string())?);
+    let _ = std::fs::remove_file(&again);
+    if a != b {
+        return Err(format!(
+            "two builds of {} from the same inputs differ: not reproducible",
+            built.display()
+        ));
+    }
+    let mut cpio_bytes = Vec::new();
+    flate2::read::GzDecoder::new(&a[..])
+        .read_to_end(&mut cpio_bytes)
+        .map_err(|e| format!("gunzip {}: {e}", built.display()))?;
+    let mut child = std::process::Command::new("cpio")
+        .args(["-t", "--quiet"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running cpio: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&cpio_bytes).map_err(|e| format!("feeding cpio: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let listed = String::from_utf8_lossy(&out.stdout);
+    let release = kmod::release_of(modules_dir)?;
+    for needed in [
+        "init".to_string(),
+        "dev/console".into(),
+        "dev/kmsg".into(),
+        format!("lib/modules/{release}/modules.dep"),
+        format!("lib/modules/{release}/kernel/fs/squashfs/squashfs.ko"),
+        format!("lib/modules/{release}/kernel/drivers/net/virtio_net.ko"),
+    ] {
+        if !listed.lines().any(|l| l == needed) {
+            return Err(format!("cpio -t does not list {needed} in {}", built.display()));
+        }
+    }
+    Ok(())
+}
+
 pub struct Built {
     pub init_size: u64,
     pub archive_size: u64,

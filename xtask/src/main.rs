@@ -176,6 +176,10 @@ fn cmd_test(args: &[String]) -> Result<()> {
         }
     }
     let (env, _server) = prepare_vm_env()?;
+    println!("xtask: checking that the initramfs is reproducible and that cpio lists it");
+    let list = host::root().join("modules-list");
+    let init = initramfs::build_init()?;
+    initramfs::verify(&env.initrd, &init, &kernel::ensure()?.modules_dir, &list)?;
     println!("xtask: {} VM scenarios, {jobs} at a time", scenarios.len());
     let logs = host::cache().join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
