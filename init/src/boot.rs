@@ -1,5 +1,5 @@
 //! The boot, top to bottom: each stage takes the previous one's typed output.
-//! `mounts -> cmdline -> modules -> network -> fetch -> rootfs -> switch_root`.
+//! `mounts -> cmdline -> modules -> network -> fetch -> rootfs -> customize -> switch_root`.
 //!
 //! This module owns no mechanism. It sequences the stages, times them, and hands any error to
 //! `failure`, the one place that decides what PID 1 does when the boot cannot go on.
@@ -7,12 +7,16 @@
 use std::convert::Infallible;
 use std::io;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use rustix::mount::MountFlags;
 
-use crate::cmdline::{self, Countdown};
-use crate::{failure, fetch, klog, modules, net, rootfs, switch_root, sys};
+use crate::cmdline::{self, FailurePolicy};
+use crate::{customize, failure, fetch, klog, modules, net, rootfs, switch_root, sys};
+
+/// The failure policy from the cmdline, once it is read, for the panic hook.
+static POLICY: OnceLock<FailurePolicy> = OnceLock::new();
 
 /// The API file systems, mounted first, in this order.
 const EARLY_MOUNTS: [(&str, &str, &str, MountFlags, &str); 4] = [
@@ -120,17 +124,18 @@ pub fn pid1() -> ! {
             "netinit",
             &format!("netinit crashed: {info}"),
             "this is a bug in netinit: please report it with this console log",
-            &Countdown::After(cmdline::DEFAULT_COUNTDOWN),
+            POLICY.get().unwrap_or(&FailurePolicy::default()),
         )
     }));
-    let mut countdown = Countdown::After(cmdline::DEFAULT_COUNTDOWN);
-    match run(&mut countdown) {
+    match run() {
         Ok(never) => match never {},
-        Err(e) => failure::fail(e.stage(), &chain(&e), e.hint(), &countdown),
+        Err(e) => {
+            failure::fail(e.stage(), &chain(&e), e.hint(), POLICY.get().unwrap_or(&FailurePolicy::default()))
+        }
     }
 }
 
-fn run(countdown: &mut Countdown) -> Result<Infallible, BootError> {
+fn run() -> Result<Infallible, BootError> {
     let mut timer = Timer::new();
     log::info!("starting, version {}", env!("CARGO_PKG_VERSION"));
     for (source, target, fstype, flags, data) in EARLY_MOUNTS {
@@ -150,7 +155,11 @@ fn run(countdown: &mut Countdown) -> Result<Infallible, BootError> {
 
     let text = std::fs::read_to_string("/proc/cmdline").map_err(BootError::ReadCmdline)?;
     let parsed = cmdline::parse(&text);
-    *countdown = parsed.config.countdown.clone();
+    // Set once, here; `get_or_init` cannot fail.
+    POLICY.get_or_init(|| parsed.config.failure);
+    if parsed.config.debug {
+        klog::debug_on_console();
+    }
     for w in &parsed.warnings {
         log::warn!("cmdline: {w}");
     }
@@ -162,7 +171,7 @@ fn run(countdown: &mut Countdown) -> Result<Infallible, BootError> {
     }
     let cfg = parsed.config;
 
-    let loaded = modules::load(&cfg.modules)?;
+    let loaded = modules::load(&cfg.modules, &cfg.blacklist)?;
     log::info!(
         "modules: {} loaded, {} already present, {} failed",
         loaded.loaded,
@@ -174,14 +183,26 @@ fn run(countdown: &mut Countdown) -> Result<Infallible, BootError> {
     let network = net::up(&cfg.net)?;
     timer.stage("network");
 
-    let image = fetch::download(&cfg.modloop, fetch::RetryPolicy::default())?;
+    let image = fetch::download(&cfg.image)?;
     timer.stage("fetch");
 
-    let new_root = rootfs::assemble(&image.path, &image.url.to_string())?;
+    let new_root = rootfs::assemble(&image.path, &image.url.to_string(), cfg.overlay_size)?;
     timer.stage("rootfs");
 
+    let boot_nic = network.first();
+    let hostname = network.iter().find_map(|c| c.hostname.as_deref());
+    customize::apply(&new_root, &cfg, boot_nic.map(|c| c.nic.mac), hostname);
+    timer.stage("customize");
+
+    if cfg.single {
+        if let Err(why) = failure::rescue_shell("single") {
+            log::warn!("{why}; going on with the boot");
+        }
+        timer.stage("rescue shell");
+    }
+
     log::info!("switching root to {} and starting {}", new_root.display(), cfg.init);
-    switch_root::enter(&new_root, &cfg.init, &network)?;
+    switch_root::enter(&new_root, &cfg.init)?;
     timer.stage("switch_root");
     log::info!("{}", timer.summary());
     Ok(switch_root::exec(&cfg.init, &cfg.init_args)?)

@@ -4,235 +4,118 @@
 //!
 //! Pure: no I/O, no clock, no environment. It does not decide what to do with a bad cmdline; `boot` does.
 
-use std::fmt;
-use std::net::Ipv4Addr;
+mod types;
+
 use std::time::Duration;
+
+pub use types::*;
 
 /// The URL(s) of the root image.
 pub const MODLOOP: &str = "modloop";
+/// The image's expected SHA-256.
+pub const MODLOOP_SHA256: &str = "modloop_sha256";
+/// Whether the image's signature must verify.
+pub const MODLOOP_VERIFY: &str = "modloop_verify";
+/// Retries of the download after the first attempt.
+pub const RETRIES: &str = "netinit.retries";
+/// The whole download's time budget.
+pub const TIMEOUT: &str = "netinit.timeout";
+/// The size of the tmpfs under the overlay.
+pub const OVERLAY_SIZE: &str = "netinit.overlay_size";
+/// Alpine's name for the same.
+pub const ROOT_SIZE: &str = "root_size";
 /// Network configuration, kernel `ip=` syntax.
 pub const IP: &str = "ip";
 /// The boot NIC's MAC, as PXE/iPXE pass it.
 pub const BOOTIF: &str = "BOOTIF";
+/// The machine's hostname.
+pub const HOSTNAME: &str = "hostname";
+/// How long DHCP may take.
+pub const DHCP_TIMEOUT: &str = "netinit.dhcp_timeout";
+/// Extra kernel modules to load.
+pub const MODULES: &str = "modules";
+/// Kernel modules never to load.
+pub const BLACKLIST: &str = "blacklist";
+/// Alpine: a tar.gz overlay for the root.
+pub const APKOVL: &str = "apkovl";
+/// Alpine: package repositories for the booted system.
+pub const ALPINE_REPO: &str = "alpine_repo";
+/// Alpine: an SSH public key for root.
+pub const SSH_KEY: &str = "ssh_key";
 /// The program to exec in the new root.
 pub const INIT: &str = "init";
 /// Arguments for that program.
 pub const INIT_ARGS: &str = "init_args";
-/// Extra kernel modules to load.
-pub const MODULES: &str = "modules";
-/// The kernel's panic timeout, read as the reboot countdown on failure.
-pub const PANIC: &str = "panic";
-/// How long DHCP may take.
-pub const DHCP_TIMEOUT: &str = "netinit.dhcp_timeout";
+/// More detail on the console.
+pub const DEBUG_INIT: &str = "debug_init";
 /// The kernel's `quiet`: netinit's info lines follow the console log level it sets.
 pub const QUIET: &str = "quiet";
+/// A rescue shell before switch_root.
+pub const SINGLE: &str = "single";
+/// Short for `single`.
+pub const S: &str = "s";
+/// What to do when the boot fails.
+pub const FAIL: &str = "netinit.fail";
+/// The kernel's panic timeout, read as the countdown on failure.
+pub const PANIC: &str = "panic";
 
 /// Every parameter netinit reads, as `cmdline-spec.md` names them.
-pub const PARAMETERS: &[&str] = &[MODLOOP, IP, BOOTIF, INIT, INIT_ARGS, MODULES, PANIC, DHCP_TIMEOUT, QUIET];
+pub const PARAMETERS: &[&str] = &[
+    MODLOOP,
+    MODLOOP_SHA256,
+    MODLOOP_VERIFY,
+    RETRIES,
+    TIMEOUT,
+    OVERLAY_SIZE,
+    ROOT_SIZE,
+    IP,
+    BOOTIF,
+    HOSTNAME,
+    DHCP_TIMEOUT,
+    MODULES,
+    BLACKLIST,
+    APKOVL,
+    ALPINE_REPO,
+    SSH_KEY,
+    INIT,
+    INIT_ARGS,
+    DEBUG_INIT,
+    QUIET,
+    SINGLE,
+    S,
+    FAIL,
+    PANIC,
+];
 
-/// What netinit does when the boot fails: wait this long, counting down, then reboot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Countdown {
-    /// Reboot after this long (`panic=N`, N > 0, or the default).
-    After(Duration),
-    /// Reboot at once (`panic=-1` and other negative values).
-    Immediately,
-    /// Never reboot (`panic=0`): the operator power-cycles the machine.
-    Never,
-}
+/// Parameters that are flags (no value).
+const FLAGS: &[&str] = &[DEBUG_INIT, QUIET, SINGLE, S];
 
-/// The reboot countdown when the cmdline has no `panic=`.
-pub const DEFAULT_COUNTDOWN: Duration = Duration::from_secs(10);
-/// How long DHCP may take by default: long enough for a switch port's spanning tree to open (30-50 s).
-pub const DEFAULT_DHCP_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// An http(s) URL, checked enough to fail early with a clear message; the HTTP client parses it again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Url {
-    raw: String,
-    /// Where the host part starts and ends in `raw` (after any `user:password@`).
-    host_start: usize,
-    userinfo: bool,
-}
-
-impl Url {
-    pub fn parse(raw: &str) -> Result<Url, String> {
-        let rest = if let Some(rest) = raw.strip_prefix("http://") {
-            rest
-        } else if raw.starts_with("https://") {
-            return Err("https is not supported by this build yet (expected http://)".into());
-        } else {
-            return Err("expected an http:// URL".into());
-        };
-        let authority = rest.split('/').next().unwrap_or("");
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((_, hostport)) => (true, hostport),
-            None => (false, authority),
-        };
-        let (host, port) = match hostport.strip_prefix('[') {
-            Some(rest) => match rest.split_once(']') {
-                Some((host, after)) => (host, after.strip_prefix(':')),
-                None => return Err("the host has '[' without ']'".into()),
-            },
-            None => match hostport.split_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (hostport, None),
-            },
-        };
-        if host.is_empty() {
-            return Err("the URL has no host".into());
-        }
-        if let Some(port) = port {
-            if port.parse::<u16>().map_or(true, |p| p == 0) {
-                return Err(format!("bad port {port:?}"));
-            }
-        }
-        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err("the URL has spaces or control characters".into());
-        }
-        let host_start = "http://".len() + authority.len() - hostport.len();
-        Ok(Url { raw: raw.to_owned(), host_start, userinfo })
-    }
-
-    /// The URL as given, credentials included: for the HTTP client only, never for a log line.
-    pub fn as_str(&self) -> &str {
-        &self.raw
-    }
-}
-
-/// Shows the URL with any credentials replaced by `***`, so it is safe to log.
-impl fmt::Display for Url {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.userinfo {
-            write!(f, "http://***@{}", &self.raw[self.host_start..])
-        } else {
-            f.write_str(&self.raw)
-        }
-    }
-}
-
-/// A MAC address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mac(pub [u8; 6]);
-
-impl Mac {
-    /// `aa:bb:cc:dd:ee:ff`, `aa-bb-cc-dd-ee-ff`, or the PXE `BOOTIF` form `01-aa-bb-cc-dd-ee-ff`
-    /// (hardware type 1, Ethernet, first).
-    pub fn parse(s: &str) -> Option<Mac> {
-        let parts: Vec<&str> = s.split([':', '-']).collect();
-        let parts = match parts.len() {
-            6 => &parts[..],
-            7 if parts[0] == "01" => &parts[1..],
-            _ => return None,
-        };
-        let mut mac = [0u8; 6];
-        for (byte, part) in mac.iter_mut().zip(parts) {
-            if part.len() != 2 {
-                return None;
-            }
-            *byte = u8::from_str_radix(part, 16).ok()?;
-        }
-        Some(Mac(mac))
-    }
-}
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
-    }
-}
-
-/// A static IPv4 configuration from `ip=`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaticIp {
-    pub address: Ipv4Addr,
-    pub prefix: u8,
-    pub gateway: Option<Ipv4Addr>,
-    pub dns: Vec<Ipv4Addr>,
-    pub hostname: Option<String>,
-}
-
-/// How the network is configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IpMode {
-    Dhcp,
-    Static(StaticIp),
-    /// No network configuration by netinit (`ip=off`); fetching then needs a NIC set up by something
-    /// else, which in an initramfs means none: only useful with a `file://`-less future. Kept for
-    /// parity with the kernel syntax, and reported as an error when an image must be fetched.
-    Off,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetConfig {
-    pub mode: IpMode,
-    /// The NIC named in `ip=` (`eth0`), if any.
-    pub device: Option<String>,
-    /// The boot NIC's MAC from `BOOTIF=`, if any.
-    pub bootif: Option<Mac>,
-    pub dhcp_timeout: Duration,
-    pub hostname: Option<String>,
-}
-
-/// The whole boot configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    pub modloop: Vec<Url>,
-    pub net: NetConfig,
-    pub init: String,
-    pub init_args: Vec<String>,
-    pub modules: Vec<String>,
-    pub countdown: Countdown,
-    pub quiet: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            modloop: Vec::new(),
-            net: NetConfig {
-                mode: IpMode::Dhcp,
-                device: None,
-                bootif: None,
-                dhcp_timeout: DEFAULT_DHCP_TIMEOUT,
-                hostname: None,
-            },
-            init: "/sbin/init".into(),
-            init_args: Vec::new(),
-            modules: Vec::new(),
-            countdown: Countdown::After(DEFAULT_COUNTDOWN),
-            quiet: false,
-        }
-    }
-}
-
-/// One thing wrong with the cmdline: the parameter, the value as given, and what was expected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub param: &'static str,
-    pub value: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.value.is_empty() {
-            write!(f, "{}: {}", self.param, self.message)
-        } else {
-            write!(f, "{}: {:?}: {}", self.param, self.value, self.message)
-        }
-    }
-}
-
-/// The result of parsing: the configuration (defaults where a value was bad), warnings (the boot goes
-/// on), errors (the boot cannot succeed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Parsed {
-    pub config: Config,
-    pub warnings: Vec<Problem>,
-    pub errors: Vec<Problem>,
-}
+/// Words of the kernel and of common inits that must not be mistaken for typos of netinit's.
+const OTHERS: &[&str] = &[
+    "BOOT_IMAGE",
+    "acpi",
+    "apparmor",
+    "biosdevname",
+    "console",
+    "crashkernel",
+    "debug",
+    "earlyprintk",
+    "initrd",
+    "isolcpus",
+    "loglevel",
+    "mitigations",
+    "modprobe",
+    "module_blacklist",
+    "nokaslr",
+    "nomodeset",
+    "nosmt",
+    "rdinit",
+    "root",
+    "rootfstype",
+    "rootwait",
+    "selinux",
+    "splash",
+];
 
 /// Splits a cmdline into `(name, value)` words by the kernel's rules (`next_arg()` in lib/cmdline.c):
 /// whitespace separates words, double quotes keep spaces, a quote pair around the value or the whole
@@ -280,142 +163,342 @@ fn known(name: &str) -> Option<&'static str> {
     PARAMETERS.iter().copied().find(|p| normalize(p) == name)
 }
 
+/// Edit distance with adjacent transpositions counted as one edit (optimal string alignment),
+/// case-insensitive.
+fn distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.to_lowercase().chars().collect();
+    let b: Vec<char> = b.to_lowercase().chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The parameter an unknown word probably meant: any unknown `netinit.` name, or a word within edit
+/// distance 1 (names of 5-6 letters) or 2 (longer names) of a parameter, unless it is a well-known
+/// kernel word or in another program's namespace (`rd.`, `systemd.`).
+pub fn probably_meant(name: &str) -> Option<&'static str> {
+    let name = normalize(name);
+    if OTHERS.iter().any(|o| normalize(o) == name) {
+        return None;
+    }
+    let ours = name.to_lowercase().starts_with("netinit.");
+    if name.contains('.') && !ours {
+        return None;
+    }
+    let (best, d) =
+        PARAMETERS.iter().map(|p| (*p, distance(&name, &normalize(p)))).min_by_key(|(_, d)| *d)?;
+    let limit = match best.len() {
+        0..=4 => 0,
+        5 | 6 => 1,
+        _ => 2,
+    };
+    (d <= limit || ours).then_some(best)
+}
+
+/// Parses a whole cmdline. Every problem is collected; none stops the parse.
 pub fn parse(cmdline: &str) -> Parsed {
-    let mut config = Config::default();
-    let mut warnings = Vec::new();
-    let mut errors = Vec::new();
-    let mut ip_value: Option<String> = None;
+    let mut p =
+        Parser { config: Config::default(), warnings: Vec::new(), errors: Vec::new(), ip_values: Vec::new() };
     for (name, value) in words(cmdline) {
-        let Some(param) = known(&name) else { continue };
-        let problem = |value: &str, message: String| Problem { param, value: value.to_owned(), message };
-        match (param, value.as_deref()) {
-            (QUIET, _) => config.quiet = true,
-            (_, None) => warnings.push(problem("", "has no value (expected name=value); ignored".into())),
-            (MODLOOP, Some(v)) => {
-                config.modloop.clear();
+        match known(&name) {
+            Some(param) => p.param(param, value.as_deref()),
+            None => {
+                if let Some(meant) = probably_meant(&name) {
+                    let shown = match &value {
+                        Some(v) => format!("{name}={v}"),
+                        None => name.clone(),
+                    };
+                    p.warnings.push(Problem {
+                        param: meant,
+                        value: shown,
+                        message: format!("is not a netinit parameter; did you mean {meant}? ignored"),
+                    });
+                }
+            }
+        }
+    }
+    p.finish()
+}
+
+struct Parser {
+    config: Config,
+    warnings: Vec<Problem>,
+    errors: Vec<Problem>,
+    /// Each `ip=` value with what it parsed to.
+    ip_values: Vec<(String, IpConfig)>,
+}
+
+impl Parser {
+    fn error(&mut self, param: &'static str, value: &str, message: impl Into<String>) {
+        self.errors.push(Problem { param, value: value.to_owned(), message: message.into() });
+    }
+
+    fn warn(&mut self, param: &'static str, value: &str, message: impl Into<String>) {
+        self.warnings.push(Problem { param, value: value.to_owned(), message: message.into() });
+    }
+
+    fn param(&mut self, param: &'static str, value: Option<&str>) {
+        let c = &mut self.config;
+        let v = match (value, FLAGS.contains(&param)) {
+            (_, true) => {
+                match param {
+                    QUIET => c.quiet = true,
+                    DEBUG_INIT => c.debug = true,
+                    _ => c.single = true,
+                }
+                if let Some(v) = value {
+                    self.warn(param, v, "is a flag and takes no value; the value is ignored");
+                }
+                return;
+            }
+            (None, false) => {
+                return self.warn(param, "", "has no value (expected name=value); ignored");
+            }
+            (Some(v), false) => v,
+        };
+        match param {
+            MODLOOP => {
+                c.image.urls.clear();
                 for url in v.split(',').filter(|u| !u.is_empty()) {
                     match Url::parse(url) {
-                        Ok(url) => config.modloop.push(url),
-                        Err(why) => errors.push(problem(url, format!("{why}; the image cannot be fetched"))),
+                        Ok(url) => self.config.image.urls.push(url),
+                        Err(why) => self.error(param, url, format!("{why}; the image cannot be fetched")),
                     }
                 }
                 if v.split(',').all(str::is_empty) {
-                    errors.push(problem(v, "is empty (expected http://server/path.squashfs)".into()));
+                    self.error(param, v, "is empty (expected http://server/path.squashfs)");
                 }
             }
-            (IP, Some(v)) => {
-                if ip_value.is_some() {
-                    warnings.push(problem(v, "given again; only the last ip= is used".into()));
-                }
-                ip_value = Some(v.to_owned());
-                match parse_ip(v) {
-                    Ok((mode, device, hostname)) => {
-                        config.net.mode = mode;
-                        config.net.device = device;
-                        if hostname.is_some() {
-                            config.net.hostname = hostname;
-                        }
-                    }
-                    Err(why) => errors.push(problem(v, format!("{why}; the network cannot be configured"))),
-                }
-            }
-            (BOOTIF, Some(v)) => match Mac::parse(v) {
-                Some(mac) => config.net.bootif = Some(mac),
-                None => errors.push(problem(
-                    v,
-                    "expected a MAC address like 01-52-54-00-12-34-56 or 52:54:00:12:34:56; the boot NIC cannot be chosen"
-                        .into(),
-                )),
+            MODLOOP_SHA256 => match parse_sha256(v) {
+                Some(digest) => c.image.sha256 = Some(digest),
+                None => self.error(param, v, "expected 64 hexadecimal digits; the image cannot be verified"),
             },
-            (INIT, Some(v)) => {
-                if v.starts_with('/') {
-                    config.init = v.to_owned();
-                } else {
-                    errors.push(problem(v, "expected an absolute path like /sbin/init".into()));
-                }
-            }
-            (INIT_ARGS, Some(v)) => config.init_args = v.split_whitespace().map(str::to_owned).collect(),
-            (MODULES, Some(v)) => {
+            MODLOOP_VERIFY => match v {
+                "yes" | "1" | "true" => c.image.verify = Verify::Required,
+                "no" | "0" | "false" => c.image.verify = Verify::Off,
+                _ => self.error(param, v, "expected yes or no"),
+            },
+            RETRIES => match v.parse::<u32>() {
+                Ok(n) if n <= MAX_RETRIES => c.image.retries = n,
+                _ => self.warn(
+                    param,
+                    v,
+                    format!("expected a whole number from 0 to {MAX_RETRIES}; using {DEFAULT_RETRIES}"),
+                ),
+            },
+            TIMEOUT => match v.parse::<u64>() {
+                Ok(n) if n > 0 => c.image.timeout = Duration::from_secs(n),
+                _ => self.warn(
+                    param,
+                    v,
+                    format!("expected whole seconds above 0; using {}", DEFAULT_FETCH_TIMEOUT.as_secs()),
+                ),
+            },
+            OVERLAY_SIZE | ROOT_SIZE => match Size::parse(v) {
+                Some(size) => c.overlay_size = size,
+                None => self.warn(param, v, "expected a percentage of RAM like 50% or a size like 512M; using 50%"),
+            },
+            IP => match parse_ip(v) {
+                Ok(ip) => self.ip_values.push((v.to_owned(), ip)),
+                Err(why) => self.error(param, v, format!("{why}; the network cannot be configured")),
+            },
+            BOOTIF => match Mac::parse(v) {
+                Some(mac) => c.net.bootif = Some(mac),
+                None => self.error(
+                    param,
+                    v,
+                    "expected a MAC address like 01-52-54-00-12-34-56 or 52:54:00:12:34:56; the boot NIC cannot be chosen",
+                ),
+            },
+            HOSTNAME => match valid_hostname(v) {
+                true => c.net.hostname = Some(v.to_owned()),
+                false => self.warn(param, v, "is not a valid host name (letters, digits, '-' and '.'); ignored"),
+            },
+            DHCP_TIMEOUT => match v.parse::<u64>() {
+                Ok(n) if n > 0 => c.net.dhcp_timeout = Duration::from_secs(n),
+                _ => self.warn(
+                    param,
+                    v,
+                    format!("expected whole seconds above 0; using {}", DEFAULT_DHCP_TIMEOUT.as_secs()),
+                ),
+            },
+            MODULES | BLACKLIST => {
                 for m in v.split(',').filter(|m| !m.is_empty()) {
-                    if m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                        config.modules.push(m.replace('-', "_"));
+                    if m.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
+                        let list = if param == MODULES { &mut self.config.modules } else { &mut self.config.blacklist };
+                        list.push(m.replace('-', "_"));
                     } else {
-                        warnings.push(problem(m, "is not a module name; ignored".into()));
+                        self.warn(param, m, "is not a module name; ignored");
                     }
                 }
             }
-            (PANIC, Some(v)) => match v.parse::<i64>() {
-                Ok(0) => config.countdown = Countdown::Never,
-                Ok(n) if n < 0 => config.countdown = Countdown::Immediately,
-                Ok(n) => config.countdown = Countdown::After(Duration::from_secs(n as u64)),
-                Err(_) => warnings.push(problem(
-                    v,
-                    format!("expected whole seconds; rebooting {}s after a failure", DEFAULT_COUNTDOWN.as_secs()),
-                )),
+            APKOVL => match UrlTemplate::parse(v) {
+                Ok(t) => c.alpine.apkovl = Some(t),
+                Err(why) => self.error(param, v, format!("{why}; the overlay cannot be fetched")),
             },
-            (DHCP_TIMEOUT, Some(v)) => match v.parse::<u64>() {
-                Ok(n) if n > 0 => config.net.dhcp_timeout = Duration::from_secs(n),
-                _ => warnings.push(problem(
-                    v,
-                    format!(
-                        "expected whole seconds above 0; using {}",
-                        DEFAULT_DHCP_TIMEOUT.as_secs()
-                    ),
-                )),
+            ALPINE_REPO => {
+                c.alpine.repositories.clear();
+                for url in v.split(',').filter(|u| !u.is_empty()) {
+                    if (url.starts_with("http://") || url.starts_with("https://")) && !url.contains(char::is_whitespace) {
+                        self.config.alpine.repositories.push(url.to_owned());
+                    } else {
+                        self.warn(param, url, "expected an http:// or https:// URL; ignored");
+                    }
+                }
+            }
+            SSH_KEY => match SshKey::parse(v) {
+                Ok(key) => c.alpine.ssh_key = Some(key),
+                Err(why) => self.warn(param, v, format!("{why}; ignored")),
             },
-            (_, Some(_)) => {}
+            INIT => {
+                if v.starts_with('/') {
+                    c.init = v.to_owned();
+                } else {
+                    self.error(param, v, "expected an absolute path like /sbin/init");
+                }
+            }
+            INIT_ARGS => c.init_args = v.split_whitespace().map(str::to_owned).collect(),
+            FAIL => match FailAction::parse(v) {
+                Some(action) => c.failure.action = action,
+                None => self.warn(param, v, "expected shell, reboot, poweroff or halt; using reboot"),
+            },
+            PANIC => match v.parse::<i64>() {
+                Ok(0) => c.failure.countdown = Countdown::Never,
+                Ok(n) if n < 0 => c.failure.countdown = Countdown::Immediately,
+                Ok(n) => c.failure.countdown = Countdown::After(Duration::from_secs(n as u64)),
+                Err(_) => self.warn(
+                    param,
+                    v,
+                    format!("expected whole seconds; waiting {}s after a failure", DEFAULT_COUNTDOWN.as_secs()),
+                ),
+            },
+            _ => {}
         }
     }
-    if config.modloop.is_empty() && !errors.iter().any(|e| e.param == MODLOOP) {
-        errors.push(Problem {
-            param: MODLOOP,
-            value: String::new(),
-            message: "missing: netinit needs the root image's URL, e.g. modloop=http://server/root.squashfs"
-                .into(),
-        });
+
+    /// Checks that need the whole cmdline.
+    fn finish(mut self) -> Parsed {
+        let ips = std::mem::take(&mut self.ip_values);
+        if ips.len() > 1 && ips.iter().any(|(_, ip)| ip.device.is_none()) {
+            for (value, _) in ips.iter().filter(|(_, ip)| ip.device.is_none()) {
+                let message = format!(
+                    "ip= is given {} times, so each must name its NIC (ip=eth0:dhcp ip=eth1:dhcp); this one does not",
+                    ips.len()
+                );
+                self.error(IP, value, message);
+            }
+        } else if !ips.is_empty() {
+            let mut configs: Vec<IpConfig> = Vec::new();
+            for (value, ip) in ips {
+                if let Some(at) = configs.iter().position(|c| c.device == ip.device) {
+                    self.warn(IP, &value, "configures the same NIC as an earlier ip=; this one is used");
+                    configs.remove(at);
+                }
+                configs.push(ip);
+            }
+            self.config.net.interfaces = configs;
+        }
+        let c = &self.config;
+        if c.image.urls.is_empty() && !self.errors.iter().any(|e| e.param == MODLOOP) {
+            self.error(
+                MODLOOP,
+                "",
+                "missing: netinit needs the root image's URL, e.g. modloop=http://server/root.squashfs",
+            );
+        }
+        if self.config.net.interfaces.iter().all(|i| i.mode == IpMode::Off)
+            && !self.config.image.urls.is_empty()
+        {
+            self.error(IP, "off", "turns the network off, but the image must be fetched over it");
+        }
+        Parsed { config: self.config, warnings: self.warnings, errors: self.errors }
     }
-    if config.net.mode == IpMode::Off && !config.modloop.is_empty() {
-        errors.push(Problem {
-            param: IP,
-            value: ip_value.unwrap_or_default(),
-            message: "turns the network off, but the image must be fetched over it".into(),
-        });
+}
+
+fn parse_sha256(v: &str) -> Option<[u8; 32]> {
+    if v.len() != 64 {
+        return None;
     }
-    Parsed { config, warnings, errors }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(v.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens, at most 253 bytes.
+fn valid_hostname(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 253
+        && v.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 /// The kernel's `ip=` (Documentation/admin-guide/nfs/nfsroot.rst):
 /// `<client-ip>:<server-ip>:<gw-ip>:<netmask>:<hostname>:<device>:<autoconf>:<dns0-ip>:<dns1-ip>:<ntp0-ip>`,
 /// its short forms (`dhcp`, `on`, `any`, `off`, `none`, ...), and dracut's `<device>:dhcp`.
-/// Returns the mode, the device named, and the hostname given.
-#[allow(clippy::type_complexity)]
-fn parse_ip(v: &str) -> Result<(IpMode, Option<String>, Option<String>), String> {
+fn parse_ip(v: &str) -> Result<IpConfig, String> {
     let autoconf = |s: &str| -> Result<Option<IpMode>, String> {
-        // The client id after `dhcp,` is accepted and, for now, not sent (the MAC is the client id).
-        match s.split(',').next().unwrap_or("") {
+        let mut parts = s.split(',');
+        let method = parts.next().unwrap_or("");
+        match method {
             "" | "off" | "none" => Ok(None),
-            "on" | "any" | "dhcp" | "bootp" | "both" | "rarp" => Ok(Some(IpMode::Dhcp)),
+            "on" | "any" | "dhcp" | "bootp" | "both" | "rarp" => {
+                let client_id = match (parts.next(), parts.next()) {
+                    (None, _) => None,
+                    (Some(kind), Some(id)) if !id.is_empty() => {
+                        let kind = u8::from_str_radix(kind, 16)
+                            .map_err(|_| format!("bad client id type {kind:?} (expected hex like 01)"))?;
+                        Some(ClientId { kind, id: id.to_owned() })
+                    }
+                    (Some(_), _) => return Err("dhcp,<client-id-type>,<client-id> needs both parts".into()),
+                };
+                Ok(Some(IpMode::Dhcp { client_id }))
+            }
             other => Err(format!("unknown autoconf method {other:?} (expected dhcp, on, any, off or none)")),
         }
     };
-    if !v.contains(':') {
+    if v.is_empty() {
+        return Err("is empty (expected dhcp, off, or a static configuration)".into());
+    }
+    // A lone word is an autoconf method when it is one; otherwise the kernel reads it as the
+    // client address of the full form.
+    if !v.contains(':') && !v.starts_with(|c: char| c.is_ascii_digit()) {
         return match autoconf(v)? {
-            Some(mode) => Ok((mode, None, None)),
-            None if v.is_empty() => Err("is empty (expected dhcp, off, or a static configuration)".into()),
-            None => Ok((IpMode::Off, None, None)),
+            Some(mode) => Ok(IpConfig { mode, device: None, hostname: None }),
+            None => Ok(IpConfig { mode: IpMode::Off, device: None, hostname: None }),
         };
     }
     let f: Vec<&str> = v.split(':').collect();
     if f.len() == 2 {
         // dracut: <device>:dhcp
         let mode = autoconf(f[1])?.unwrap_or(IpMode::Off);
-        return Ok((mode, non_empty(f[0]), None));
+        return Ok(IpConfig { mode, device: non_empty(f[0]), hostname: None });
     }
     if f.len() > 10 {
         return Err(format!("has {} fields (at most 10)", f.len()));
     }
     let field = |i: usize| f.get(i).copied().unwrap_or("");
-    let addr = |i: usize, what: &str| -> Result<Option<Ipv4Addr>, String> {
+    let addr = |i: usize, what: &str| -> Result<Option<std::net::Ipv4Addr>, String> {
         let s = field(i);
         if s.is_empty() {
             return Ok(None);
@@ -423,29 +506,33 @@ fn parse_ip(v: &str) -> Result<(IpMode, Option<String>, Option<String>), String>
         s.parse().map(Some).map_err(|_| format!("bad {what} address {s:?} (expected an IPv4 address)"))
     };
     let client = addr(0, "client")?;
+    addr(1, "server")?;
     let gateway = addr(2, "gateway")?;
     let prefix = match field(3) {
         "" => None,
         s => Some(parse_netmask(s)?),
     };
     let hostname = non_empty(field(4));
+    if let Some(h) = &hostname {
+        if !valid_hostname(h) {
+            return Err(format!("bad hostname {h:?} (letters, digits, '-' and '.')"));
+        }
+    }
     let device = non_empty(field(5));
-    let dns: Vec<Ipv4Addr> = [addr(7, "dns0")?, addr(8, "dns1")?].into_iter().flatten().collect();
+    let dns: Vec<std::net::Ipv4Addr> = [addr(7, "dns0")?, addr(8, "dns1")?].into_iter().flatten().collect();
+    addr(9, "ntp0")?;
     let auto = autoconf(field(6))?;
-    match (client, auto) {
-        (_, Some(mode)) => Ok((mode, device, hostname)),
+    let mode = match (client, auto) {
+        (_, Some(mode)) => mode,
         (Some(address), None) => {
             let prefix = prefix.unwrap_or_else(|| classful_prefix(address));
-            Ok((
-                IpMode::Static(StaticIp { address, prefix, gateway, dns, hostname: hostname.clone() }),
-                device,
-                hostname,
-            ))
+            IpMode::Static(StaticIp { address, prefix, gateway, dns })
         }
         // No address and no autoconf: the kernel would autoconfigure when the field is empty.
-        (None, None) if field(6).is_empty() => Ok((IpMode::Dhcp, device, hostname)),
-        (None, None) => Err("has autoconf off but no client address".into()),
-    }
+        (None, None) if field(6).is_empty() => IpMode::Dhcp { client_id: None },
+        (None, None) => return Err("has autoconf off but no client address".into()),
+    };
+    Ok(IpConfig { mode, device, hostname })
 }
 
 fn non_empty(s: &str) -> Option<String> {
@@ -460,7 +547,7 @@ fn parse_netmask(s: &str) -> Result<u8, String> {
         }
     }
     let bad = || format!("bad netmask {s:?} (expected 255.255.255.0 or a prefix length 0-32)");
-    let mask = u32::from(s.parse::<Ipv4Addr>().map_err(|_| bad())?);
+    let mask = u32::from(s.parse::<std::net::Ipv4Addr>().map_err(|_| bad())?);
     if mask.leading_ones() + mask.trailing_zeros() != 32 {
         return Err(bad());
     }
@@ -468,7 +555,7 @@ fn parse_netmask(s: &str) -> Result<u8, String> {
 }
 
 /// The kernel's default when `ip=` gives an address but no netmask: the address's old class.
-fn classful_prefix(a: Ipv4Addr) -> u8 {
+pub fn classful_prefix(a: std::net::Ipv4Addr) -> u8 {
     match a.octets()[0] {
         0..=127 => 8,
         128..=191 => 16,

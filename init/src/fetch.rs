@@ -1,16 +1,19 @@
 //! Stage 4: download the root image into a file on a tmpfs, streaming, with per-phase timeouts,
-//! retries with backoff across the mirrors of `modloop=`, and a length check. Progress goes to the
-//! console at most every 2 s.
+//! retries with backoff across the mirrors of `modloop=` within a time budget, a length check, and
+//! SHA-256 computed on the way (checked against `modloop_sha256=` before anything mounts the file).
+//! Progress goes to the console at most every 2 s.
 //!
-//! Not yet here (issue 5): resuming with `Range:`, digests and signatures, HTTPS. A retry restarts
-//! the file from byte 0, so a partial download never survives into a mount.
+//! Not yet here: resuming with `Range:`, signatures, HTTPS. A retry restarts the file from byte 0,
+//! so a partial download never survives into a mount.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cmdline::Url;
+use sha2::{Digest, Sha256};
+
+use crate::cmdline::{ImageConfig, Url, Verify};
 use crate::sys;
 
 /// Where the image is stored; the tmpfs mounted here is moved into the new root with `/run`.
@@ -18,6 +21,8 @@ pub const IMAGE_DIR: &str = "/run/netinit/image";
 const IMAGE_FILE: &str = "root.squashfs";
 const BUFFER: usize = 256 * 1024;
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// Where `cargo xtask cpio --trust` will put the public keys images must be signed with.
+pub const TRUSTED_KEYS: &str = "/etc/netinit/keys";
 
 /// When and how often to retry: exponential backoff with full jitter, pure so it is tested.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +80,12 @@ pub enum FetchError {
     Short { url: Url, got: u64, expected: u64 },
     #[error("no image URL to fetch")]
     NoUrl,
+    #[error("GET {url}: the image's SHA-256 is {actual}, but modloop_sha256= says {expected}")]
+    Digest { url: Url, expected: String, actual: String },
+    #[error("modloop_verify=yes, but this initramfs has no trusted keys in {TRUSTED_KEYS}")]
+    NoTrustedKeys,
+    #[error("the download did not finish within netinit.timeout={}s ({attempts} attempts)", budget.as_secs())]
+    Budget { budget: Duration, attempts: u32 },
     #[error("mounting a tmpfs on {IMAGE_DIR}")]
     Mount(#[source] io::Error),
     #[error("writing {path}")]
@@ -104,6 +115,15 @@ impl FetchError {
                 "the image does not fit in RAM: use a machine with more memory or a smaller image"
             }
             FetchError::NoUrl => "give modloop=http://server/root.squashfs",
+            FetchError::Digest { .. } => {
+                "the server has another image than the one named: check both, and the mirror"
+            }
+            FetchError::NoTrustedKeys => {
+                "signature checks need keys built into the initramfs; or boot with modloop_verify=no"
+            }
+            FetchError::Budget { .. } => {
+                "the server or the network is too slow for the budget: raise netinit.timeout="
+            }
             FetchError::Mount(_) => "this is unexpected; the error above names the system's answer",
         }
     }
@@ -116,6 +136,44 @@ pub struct Fetched {
     pub url: Url,
 }
 
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The HTTP client: per-phase timeouts, status codes as values.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_resolve(Some(Duration::from_secs(15)))
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_recv_response(Some(Duration::from_secs(30)))
+        .timeout_per_read(Some(Duration::from_secs(30)))
+        .user_agent(concat!("netinit/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// GETs a small file (an overlay, a key) into memory, once, refusing more than `limit` bytes.
+pub fn get_small(url: &Url, limit: u64) -> Result<Vec<u8>, FetchError> {
+    let transfer = |phase, message| FetchError::Transfer { url: url.clone(), phase, attempts: 1, message };
+    let response = agent().get(url.as_str()).call().map_err(|e| {
+        let (phase, message) = classify(&e);
+        transfer(phase, message)
+    })?;
+    let status = response.status();
+    if status.as_u16() != 200 {
+        let reason = status.canonical_reason().map(str::to_owned);
+        return Err(FetchError::Status { url: url.clone(), status: status.as_u16(), reason });
+    }
+    response
+        .into_body()
+        .into_with_config()
+        .limit(limit)
+        .read_to_vec()
+        .map_err(|e| transfer(Phase::Body, e.to_string()))
+}
+
 /// One attempt's failure, and whether another attempt may help.
 struct Failure {
     error: FetchError,
@@ -123,9 +181,13 @@ struct Failure {
 }
 
 /// Downloads the image from the first mirror that serves it.
-pub fn download(urls: &[Url], policy: RetryPolicy) -> Result<Fetched, FetchError> {
+pub fn download(image: &ImageConfig) -> Result<Fetched, FetchError> {
+    let urls = &image.urls;
     if urls.is_empty() {
         return Err(FetchError::NoUrl);
+    }
+    if image.verify == Verify::Required && !has_trusted_keys() {
+        return Err(FetchError::NoTrustedKeys);
     }
     std::fs::create_dir_all(IMAGE_DIR).map_err(FetchError::Mount)?;
     sys::mount(
@@ -137,15 +199,9 @@ pub fn download(urls: &[Url], policy: RetryPolicy) -> Result<Fetched, FetchError
     )
     .map_err(FetchError::Mount)?;
     let path = Path::new(IMAGE_DIR).join(IMAGE_FILE);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_resolve(Some(Duration::from_secs(15)))
-        .timeout_connect(Some(Duration::from_secs(10)))
-        .timeout_recv_response(Some(Duration::from_secs(30)))
-        .timeout_per_read(Some(Duration::from_secs(30)))
-        .user_agent(concat!("netinit/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
+    let policy = RetryPolicy { attempts: image.retries.saturating_add(1), ..RetryPolicy::default() };
+    let deadline = sys::uptime() + image.timeout;
+    let agent = agent();
     let mut dead = vec![false; urls.len()];
     let mut attempt = 0;
     let mut last = None;
@@ -154,10 +210,23 @@ pub fn download(urls: &[Url], policy: RetryPolicy) -> Result<Fetched, FetchError
             if dead[i] || attempt >= policy.attempts {
                 continue;
             }
+            let left = deadline.saturating_sub(sys::uptime());
+            if left.is_zero() {
+                return Err(FetchError::Budget { budget: image.timeout, attempts: attempt });
+            }
             attempt += 1;
             log::info!("fetching {url} (attempt {attempt} of {})", policy.attempts);
-            match fetch_once(&agent, url, &path, attempt) {
-                Ok(()) => return Ok(Fetched { path, url: url.clone() }),
+            match fetch_once(&agent, url, &path, attempt, left) {
+                Ok(sha256) => {
+                    if let Some(expected) = image.sha256 {
+                        if expected != sha256 {
+                            let (expected, actual) = (hex(&expected), hex(&sha256));
+                            return Err(FetchError::Digest { url: url.clone(), expected, actual });
+                        }
+                        log::info!("SHA-256 matches modloop_sha256");
+                    }
+                    return Ok(Fetched { path, url: url.clone() });
+                }
                 Err(Failure { error, permanent }) => {
                     log::warn!("{error}");
                     dead[i] |= permanent;
@@ -169,7 +238,8 @@ pub fn download(urls: &[Url], policy: RetryPolicy) -> Result<Fetched, FetchError
             break;
         }
         if attempt < policy.attempts {
-            let delay = policy.next_delay(attempt, sys::random_u64());
+            let delay =
+                policy.next_delay(attempt, sys::random_u64()).min(deadline.saturating_sub(sys::uptime()));
             log::info!("retrying in {:.1}s", delay.as_secs_f32());
             std::thread::sleep(delay);
         }
@@ -177,16 +247,29 @@ pub fn download(urls: &[Url], policy: RetryPolicy) -> Result<Fetched, FetchError
     Err(last.unwrap_or(FetchError::NoUrl))
 }
 
-fn fetch_once(agent: &ureq::Agent, url: &Url, path: &Path, attempt: u32) -> Result<(), Failure> {
+fn has_trusted_keys() -> bool {
+    std::fs::read_dir(TRUSTED_KEYS).is_ok_and(|mut d| d.next().is_some())
+}
+
+/// One GET of the whole image into `path`; returns its SHA-256.
+fn fetch_once(
+    agent: &ureq::Agent,
+    url: &Url,
+    path: &Path,
+    attempt: u32,
+    budget: Duration,
+) -> Result<[u8; 32], Failure> {
     let transient = |phase: Phase, message: String| Failure {
         error: FetchError::Transfer { url: url.clone(), phase, attempts: attempt, message },
         permanent: false,
     };
-    let response = agent.get(url.as_str()).call().map_err(|e| {
-        let (phase, message) = classify(&e);
-        transient(phase, message)
-    })?;
+    let response =
+        agent.get(url.as_str()).config().timeout_global(Some(budget)).build().call().map_err(|e| {
+            let (phase, message) = classify(&e);
+            transient(phase, message)
+        })?;
     let status = response.status().as_u16();
+    log::debug!("{url}: HTTP {status}, Content-Length {:?}", response.body().content_length());
     if status != 200 {
         // 408, 429 and 5xx may pass; other 4xx will not for this mirror.
         let permanent = (400..500).contains(&status) && status != 408 && status != 429;
@@ -200,6 +283,7 @@ fn fetch_once(agent: &ureq::Agent, url: &Url, path: &Path, attempt: u32) -> Resu
     let mut file = File::create(path).map_err(write_error)?;
     let mut buf = vec![0u8; BUFFER];
     let mut got = 0u64;
+    let mut hasher = Sha256::new();
     let mut progress = Progress::new(expected);
     loop {
         let n = match body.read(&mut buf) {
@@ -209,6 +293,7 @@ fn fetch_once(agent: &ureq::Agent, url: &Url, path: &Path, attempt: u32) -> Resu
             Err(e) => return Err(transient(Phase::Body, format!("{e} after {got} bytes"))),
         };
         file.write_all(&buf[..n]).map_err(write_error)?;
+        hasher.update(&buf[..n]);
         got += n as u64;
         progress.update(got);
     }
@@ -218,8 +303,9 @@ fn fetch_once(agent: &ureq::Agent, url: &Url, path: &Path, attempt: u32) -> Resu
             permanent: false,
         });
     }
-    progress.done(got);
-    Ok(())
+    let digest: [u8; 32] = hasher.finalize().into();
+    progress.done(got, &digest);
+    Ok(digest)
 }
 
 /// Which phase a ureq error belongs to, and what to say about it.
@@ -267,9 +353,15 @@ impl Progress {
         }
     }
 
-    fn done(&self, got: u64) {
+    fn done(&self, got: u64, sha256: &[u8]) {
         let elapsed = sys::uptime() - self.start;
-        log::info!("fetched {} in {:.1}s ({})", mib(got), elapsed.as_secs_f32(), rate(got, elapsed));
+        log::info!(
+            "fetched {} in {:.1}s ({}), sha256 {}",
+            mib(got),
+            elapsed.as_secs_f32(),
+            rate(got, elapsed),
+            hex(sha256)
+        );
     }
 }
 
@@ -351,11 +443,20 @@ mod tests {
         );
         assert_eq!(e.hint(), "check that the image exists at that path on the server");
         let e = FetchError::Transfer {
-            url,
+            url: url.clone(),
             phase: Phase::Connect,
             attempts: 6,
             message: "Connection refused".into(),
         };
         assert_eq!(e.to_string(), "GET http://***@10.0.2.2:8080/missing.squashfs: connecting failed after 6 attempts: Connection refused");
+        let e = FetchError::Digest { url, expected: "ab".repeat(32), actual: hex(&[0x01; 32]) };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "GET http://***@10.0.2.2:8080/missing.squashfs: the image's SHA-256 is {}, but modloop_sha256= says {}",
+                "01".repeat(32),
+                "ab".repeat(32)
+            )
+        );
     }
 }

@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -18,6 +19,16 @@ struct BootLogger {
 }
 
 static LOGGER: BootLogger = BootLogger { kmsg: Mutex::new(None) };
+
+/// Set by `debug_init`: debug lines are then written at info priority, so that the kernel echoes them
+/// on the console like the rest (at debug priority they would reach `dmesg` only).
+static DEBUG_ON_CONSOLE: AtomicBool = AtomicBool::new(false);
+
+/// Shows debug lines on the console from now on (`debug_init`).
+pub fn debug_on_console() {
+    DEBUG_ON_CONSOLE.store(true, Ordering::Relaxed);
+    log::set_max_level(LevelFilter::Debug);
+}
 
 /// Installs the logger. With `use_kmsg`, opens `/dev/kmsg` (the initramfs carries the node, so this
 /// works before devtmpfs is mounted) and lifts the kernel's rate limit on writes to it, which would
@@ -48,19 +59,21 @@ pub fn lift_rate_limit() {
 }
 
 /// The syslog priority of a level, as /dev/kmsg reads it: `<3>` error, `<4>` warning, `<6>` info,
-/// `<7>` debug (syslog(2)).
-fn priority(level: Level) -> u8 {
+/// `<7>` debug (syslog(2)), or `<6>` for debug too when `debug_on_console`.
+fn priority(level: Level, debug_on_console: bool) -> u8 {
     match level {
         Level::Error => 3,
         Level::Warn => 4,
         Level::Info => 6,
+        Level::Debug | Level::Trace if debug_on_console => 6,
         Level::Debug | Level::Trace => 7,
     }
 }
 
 /// The kmsg records of one log call: one per line of the message, each `<prio>netinit: text\n`.
-fn kmsg_records(level: Level, message: &str) -> Vec<String> {
-    message.lines().map(|line| format!("<{}>netinit: {}\n", priority(level), line)).collect()
+fn kmsg_records(level: Level, message: &str, debug_on_console: bool) -> Vec<String> {
+    let prio = priority(level, debug_on_console);
+    message.lines().map(|line| format!("<{prio}>netinit: {line}\n")).collect()
 }
 
 impl Log for BootLogger {
@@ -73,7 +86,7 @@ impl Log for BootLogger {
         if let Ok(mut kmsg) = self.kmsg.lock() {
             if let Some(file) = kmsg.as_mut() {
                 // One write(2) per record, as /dev/kmsg requires.
-                for line in kmsg_records(record.level(), &message) {
+                for line in kmsg_records(record.level(), &message, DEBUG_ON_CONSOLE.load(Ordering::Relaxed)) {
                     if file.write_all(line.as_bytes()).is_err() {
                         break;
                     }
@@ -97,8 +110,9 @@ mod tests {
 
     #[test]
     fn records() {
-        let check =
-            |level, message: &str, expected: &[&str]| assert_eq!(kmsg_records(level, message), expected);
+        let check = |level, message: &str, expected: &[&str]| {
+            assert_eq!(kmsg_records(level, message, false), expected)
+        };
         check(Level::Info, "loading modules", &["<6>netinit: loading modules\n"]);
         check(
             Level::Error,
@@ -107,5 +121,7 @@ mod tests {
         );
         check(Level::Warn, "w", &["<4>netinit: w\n"]);
         check(Level::Debug, "d", &["<7>netinit: d\n"]);
+        assert_eq!(kmsg_records(Level::Debug, "d", true), ["<6>netinit: d\n"], "debug_init");
+        assert_eq!(kmsg_records(Level::Error, "e", true), ["<3>netinit: e\n"]);
     }
 }

@@ -6,8 +6,11 @@
 mod boot;
 mod cli;
 mod cmdline;
+mod customize;
 mod failure;
 mod fetch;
+#[cfg(test)]
+mod fuzz;
 mod klog;
 mod modules;
 mod net;

@@ -114,6 +114,28 @@ pub fn load_order<'a>(db: &'a ModuleDb, wanted: &[String]) -> Result<Vec<&'a Mod
     Ok(out)
 }
 
+/// The modules that `blacklist` keeps from loading: each blacklisted module, and each module that
+/// needs one, directly or not, with the blacklisted module that blocks it.
+pub fn blocked(db: &ModuleDb, blacklist: &[String]) -> BTreeMap<String, String> {
+    fn blocker(
+        db: &ModuleDb,
+        name: &str,
+        blacklist: &[String],
+        seen: &mut BTreeSet<String>,
+    ) -> Option<String> {
+        if blacklist.iter().any(|b| b == name) {
+            return Some(name.to_owned());
+        }
+        if !seen.insert(name.to_owned()) {
+            return None;
+        }
+        db.get(name)?.deps.iter().find_map(|d| blocker(db, d, blacklist, seen))
+    }
+    db.keys()
+        .filter_map(|name| blocker(db, name, blacklist, &mut BTreeSet::new()).map(|b| (name.clone(), b)))
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ModulesError {
     #[error("reading {path}")]
@@ -130,9 +152,10 @@ pub struct Loaded {
     pub failed: Vec<String>,
 }
 
-/// Loads every module in the initramfs plus `extra`, dependencies first. A module that fails to load
-/// is logged and skipped: a missing driver shows up later, at the step that needs it, with its name.
-pub fn load(extra: &[String]) -> Result<Loaded, ModulesError> {
+/// Loads every module in the initramfs plus `extra`, dependencies first, except those `blacklist`
+/// blocks. A module that fails to load is logged and skipped: a missing driver shows up later, at
+/// the step that needs it, with its name.
+pub fn load(extra: &[String], blacklist: &[String]) -> Result<Loaded, ModulesError> {
     let dir = Path::new("/lib/modules").join(sys::kernel_release());
     let dep_path = dir.join("modules.dep");
     let text = match std::fs::read_to_string(&dep_path) {
@@ -158,10 +181,20 @@ pub fn load(extra: &[String]) -> Result<Loaded, ModulesError> {
             log::warn!("modules: {name} is not in this initramfs; add it to modules-list and rebuild");
         }
     }
+    let blocked = blocked(&db, blacklist);
+    for (module, by) in &blocked {
+        if module == by {
+            log::info!("not loading {module}: blacklisted");
+        } else {
+            log::info!("not loading {module}: it needs {by}, which is blacklisted");
+        }
+    }
+    wanted.retain(|m| !blocked.contains_key(m));
     let order = load_order(&db, &wanted).map_err(|source| ModulesError::Order { path: dep_path, source })?;
     log::info!("loading {} kernel modules for {}", order.len(), sys::kernel_release());
     let mut result = Loaded::default();
     for module in order {
+        log::debug!("loading {}", module.path);
         match sys::load_module(&dir.join(&module.path)) {
             Ok(()) => result.loaded += 1,
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => result.already += 1,
@@ -246,6 +279,27 @@ kernel/fs/overlayfs/overlay.ko:
                 assert!(order.iter().position(|n| n == dep).unwrap() < at, "{dep} before {}", m.name);
             }
         }
+    }
+
+    #[test]
+    fn blacklisting() {
+        let (db, _) = parse_modules_dep(DEP);
+        let check = |black: &[&str], expected: &[(&str, &str)]| {
+            let got = blocked(&db, &wanted(black));
+            let got: Vec<(&str, &str)> = got.iter().map(|(m, b)| (m.as_str(), b.as_str())).collect();
+            assert_eq!(got, expected, "{black:?}");
+        };
+        check(&[], &[]);
+        check(&["overlay"], &[("overlay", "overlay")]);
+        check(
+            &["failover"],
+            &[("failover", "failover"), ("net_failover", "failover"), ("virtio_net", "failover")],
+        );
+        check(
+            &["virtio_ring"],
+            &[("virtio", "virtio_ring"), ("virtio_pci", "virtio_ring"), ("virtio_ring", "virtio_ring")],
+        );
+        check(&["not_packed"], &[]);
     }
 
     #[test]

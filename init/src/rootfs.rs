@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::mount::MountFlags;
 
+use crate::cmdline::Size;
 use crate::sys;
 
 pub const LOWER: &str = "/run/netinit/lower";
@@ -108,8 +109,9 @@ pub struct Mount {
     pub then_mkdir: &'static [&'static str],
 }
 
-/// The mounts that make the new root from the loop device holding the image.
-pub fn plan(loop_device: &str) -> Vec<Mount> {
+/// The mounts that make the new root from the loop device holding the image, with a writable
+/// layer of at most `rw_size`.
+pub fn plan(loop_device: &str, rw_size: Size) -> Vec<Mount> {
     vec![
         Mount {
             source: loop_device.to_owned(),
@@ -124,7 +126,7 @@ pub fn plan(loop_device: &str) -> Vec<Mount> {
             target: RW.into(),
             fstype: "tmpfs",
             flags: MountFlags::NOSUID | MountFlags::NODEV,
-            data: "mode=0755".into(),
+            data: format!("mode=0755,size={}", rw_size.tmpfs_option()),
             then_mkdir: &["upper", "work"],
         },
         Mount {
@@ -170,7 +172,7 @@ impl RootfsError {
 }
 
 /// Checks the image and mounts the new root; returns its path.
-pub fn assemble(image: &Path, url: &str) -> Result<PathBuf, RootfsError> {
+pub fn assemble(image: &Path, url: &str, rw_size: Size) -> Result<PathBuf, RootfsError> {
     let read_err = |source| RootfsError::Read { path: image.to_owned(), source };
     let mut file = std::fs::File::open(image).map_err(read_err)?;
     let file_len = file.metadata().map_err(read_err)?.len();
@@ -191,9 +193,10 @@ pub fn assemble(image: &Path, url: &str) -> Result<PathBuf, RootfsError> {
         .map_err(|source| RootfsError::LoopAttach { path: image.to_owned(), source })?;
     log::info!("attached {} to {} read-only", image.display(), device.path.display());
     // `device` stays open until the squashfs mount holds the loop device; then it may close.
-    for m in plan(&device.path.to_string_lossy()) {
+    for m in plan(&device.path.to_string_lossy(), rw_size) {
         mkdir(Path::new(&m.target))?;
         log::info!("mounting {} on {}", m.fstype, m.target);
+        log::debug!("mount -t {} -o {:?} {} {}", m.fstype, m.data, m.source, m.target);
         sys::mount(&m.source, Path::new(&m.target), m.fstype, m.flags, &m.data).map_err(|source| {
             RootfsError::Mount {
                 fstype: m.fstype,
@@ -275,7 +278,7 @@ mod tests {
 
     #[test]
     fn the_plan_stacks_an_overlay_on_the_image() {
-        let p = plan("/dev/loop3");
+        let p = plan("/dev/loop3", Size::Percent(50));
         let shape: Vec<(&str, &str, &str)> =
             p.iter().map(|m| (m.source.as_str(), m.fstype, m.target.as_str())).collect();
         assert_eq!(
@@ -292,5 +295,7 @@ mod tests {
             "lowerdir=/run/netinit/lower,upperdir=/run/netinit/rw/upper,workdir=/run/netinit/rw/work"
         );
         assert_eq!(p[1].then_mkdir, ["upper", "work"]);
+        assert_eq!(p[1].data, "mode=0755,size=50%");
+        assert_eq!(plan("/dev/loop0", Size::Bytes(512 << 20))[1].data, "mode=0755,size=536870912");
     }
 }

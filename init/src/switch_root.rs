@@ -1,6 +1,5 @@
 //! Stage 6: hand the machine to the image's init, as switch_root(8) does. Check the target init
-//! exists in the new root (while a failure can still be reported), write the network's files into
-//! it, move `/dev /proc /sys /run` over, free the initramfs's memory by deleting its files (never
+//! exists in the new root (while a failure can still be reported), move `/dev /proc /sys /run` over, free the initramfs's memory by deleting its files (never
 //! crossing into another mount, and only if `/` really is the initramfs), make the new root `/`, and
 //! exec the target with the console on fds 0-2.
 //!
@@ -12,7 +11,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::net::Configured;
 use crate::sys;
 
 /// The API file systems moved into the new root.
@@ -101,25 +99,6 @@ fn check_init(root: &Path, init: &str) -> Result<(), SwitchError> {
     Ok(())
 }
 
-/// Writes what the booted system needs from netinit's network setup into the new root. Failures
-/// are logged, not fatal: the system can still configure itself.
-fn write_network_files(root: &Path, net: &Configured) {
-    let resolv = root.join("etc/resolv.conf");
-    if std::fs::symlink_metadata(&resolv).is_ok_and(|m| m.file_type().is_symlink()) {
-        log::info!("leaving the image's /etc/resolv.conf symlink in place");
-    } else {
-        match std::fs::read("/etc/resolv.conf").and_then(|text| std::fs::write(&resolv, text)) {
-            Ok(()) => {}
-            Err(e) => log::warn!("writing {}: {e}", resolv.display()),
-        }
-    }
-    if let Some(name) = &net.hostname {
-        if let Err(e) = std::fs::write(root.join("etc/hostname"), format!("{name}\n")) {
-            log::warn!("writing /etc/hostname in the new root: {e}");
-        }
-    }
-}
-
 /// What deleting the initramfs did.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Freed {
@@ -176,9 +155,8 @@ fn free_initramfs(new_root: &Path) {
 }
 
 /// Everything up to the point of no return: after this, `/` is the new root.
-pub fn enter(new_root: &Path, init: &str, net: &Configured) -> Result<(), SwitchError> {
+pub fn enter(new_root: &Path, init: &str) -> Result<(), SwitchError> {
     check_init(new_root, init)?;
-    write_network_files(new_root, net);
     for from in MOVED {
         let to = new_root.join(&from[1..]);
         if let Err(e) = std::fs::create_dir_all(&to) {

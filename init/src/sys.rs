@@ -311,3 +311,28 @@ pub fn set_stdio(fd: impl AsFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Runs `program` on `/dev/console` as the leader of a new session with the console as its
+/// controlling terminal, so job control and Ctrl-C work, and waits for it: fork(2), setsid(2),
+/// `ioctl(TIOCSCTTY)` (tty_ioctl(4)), execve(2), waitpid(2).
+pub fn run_on_console(program: &str, args: &[&str]) -> io::Result<std::process::ExitStatus> {
+    use std::os::unix::process::CommandExt;
+    let console = File::options().read(true).write(true).open("/dev/console")?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args)
+        .stdin(console.try_clone()?)
+        .stdout(console.try_clone()?)
+        .stderr(console)
+        .env("PS1", "(netinit rescue) # ")
+        .env("PATH", "/bin:/sbin:/usr/bin:/usr/sbin");
+    // SAFETY: between fork and exec the closure only makes two syscalls, setsid and ioctl, which are
+    // async-signal-safe; it allocates nothing and takes no locks.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::setsid()?;
+            rustix::process::ioctl_tiocsctty(std::io::stdin())?;
+            Ok(())
+        });
+    }
+    cmd.status()
+}

@@ -23,14 +23,24 @@ busybox sed -n 's/^nameserver /netinit-test-root: nameserver=/p' /etc/resolv.con
 say "addresses=$(busybox ip -4 -o addr show | busybox awk '{ printf "%s ", $4 }')"
 say "lower=$(busybox awk '$2 == "/run/netinit/lower" { print $3 }' /proc/mounts)"
 say "args=$*"
+say "hostname=$(busybox hostname)"
+[ -f /etc/motd ] && say "motd=$(busybox cat /etc/motd)"
+[ -f /etc/apk/repositories ] && busybox sed 's/^/netinit-test-root: repo /' /etc/apk/repositories
+[ -f /root/.ssh/authorized_keys ] && say "authorized_keys=$(busybox cat /root/.ssh/authorized_keys)"
+say "rw-size=$(busybox df -k /run/netinit/rw | busybox awk 'NR == 2 { print $2 }')"
 echo "NETINIT-TEST-ROOT-OK"
 busybox poweroff -f
 "#;
 
 pub struct Images {
-    /// Served as `root.squashfs`, `not-a-squashfs.img` and so on.
+    /// Served as `root.squashfs`, `not-a-squashfs.img`, `overlays/<MAC>.tar.gz` and so on.
     pub www: PathBuf,
+    /// `root.squashfs`'s SHA-256, lower-case hex.
+    pub root_sha256: String,
 }
+
+/// The MAC qemu gives the first NIC, which names the test apkovl.
+pub const GUEST_MAC: &str = "52:54:00:12:34:56";
 
 /// Builds the test files into `target/netinit-cache/www` (once; rebuilt if the script changes).
 pub fn ensure() -> Result<Images> {
@@ -38,7 +48,8 @@ pub fn ensure() -> Result<Images> {
     let stamp = www.join(".stamp");
     let want = format!("{:x}", fnv(INIT.as_bytes()));
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
-        return Ok(Images { www });
+        let root_sha256 = sha256_file(&www.join("root.squashfs"))?;
+        return Ok(Images { www, root_sha256 });
     }
     let _ = std::fs::remove_dir_all(&www);
     std::fs::create_dir_all(&www).map_err(|e| e.to_string())?;
@@ -58,8 +69,29 @@ pub fn ensure() -> Result<Images> {
         "<!DOCTYPE html>\n<html><body>Welcome to nginx!</body></html>\n".repeat(64),
     )
     .map_err(|e| e.to_string())?;
+    // An Alpine apkovl for the guest's MAC: configuration unpacked over the new root.
+    let ovl = host::cache().join("test-apkovl");
+    let _ = std::fs::remove_dir_all(&ovl);
+    std::fs::create_dir_all(ovl.join("etc")).map_err(|e| e.to_string())?;
+    std::fs::write(ovl.join("etc/motd"), "hello from the apkovl\n").map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(www.join("overlays")).map_err(|e| e.to_string())?;
+    host::run(
+        Command::new("tar")
+            .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-czf"])
+            .arg(www.join(format!("overlays/{GUEST_MAC}.tar.gz")))
+            .arg("-C")
+            .arg(&ovl)
+            .arg("etc"),
+    )?;
     std::fs::write(&stamp, want).map_err(|e| e.to_string())?;
-    Ok(Images { www })
+    let root_sha256 = sha256_file(&www.join("root.squashfs"))?;
+    Ok(Images { www, root_sha256 })
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    let data = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    Ok(sha2::Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn write_exec(path: &Path, text: &str) -> Result<()> {

@@ -32,10 +32,16 @@ pub fn build_init() -> Result<PathBuf> {
 
 /// Checks an initramfs built by [`write`]: the real `cpio` lists the entries the init needs, and a
 /// second build from the same inputs gives the same bytes.
-pub fn verify(built: &Path, init: &Path, modules_dir: &Path, list: &Path) -> Result<()> {
+pub fn verify(
+    built: &Path,
+    init: &Path,
+    modules_dir: &Path,
+    list: &Path,
+    shell: Option<&Path>,
+) -> Result<()> {
     use std::io::Read;
     let again = built.with_extension("again");
-    write(init, modules_dir, list, &again)?;
+    write(init, modules_dir, list, &again, shell)?;
     let (a, b) =
         (std::fs::read(built).map_err(|e| e.to_string())?, std::fs::read(&again).map_err(|e| e.to_string())?);
     let _ = std::fs::remove_file(&again);
@@ -82,8 +88,56 @@ pub struct Built {
     pub modules: usize,
 }
 
-/// Writes the initramfs for the modules in `modules_dir` to `output`.
-pub fn write(init: &Path, modules_dir: &Path, list: &Path, output: &Path) -> Result<Built> {
+/// busybox applets linked in the initramfs with `--shell`: enough to look around and mend a boot.
+const RESCUE_APPLETS: &[&str] = &[
+    "sh",
+    "ash",
+    "ls",
+    "cat",
+    "cp",
+    "mv",
+    "rm",
+    "ln",
+    "mkdir",
+    "mount",
+    "umount",
+    "ip",
+    "ping",
+    "wget",
+    "dmesg",
+    "ps",
+    "kill",
+    "df",
+    "free",
+    "grep",
+    "sed",
+    "awk",
+    "vi",
+    "less",
+    "head",
+    "tail",
+    "modprobe",
+    "insmod",
+    "lsmod",
+    "sync",
+    "sleep",
+    "tar",
+    "gzip",
+    "sha256sum",
+    "losetup",
+    "chroot",
+    "switch_root",
+];
+
+/// Writes the initramfs for the modules in `modules_dir` to `output`. With `shell`, a static busybox
+/// from the host goes in as `/bin/busybox` with `/bin/sh` and the rescue applets linked to it.
+pub fn write(
+    init: &Path,
+    modules_dir: &Path,
+    list: &Path,
+    output: &Path,
+    shell: Option<&Path>,
+) -> Result<Built> {
     let init_bytes = std::fs::read(init).map_err(|e| format!("reading {}: {e}", init.display()))?;
     let list_text = std::fs::read_to_string(list).map_err(|e| format!("reading {}: {e}", list.display()))?;
     let wanted = kmod::parse_list(&list_text);
@@ -109,6 +163,16 @@ pub fn write(init: &Path, modules_dir: &Path, list: &Path, output: &Path) -> Res
     a.char_device("dev/null", 0o666, 1, 3).map_err(e)?;
     for dir in ["proc", "sys", "run", "newroot", "etc", "tmp"] {
         a.dir(dir, 0o755).map_err(e)?;
+    }
+    if let Some(busybox) = shell {
+        let data = std::fs::read(busybox).map_err(|err| format!("reading {}: {err}", busybox.display()))?;
+        if crate::elf::has_interpreter(&data)? {
+            return Err(format!("{} is not statically linked: install busybox-static", busybox.display()));
+        }
+        a.file("bin/busybox", 0o755, data).map_err(e)?;
+        for applet in RESCUE_APPLETS {
+            a.symlink(&format!("bin/{applet}"), "busybox").map_err(e)?;
+        }
     }
     let base = format!("lib/modules/{release}");
     for m in resolved.modules.values() {

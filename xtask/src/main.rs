@@ -25,9 +25,13 @@ const USAGE: &str = "usage: cargo xtask <command>
                                 booted image reports back
   test   [--only NAME] [--no-lint] [--jobs N] [--verbose]
                                 lint, host tests, and every VM scenario of qemu-tests/
-  cpio   [--modules-dir DIR] [--modules-list FILE] [--output FILE]
+  cpio   [--modules-dir DIR] [--modules-list FILE] [--output FILE] [--shell]
                                 build the initramfs (DIR: a lib/modules/<release> directory;
-                                default: the test kernel's)";
+                                default: the test kernel's); --shell adds the host's static
+                                busybox as a rescue shell (for `single` and netinit.fail=shell)";
+
+/// The static busybox that `--shell` packs (Debian's busybox-static).
+const BUSYBOX: &str = "/bin/busybox";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -73,22 +77,23 @@ fn default_initramfs() -> PathBuf {
 }
 
 /// Builds `/init` and the initramfs; prints what it made.
-fn build_initramfs(modules_dir: &Path, list: &Path, output: &Path) -> Result<()> {
+fn build_initramfs(modules_dir: &Path, list: &Path, output: &Path, shell: bool) -> Result<()> {
     let init = initramfs::build_init()?;
-    let built = initramfs::write(&init, modules_dir, list, output)?;
+    let built = initramfs::write(&init, modules_dir, list, output, shell.then_some(Path::new(BUSYBOX)))?;
     println!(
-        "xtask: {} ({} KiB): /init {} KiB, {} modules for {}",
+        "xtask: {} ({} KiB): /init {} KiB, {} modules for {}{}",
         output.display(),
         built.archive_size / 1024,
         built.init_size / 1024,
         built.modules,
-        kmod::release_of(modules_dir)?
+        kmod::release_of(modules_dir)?,
+        if shell { ", with a busybox rescue shell" } else { "" }
     );
     Ok(())
 }
 
 fn cmd_cpio(args: &[String]) -> Result<()> {
-    let f = flags(args, &["--modules-dir", "--modules-list", "--output"], &[])?;
+    let f = flags(args, &["--modules-dir", "--modules-list", "--output"], &["--shell"])?;
     let modules_dir = match flag(&f, "--modules-dir") {
         Some(d) => PathBuf::from(d),
         None => kernel::ensure()?.modules_dir,
@@ -96,7 +101,7 @@ fn cmd_cpio(args: &[String]) -> Result<()> {
     let list =
         flag(&f, "--modules-list").map(PathBuf::from).unwrap_or_else(|| host::root().join("modules-list"));
     let output = flag(&f, "--output").map(PathBuf::from).unwrap_or_else(default_initramfs);
-    build_initramfs(&modules_dir, &list, &output)
+    build_initramfs(&modules_dir, &list, &output, flag(&f, "--shell").is_some())
 }
 
 /// Everything a VM needs: tools, kernel, initramfs, test images, the HTTP server.
@@ -104,10 +109,12 @@ fn prepare_vm_env() -> Result<(scenario::Env, httpd::Server)> {
     host::ensure_vm_tools()?;
     let k = kernel::ensure()?;
     let initrd = default_initramfs();
-    build_initramfs(&k.modules_dir, &host::root().join("modules-list"), &initrd)?;
+    // The VMs' initramfs has the rescue shell, which the `single` scenarios use.
+    build_initramfs(&k.modules_dir, &host::root().join("modules-list"), &initrd, true)?;
     let images = image::ensure()?;
     let server = httpd::serve(&images.www).map_err(|e| format!("starting the test HTTP server: {e}"))?;
-    Ok((scenario::Env { kernel: k.vmlinuz, initrd, port: server.port }, server))
+    let env = scenario::Env { kernel: k.vmlinuz, initrd, port: server.port, root_sha256: images.root_sha256 };
+    Ok((env, server))
 }
 
 fn cmd_qemu(args: &[String]) -> Result<()> {
@@ -121,11 +128,11 @@ fn cmd_qemu(args: &[String]) -> Result<()> {
         name: "demo".into(),
         description: String::new(),
         cmdline: "modloop={server}/root.squashfs ip=dhcp panic=10".into(),
-        expects: vec![image::MARKER.into()],
+        steps: vec![scenario::Step::Expect(image::MARKER.into())],
         forbids: vec!["Kernel panic".into()],
         timeout: Duration::from_secs(timeout),
     };
-    println!("xtask: booting qemu (TCG) with: {}", scenario::kernel_cmdline(&demo, env.port));
+    println!("xtask: booting qemu (TCG) with: {}", scenario::kernel_cmdline(&demo, &env));
     let outcome = scenario::run(&demo, &env, true);
     match outcome.failure {
         None => {
@@ -179,7 +186,7 @@ fn cmd_test(args: &[String]) -> Result<()> {
     println!("xtask: checking that the initramfs is reproducible and that cpio lists it");
     let list = host::root().join("modules-list");
     let init = initramfs::build_init()?;
-    initramfs::verify(&env.initrd, &init, &kernel::ensure()?.modules_dir, &list)?;
+    initramfs::verify(&env.initrd, &init, &kernel::ensure()?.modules_dir, &list, Some(Path::new(BUSYBOX)))?;
     println!("xtask: {} VM scenarios, {jobs} at a time", scenarios.len());
     let logs = host::cache().join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;

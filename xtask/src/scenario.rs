@@ -9,10 +9,11 @@
 //! forbid: Kernel panic
 //! ```
 //!
-//! `expect` lines must appear on the console in this order; `forbid` lines must never appear; after
-//! the last `expect` the VM must power off or reboot by itself. `{server}`, in any of them, is the test
-//! HTTP server as the guest sees it (`http://10.0.2.2:PORT`). Every scenario also forbids a kernel
-//! panic and a netinit crash.
+//! `expect` lines must appear on the console in this order; `send` lines are typed into the console
+//! (after the `expect` before them has matched); `forbid` lines must never appear; after the last
+//! step the VM must power off or reboot by itself. In any of them `{server}` is the test HTTP server
+//! as the guest sees it (`http://10.0.2.2:PORT`) and `{root_sha256}` the test image's SHA-256. Every
+//! scenario also forbids a kernel panic and a netinit crash.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -20,11 +21,19 @@ use std::time::{Duration, Instant};
 use crate::vm::{Spec, Vm};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Wait for a console line containing this.
+    Expect(String),
+    /// Type this and Enter.
+    Send(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scenario {
     pub name: String,
     pub description: String,
     pub cmdline: String,
-    pub expects: Vec<String>,
+    pub steps: Vec<Step>,
     pub forbids: Vec<String>,
     pub timeout: Duration,
 }
@@ -37,7 +46,7 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
         name: name.to_owned(),
         description: String::new(),
         cmdline: String::new(),
-        expects: Vec::new(),
+        steps: Vec::new(),
         forbids: ALWAYS_FORBIDDEN.iter().map(|f| f.to_string()).collect(),
         timeout: Duration::from_secs(180),
     };
@@ -59,7 +68,8 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
         let value = value.trim().to_owned();
         match key.trim() {
             "cmdline" => s.cmdline = value,
-            "expect" => s.expects.push(value),
+            "expect" => s.steps.push(Step::Expect(value)),
+            "send" => s.steps.push(Step::Send(value)),
             "forbid" => s.forbids.push(value),
             "timeout" => {
                 s.timeout = Duration::from_secs(
@@ -70,7 +80,7 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
         }
     }
     s.description = s.description.trim().to_owned();
-    if s.cmdline.is_empty() || s.expects.is_empty() {
+    if s.cmdline.is_empty() || !s.steps.iter().any(|st| matches!(st, Step::Expect(_))) {
         return Err(format!("{name}: needs a cmdline and at least one expect"));
     }
     Ok(s)
@@ -98,20 +108,22 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
-/// Where the VMs run: kernel, initramfs, the server's port.
+/// Where the VMs run: kernel, initramfs, the server's port, the test image's digest.
 pub struct Env {
     pub kernel: std::path::PathBuf,
     pub initrd: std::path::PathBuf,
     pub port: u16,
+    pub root_sha256: String,
 }
 
-/// `{server}` as the guest sees the test HTTP server.
-fn expand(text: &str, port: u16) -> String {
-    text.replace("{server}", &format!("http://10.0.2.2:{port}"))
+/// Fills in `{server}` (the test HTTP server as the guest sees it) and `{root_sha256}`.
+fn expand(text: &str, env: &Env) -> String {
+    text.replace("{server}", &format!("http://10.0.2.2:{}", env.port))
+        .replace("{root_sha256}", &env.root_sha256)
 }
 
-pub fn kernel_cmdline(s: &Scenario, port: u16) -> String {
-    format!("console=ttyS0,115200 {}", expand(&s.cmdline, port))
+pub fn kernel_cmdline(s: &Scenario, env: &Env) -> String {
+    format!("console=ttyS0,115200 {}", expand(&s.cmdline, env))
 }
 
 pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
@@ -120,7 +132,7 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
     let spec = Spec {
         kernel: env.kernel.clone(),
         initrd: env.initrd.clone(),
-        append: kernel_cmdline(s, env.port),
+        append: kernel_cmdline(s, env),
         memory_mb: 512,
     };
     let mut vm = match Vm::boot(&spec, echo) {
@@ -128,8 +140,12 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
         Err(e) => return Outcome { failure: Some(e), transcript: Vec::new(), elapsed: start.elapsed() },
     };
     let mut failure = None;
-    for needle in &s.expects {
-        if let Err(e) = vm.expect(&expand(needle, env.port), deadline) {
+    for step in &s.steps {
+        let done = match step {
+            Step::Expect(needle) => vm.expect(&expand(needle, env), deadline).map(|_| ()),
+            Step::Send(text) => vm.send(&expand(text, env)),
+        };
+        if let Err(e) = done {
             failure = Some(e);
             break;
         }
@@ -140,7 +156,7 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
     let transcript = std::mem::take(&mut vm.transcript);
     drop(vm);
     if failure.is_none() {
-        failure = s.forbids.iter().map(|f| expand(f, env.port)).find_map(|f| {
+        failure = s.forbids.iter().map(|f| expand(f, env)).find_map(|f| {
             transcript.iter().find(|l| l.contains(&f)).map(|l| format!("forbidden line: {l:?}"))
         });
     }
@@ -155,19 +171,24 @@ mod tests {
     fn parses_a_transcript() {
         let s = parse(
             "x",
-            "# Boots.\n# Really.\n\ncmdline: modloop={server}/r ip=dhcp\ntimeout: 60\nexpect: a: b\nexpect: c\nforbid: oops\n# later comment\n",
+            "# Boots.\n# Really.\n\ncmdline: modloop={server}/r modloop_sha256={root_sha256}\ntimeout: 60\nexpect: a: b\nsend: ls\nexpect: c\nforbid: oops\n# later comment\n",
         )
         .unwrap();
         assert_eq!(s.description, "Boots. Really.");
-        assert_eq!(s.expects, ["a: b", "c"]);
+        assert_eq!(s.steps, [Step::Expect("a: b".into()), Step::Send("ls".into()), Step::Expect("c".into())]);
         assert_eq!(s.forbids, ["Kernel panic", "netinit crashed", "oops"]);
         assert_eq!(s.timeout, Duration::from_secs(60));
-        assert_eq!(kernel_cmdline(&s, 8080), "console=ttyS0,115200 modloop=http://10.0.2.2:8080/r ip=dhcp");
+        let env = Env { kernel: "k".into(), initrd: "i".into(), port: 8080, root_sha256: "ab12".into() };
+        assert_eq!(
+            kernel_cmdline(&s, &env),
+            "console=ttyS0,115200 modloop=http://10.0.2.2:8080/r modloop_sha256=ab12"
+        );
     }
 
     #[test]
     fn refuses_what_it_does_not_understand() {
         assert!(parse("x", "cmdline: a\n").unwrap_err().contains("at least one expect"));
+        assert!(parse("x", "cmdline: a\nsend: b\n").unwrap_err().contains("at least one expect"));
         assert!(parse("x", "cmdline: a\nexpect: b\nwhatever\n")
             .unwrap_err()
             .contains("x:3: expected `key: value`"));

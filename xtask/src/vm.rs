@@ -2,7 +2,7 @@
 //! for console lines with a deadline, and kill the VM (only the qemu this started, by its handle)
 //! when done. TCG by default; `NETINIT_KVM=1` opts in to KVM where it works.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -49,7 +49,7 @@ impl Vm {
             .arg(&spec.initrd)
             .args(["-append", &spec.append])
             .args(["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="])
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
@@ -89,6 +89,15 @@ impl Vm {
                 Err(e) => return Err(format!("{e} waiting for {needle:?}")),
             }
         }
+    }
+
+    /// Types `text` and Enter on the serial console.
+    pub fn send(&mut self, text: &str) -> Result<(), String> {
+        let stdin = self.child.stdin.as_mut().ok_or("qemu's stdin is closed")?;
+        stdin
+            .write_all(format!("{text}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .map_err(|e| format!("typing into the console: {e}"))
     }
 
     /// Reads the console until qemu exits (power off, or reboot under `-no-reboot`).

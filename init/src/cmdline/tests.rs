@@ -1,9 +1,35 @@
 //! Table tests of the cmdline parser: one `check` per aspect, one line per case.
 
+use std::net::Ipv4Addr;
+
 use super::*;
 
 fn ip(a: &str) -> Ipv4Addr {
     a.parse().unwrap()
+}
+
+/// A cmdline with a valid image URL prepended, so only the part under test can go wrong.
+fn parsed(cmdline: &str) -> Parsed {
+    parse(&format!("modloop=http://h/r.sqfs {cmdline}"))
+}
+
+/// Asserts exactly one error, for `param`, whose text contains `message`.
+fn one_error(p: &Parsed, param: &str, message: &str) {
+    assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+    assert_eq!(p.errors[0].param, param);
+    assert!(p.errors[0].to_string().contains(message), "{}", p.errors[0]);
+}
+
+/// Asserts exactly one warning, for `param`, whose text contains `message`, and no error.
+fn one_warning(p: &Parsed, param: &str, message: &str) {
+    assert_eq!(p.errors, [], "{:?}", p.errors);
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert_eq!(p.warnings[0].param, param);
+    assert!(p.warnings[0].to_string().contains(message), "{}", p.warnings[0]);
+}
+
+fn clean(p: &Parsed) {
+    assert_eq!((&p.errors, &p.warnings), (&vec![], &vec![]));
 }
 
 #[test]
@@ -23,10 +49,7 @@ fn words_follow_the_kernel() {
     check("a\tb\nc", &[("a", None), ("b", None), ("c", None)]);
     check("a=1 -- init=/x single", &[("a", Some("1"))]);
     check("a=", &[("a", Some(""))]);
-}
-
-fn parsed(cmdline: &str) -> Parsed {
-    parse(&format!("modloop=http://h/r.sqfs {cmdline}"))
+    check("é=ü", &[("é", Some("ü"))]);
 }
 
 #[test]
@@ -35,15 +58,11 @@ fn modloop() {
         let p = parse(&format!("modloop={value}"));
         match expected {
             Ok(urls) => {
-                assert_eq!(p.errors, [], "{value}");
-                let got: Vec<&str> = p.config.modloop.iter().map(Url::as_str).collect();
+                clean(&p);
+                let got: Vec<&str> = p.config.image.urls.iter().map(Url::as_str).collect();
                 assert_eq!(got, urls, "{value}");
             }
-            Err(message) => {
-                assert_eq!(p.errors.len(), 1, "{value}: {:?}", p.errors);
-                assert_eq!(p.errors[0].param, MODLOOP);
-                assert!(p.errors[0].message.contains(message), "{value}: {}", p.errors[0]);
-            }
+            Err(message) => one_error(&p, MODLOOP, message),
         }
     };
     check("http://10.0.2.2:8080/root.squashfs", Ok(&["http://10.0.2.2:8080/root.squashfs"]));
@@ -51,7 +70,8 @@ fn modloop() {
     check("http://a/x,,http://b/x,", Ok(&["http://a/x", "http://b/x"]));
     check("http://[fd00::1]:81/x", Ok(&["http://[fd00::1]:81/x"]));
     check("http://u:p@host/x", Ok(&["http://u:p@host/x"]));
-    check("ftp://a/x", Err("expected an http:// URL"));
+    check("http://host?x=1", Ok(&["http://host?x=1"]));
+    check("ftp://a/x", Err("expected an http:// URL; the image cannot be fetched"));
     check("https://a/x", Err("https is not supported"));
     check("http:///x", Err("no host"));
     check("http://a:0/x", Err("bad port \"0\""));
@@ -60,13 +80,16 @@ fn modloop() {
     check("http://[fd00::1/x", Err("without ']'"));
     check("", Err("is empty"));
     check(",", Err("is empty"));
-    assert_eq!(
-        parse("quiet").errors[0].message,
-        "missing: netinit needs the root image's URL, e.g. modloop=http://server/root.squashfs"
+    one_error(
+        &parse("quiet"),
+        MODLOOP,
+        "missing: netinit needs the root image's URL, e.g. modloop=http://server/root.squashfs",
     );
+    let p = parse("modloop=http://a/1 modloop=http://b/2");
     assert_eq!(
-        parse("modloop=http://a/1 modloop=http://b/2").config.modloop,
-        [Url::parse("http://b/2").unwrap()]
+        p.config.image.urls,
+        [Url::parse("http://b/2").unwrap()],
+        "a later modloop= replaces an earlier one"
     );
 }
 
@@ -79,84 +102,157 @@ fn urls_never_show_credentials() {
 }
 
 #[test]
+fn image_verification_and_tuning() {
+    let digest = "ab".repeat(32);
+    let p =
+        parsed(&format!("modloop_sha256={digest} modloop_verify=no netinit.retries=2 netinit.timeout=60"));
+    clean(&p);
+    assert_eq!(p.config.image.sha256, Some([0xab; 32]));
+    assert_eq!(p.config.image.verify, Verify::Off);
+    assert_eq!((p.config.image.retries, p.config.image.timeout), (2, Duration::from_secs(60)));
+    assert_eq!(parsed("modloop_verify=yes").config.image.verify, Verify::Required);
+    assert_eq!(parsed(&format!("modloop_sha256={}", "AB".repeat(32))).config.image.sha256, Some([0xab; 32]));
+    one_error(
+        &parsed(&format!("modloop_sha256={}", "ab".repeat(31))),
+        MODLOOP_SHA256,
+        "expected 64 hexadecimal digits",
+    );
+    one_error(
+        &parsed(&format!("modloop_sha256={}zz", "ab".repeat(31))),
+        MODLOOP_SHA256,
+        "the image cannot be verified",
+    );
+    one_error(&parsed("modloop_verify=maybe"), MODLOOP_VERIFY, "expected yes or no");
+    one_warning(&parsed("netinit.retries=-1"), RETRIES, "expected a whole number from 0 to 1000; using 5");
+    one_warning(&parsed("netinit.retries=1001"), RETRIES, "from 0 to 1000");
+    one_warning(&parsed("netinit.timeout=0"), TIMEOUT, "expected whole seconds above 0; using 900");
+    assert_eq!(parsed("netinit.retries=0").config.image.retries, 0);
+}
+
+#[test]
+fn overlay_sizes() {
+    let check = |cmdline: &str, expected: Size| {
+        let p = parsed(cmdline);
+        clean(&p);
+        assert_eq!(p.config.overlay_size, expected, "{cmdline}");
+    };
+    check("", Size::Percent(50));
+    check("netinit.overlay_size=25%", Size::Percent(25));
+    check("root_size=512M", Size::Bytes(512 << 20));
+    check("root_size=2g", Size::Bytes(2 << 30));
+    check("netinit.overlay_size=64k", Size::Bytes(64 << 10));
+    check("netinit.overlay_size=1048576", Size::Bytes(1 << 20));
+    for bad in ["0%", "101%", "0", "12X", "-5M", "", "99999999999999999T"] {
+        one_warning(&parsed(&format!("netinit.overlay_size={bad}")), OVERLAY_SIZE, "using 50%");
+    }
+    one_warning(
+        &parsed("root_size=x"),
+        ROOT_SIZE,
+        "expected a percentage of RAM like 50% or a size like 512M",
+    );
+    assert_eq!(
+        (Size::Percent(50).tmpfs_option(), Size::Bytes(4096).tmpfs_option()),
+        ("50%".into(), "4096".into())
+    );
+    assert_eq!(Size::Bytes(3 << 30).to_string(), "3 GiB");
+}
+
+#[test]
 fn ip_forms() {
     let check = |value: &str, mode: IpMode, device: Option<&str>| {
         let p = parsed(&format!("ip={value}"));
-        assert_eq!(p.errors, [], "{value}");
-        assert_eq!(p.config.net.mode, mode, "{value}");
-        assert_eq!(p.config.net.device.as_deref(), device, "{value}");
+        clean(&p);
+        assert_eq!(p.config.net.interfaces.len(), 1, "{value}");
+        assert_eq!(p.config.net.interfaces[0].mode, mode, "{value}");
+        assert_eq!(p.config.net.interfaces[0].device.as_deref(), device, "{value}");
     };
-    let fixed = |a: &str, prefix: u8, gw: Option<&str>, dns: &[&str], host: Option<&str>| {
+    let dhcp = IpMode::Dhcp { client_id: None };
+    let fixed = |a: &str, prefix: u8, gw: Option<&str>, dns: &[&str]| {
         IpMode::Static(StaticIp {
             address: ip(a),
             prefix,
             gateway: gw.map(ip),
             dns: dns.iter().map(|d| ip(d)).collect(),
-            hostname: host.map(str::to_owned),
         })
     };
-    for short in ["dhcp", "on", "any", "bootp", "both", "rarp", "dhcp,01,aabb"] {
-        check(short, IpMode::Dhcp, None);
+    for short in ["dhcp", "on", "any", "bootp", "both", "rarp"] {
+        check(short, dhcp.clone(), None);
     }
-    check("eth1:dhcp", IpMode::Dhcp, Some("eth1"));
-    check(":dhcp", IpMode::Dhcp, None);
+    check(
+        "dhcp,01,node-7",
+        IpMode::Dhcp { client_id: Some(ClientId { kind: 1, id: "node-7".into() }) },
+        None,
+    );
+    check("eth1:dhcp", dhcp.clone(), Some("eth1"));
+    check(":dhcp", dhcp.clone(), None);
     // The examples of Documentation/admin-guide/nfs/nfsroot.rst and dracut.cmdline(7).
     check(
         "10.0.0.5:10.0.0.1:10.0.0.254:255.255.255.0:node5:eth0:off",
-        fixed("10.0.0.5", 24, Some("10.0.0.254"), &[], Some("node5")),
+        fixed("10.0.0.5", 24, Some("10.0.0.254"), &[]),
         Some("eth0"),
     );
     check(
-        "10.0.0.5::10.0.0.1:24::eth0:none:10.0.0.2:10.0.0.3",
-        fixed("10.0.0.5", 24, Some("10.0.0.1"), &["10.0.0.2", "10.0.0.3"], None),
+        "10.0.0.5::10.0.0.1:24::eth0:none:10.0.0.2:10.0.0.3:10.0.0.4",
+        fixed("10.0.0.5", 24, Some("10.0.0.1"), &["10.0.0.2", "10.0.0.3"]),
         Some("eth0"),
     );
-    check("192.168.1.9:::::eth0:off", fixed("192.168.1.9", 24, None, &[], None), Some("eth0"));
-    check("10.1.2.3::::::", fixed("10.1.2.3", 8, None, &[], None), None);
-    check("172.16.0.2:::255.255.0.0", fixed("172.16.0.2", 16, None, &[], None), None);
-    check(":::::eth0:dhcp", IpMode::Dhcp, Some("eth0"));
-    check("::::::", IpMode::Dhcp, None);
-    check("10.0.0.5:::24::eth0:dhcp", IpMode::Dhcp, Some("eth0"));
+    check("192.168.1.9:::::eth0:off", fixed("192.168.1.9", 24, None, &[]), Some("eth0"));
+    check("10.1.2.3::::::", fixed("10.1.2.3", 8, None, &[]), None);
+    check("172.16.0.2:::255.255.0.0", fixed("172.16.0.2", 16, None, &[]), None);
+    check("172.16.0.2", fixed("172.16.0.2", 16, None, &[]), None);
+    check(":::::eth0:dhcp", dhcp.clone(), Some("eth0"));
+    check("::::::", dhcp.clone(), None);
+    check("10.0.0.5:::24::eth0:dhcp", dhcp.clone(), Some("eth0"));
+    let p = parsed("ip=10.0.0.5:::24:node5::off");
+    assert_eq!(p.config.net.hostname(), Some("node5"), "the hostname field");
+    let p = parsed("ip=10.0.0.5:::24:node5::off hostname=other");
+    assert_eq!(p.config.net.hostname(), Some("other"), "hostname= wins");
 }
 
 #[test]
 fn ip_errors() {
-    let check = |value: &str, message: &str| {
-        let p = parsed(&format!("ip={value}"));
-        assert_eq!(p.errors.len(), 1, "{value}: {:?}", p.errors);
-        assert_eq!(p.errors[0].param, IP);
-        assert!(p.errors[0].message.contains(message), "{value}: {}", p.errors[0]);
-        if !value.is_empty() {
-            assert!(p.errors[0].to_string().starts_with(&format!("ip: {value:?}: ")), "{}", p.errors[0]);
-        }
-    };
-    check(
-        "10.0.0.300::::::off",
-        "bad client address \"10.0.0.300\" (expected an IPv4 address); the network cannot be configured",
-    );
+    let check = |value: &str, message: &str| one_error(&parsed(&format!("ip={value}")), IP, message);
+    check("10.0.0.300::::::off", "ip: \"10.0.0.300::::::off\": bad client address \"10.0.0.300\" (expected an IPv4 address); the network cannot be configured");
     check("10.0.0.5::x::::off", "bad gateway address \"x\"");
+    check("10.0.0.5:1.2.3:::::off", "bad server address");
     check("10.0.0.5:::255.0.255.0", "bad netmask \"255.0.255.0\"");
     check("10.0.0.5:::33", "bad netmask \"33\"");
+    check("10.0.0.5::::bad_host::off", "bad hostname \"bad_host\"");
     check("10.0.0.5::::::off:1.2.3", "bad dns0 address");
+    check("10.0.0.5::::::off:::x", "bad ntp0 address");
     check("dhcpx", "unknown autoconf method \"dhcpx\"");
+    check("10.0.0.300", "bad client address \"10.0.0.300\"");
+    check("dhcp,zz,id", "bad client id type \"zz\"");
+    check("dhcp,01", "needs both parts");
     check("eth0:magic", "unknown autoconf method");
     check("::::::off", "autoconf off but no client address");
     check("1:2:3:4:5:6:7:8:9:10:11", "has 11 fields");
-    check("", "is empty");
-    check("off", "turns the network off");
+    check("", "ip: is empty");
+    check("off", "ip: \"off\": turns the network off, but the image must be fetched over it");
     check("none", "turns the network off");
 }
 
 #[test]
-fn ip_given_twice_warns_and_keeps_the_last() {
-    let p = parsed("ip=off ip=dhcp");
-    assert_eq!(p.config.net.mode, IpMode::Dhcp);
-    assert_eq!(p.warnings.len(), 1);
-    assert!(p.warnings[0].message.contains("only the last ip= is used"));
+fn several_ip() {
+    let p = parsed("ip=eth0:dhcp ip=10.0.0.5:::24::eth1:off");
+    clean(&p);
+    let devices: Vec<Option<&str>> = p.config.net.interfaces.iter().map(|i| i.device.as_deref()).collect();
+    assert_eq!(devices, [Some("eth0"), Some("eth1")]);
+    let p = parsed("ip=eth0:dhcp ip=eth1:off");
+    clean(&p);
+    let p = parsed("ip=eth0:dhcp ip=eth0:off ip=eth1:dhcp");
+    one_warning(&p, IP, "ip: \"eth0:off\": configures the same NIC as an earlier ip=; this one is used");
+    let modes: Vec<(&str, &IpMode)> =
+        p.config.net.interfaces.iter().map(|i| (i.device.as_deref().unwrap(), &i.mode)).collect();
+    assert_eq!(modes, [("eth0", &IpMode::Off), ("eth1", &IpMode::Dhcp { client_id: None })]);
+    let p = parsed("ip=dhcp ip=eth1:dhcp");
+    one_error(&p, IP, "ip: \"dhcp\": ip= is given 2 times, so each must name its NIC (ip=eth0:dhcp ip=eth1:dhcp); this one does not");
+    let p = parsed("ip=eth0:off ip=eth1:off");
+    one_error(&p, IP, "turns the network off");
 }
 
 #[test]
-fn bootif() {
+fn bootif_and_hostname() {
     let check = |value: &str, expected: Option<[u8; 6]>| {
         let p = parsed(&format!("BOOTIF={value}"));
         assert_eq!(p.config.net.bootif.map(|m| m.0), expected, "{value}");
@@ -170,6 +266,54 @@ fn bootif() {
     check("52:54:00:12:34:5g", None);
     check("525:4:00:12:34:56", None);
     assert_eq!(Mac([0x52, 0x54, 0, 0xab, 0xcd, 0xef]).to_string(), "52:54:00:ab:cd:ef");
+    for good in ["node7", "node-7.rack3.example", "a"] {
+        assert_eq!(parsed(&format!("hostname={good}")).config.net.hostname(), Some(good));
+    }
+    for bad in ["-node", "node-", "no de", "a..b", "über"] {
+        one_warning(&parsed(&format!("hostname=\"{bad}\"")), HOSTNAME, "is not a valid host name");
+    }
+    one_warning(&parsed(&format!("hostname={}", "a".repeat(64))), HOSTNAME, "not a valid host name");
+}
+
+#[test]
+fn modules_and_blacklist() {
+    let p = parsed("modules=e1000e,ixgbe modules=mlx4-en,,bad/name blacklist=nouveau,floppy");
+    assert_eq!(p.config.modules, ["e1000e", "ixgbe", "mlx4_en"]);
+    assert_eq!(p.config.blacklist, ["nouveau", "floppy"]);
+    one_warning(&p, MODULES, "modules: \"bad/name\": is not a module name; ignored");
+}
+
+#[test]
+fn alpine_parameters() {
+    let p = parsed(
+        "apkovl=http://boot/ovl/{MAC}.tar.gz alpine_repo=http://a/v3.20/main,https://b/community ssh_key=\"ssh-ed25519 AAAAC3 me@host\"",
+    );
+    clean(&p);
+    let ovl = p.config.alpine.apkovl.as_ref().unwrap();
+    assert_eq!(
+        ovl.fill("52:54:00:12:34:56", "u").unwrap().as_str(),
+        "http://boot/ovl/52:54:00:12:34:56.tar.gz"
+    );
+    assert_eq!(p.config.alpine.repositories, ["http://a/v3.20/main", "https://b/community"]);
+    assert_eq!(p.config.alpine.ssh_key, Some(SshKey::Inline("ssh-ed25519 AAAAC3 me@host".into())));
+    let p = parsed("apkovl=http://b/{UUID}.apkovl.tar.gz ssh_key=http://keys/root.pub");
+    assert_eq!(
+        p.config.alpine.apkovl.as_ref().unwrap().fill("m", "4c4c-44").unwrap().as_str(),
+        "http://b/4c4c-44.apkovl.tar.gz"
+    );
+    assert_eq!(p.config.alpine.ssh_key, Some(SshKey::Fetch(Url::parse("http://keys/root.pub").unwrap())));
+    one_error(
+        &parsed("apkovl=ftp://x/{MAC}"),
+        APKOVL,
+        "expected an http:// URL; the overlay cannot be fetched",
+    );
+    one_warning(
+        &parsed("alpine_repo=/media/cdrom/apks"),
+        ALPINE_REPO,
+        "expected an http:// or https:// URL; ignored",
+    );
+    one_warning(&parsed("ssh_key=AAAAC3"), SSH_KEY, "expected a public key like");
+    one_warning(&parsed("ssh_key=ssh-ed25519"), SSH_KEY, "expected a public key like");
 }
 
 #[test]
@@ -180,30 +324,41 @@ fn init_and_args() {
         ("/bin/zinit", vec!["init".into(), "--debug".into()])
     );
     assert_eq!(parsed("").config.init, "/sbin/init");
-    let p = parsed("init=sbin/init");
-    assert_eq!(p.errors[0].to_string(), "init: \"sbin/init\": expected an absolute path like /sbin/init");
+    one_error(
+        &parsed("init=sbin/init"),
+        INIT,
+        "init: \"sbin/init\": expected an absolute path like /sbin/init",
+    );
 }
 
 #[test]
-fn modules() {
-    let p = parsed("modules=e1000e,ixgbe modules=mlx4-en,,bad/name");
-    assert_eq!(p.config.modules, ["e1000e", "ixgbe", "mlx4_en"]);
-    assert_eq!(p.warnings.len(), 1);
-    assert_eq!(p.warnings[0].to_string(), "modules: \"bad/name\": is not a module name; ignored");
+fn flags() {
+    let p = parsed("quiet debug_init single");
+    clean(&p);
+    assert!(p.config.quiet && p.config.debug && p.config.single);
+    assert!(parsed("s").config.single);
+    let d = parsed("");
+    assert!(!d.config.quiet && !d.config.debug && !d.config.single);
+    one_warning(&parsed("single=1"), SINGLE, "is a flag and takes no value");
 }
 
 #[test]
-fn panic_is_the_countdown() {
-    let check = |cmdline: &str, expected: Countdown, warned: bool| {
+fn failure_policy() {
+    let check = |cmdline: &str, action: FailAction, countdown: Countdown, warned: bool| {
         let p = parsed(cmdline);
-        assert_eq!(p.config.countdown, expected, "{cmdline}");
+        assert_eq!(p.config.failure, FailurePolicy { action, countdown }, "{cmdline}");
         assert_eq!(!p.warnings.is_empty(), warned, "{cmdline}");
     };
-    check("", Countdown::After(DEFAULT_COUNTDOWN), false);
-    check("panic=5", Countdown::After(Duration::from_secs(5)), false);
-    check("panic=0", Countdown::Never, false);
-    check("panic=-1", Countdown::Immediately, false);
-    check("panic=soon", Countdown::After(DEFAULT_COUNTDOWN), true);
+    let after = |s| Countdown::After(Duration::from_secs(s));
+    check("", FailAction::Reboot, after(10), false);
+    check("panic=5", FailAction::Reboot, after(5), false);
+    check("panic=0", FailAction::Reboot, Countdown::Never, false);
+    check("panic=-1", FailAction::Reboot, Countdown::Immediately, false);
+    check("panic=soon", FailAction::Reboot, after(10), true);
+    check("netinit.fail=poweroff", FailAction::Poweroff, after(10), false);
+    check("netinit.fail=halt panic=3", FailAction::Halt, after(3), false);
+    check("netinit.fail=shell", FailAction::Shell, after(10), false);
+    check("netinit.fail=explode", FailAction::Reboot, after(10), true);
 }
 
 #[test]
@@ -223,18 +378,54 @@ fn tuning_knobs_warn_and_keep_defaults() {
 }
 
 #[test]
-fn quiet_and_unknown_words() {
-    let p = parsed("quiet console=ttyS0,115200 root=/dev/ram0 rd.debug foo");
-    assert!(p.config.quiet);
-    assert_eq!((p.warnings.len(), p.errors.len()), (0, 0));
+fn unknown_words_are_ignored_unless_they_look_like_typos() {
+    let check = |word: &str, meant: Option<&str>| {
+        let p = parsed(word);
+        assert_eq!(p.errors, [], "{word}");
+        match meant {
+            Some(m) => one_warning(&p, m, &format!("is not a netinit parameter; did you mean {m}? ignored")),
+            None => assert_eq!(p.warnings, [], "{word}"),
+        }
+    };
+    check("console=ttyS0,115200", None);
+    check("root=/dev/ram0", None);
+    check("rd.debug", None);
+    check("systemd.unit=rescue.target", None);
+    check("initrd=netinit.cpio.gz", None);
+    check("BOOT_IMAGE=vmlinuz", None);
+    check("loglevel=7", None);
+    check("foo", None);
+    check("id=3", None);
+    check("modlop=http://x", Some(MODLOOP));
+    check("modloop_sha265=ab", Some(MODLOOP_SHA256));
+    check("bootif=01-52-54-00-12-34-56", Some(BOOTIF));
+    check("hostnmae=x", Some(HOSTNAME));
+    check("apkvol=http://x", Some(APKOVL));
+    check("singel", Some(SINGLE));
+    check("netinit.retry=3", Some(RETRIES));
+    check("netinit.whatever=3", Some(RETRIES));
+    check("blacklsit=floppy", Some(BLACKLIST));
+    check("alpine-repo=http://x", None); // not a typo: '-' is '_'
 }
 
 #[test]
 fn all_problems_are_reported_at_once() {
-    let p = parse("modloop=ftp://x ip=1.2.3.999::::::off BOOTIF=zz init=bad panic=x");
+    let p = parse("modloop=ftp://x ip=1.2.3.999::::::off BOOTIF=zz init=bad panic=x modlop=y");
     let params: Vec<&str> = p.errors.iter().map(|e| e.param).collect();
     assert_eq!(params, [MODLOOP, IP, BOOTIF, INIT]);
-    assert_eq!(p.warnings.len(), 1);
+    let warned: Vec<&str> = p.warnings.iter().map(|e| e.param).collect();
+    assert_eq!(warned, [PANIC, MODLOOP]);
+}
+
+#[test]
+fn distances() {
+    let check = |a: &str, b: &str, d: usize| assert_eq!(distance(a, b), d, "{a} {b}");
+    check("modloop", "modloop", 0);
+    check("modlop", "modloop", 1);
+    check("singel", "single", 1);
+    check("BOOTIF", "bootif", 0);
+    check("", "abc", 3);
+    check("kitten", "sitting", 3);
 }
 
 /// Every parameter in `cmdline-spec.md` is one the parser reads, and every one it reads is there.
@@ -252,5 +443,8 @@ fn spec_and_parser_agree() {
     assert_eq!(documented, parsed);
     for name in PARAMETERS {
         assert_eq!(known(name), Some(*name));
+    }
+    for flag in FLAGS {
+        assert!(spec.contains(&format!("### `{flag}`\n")), "{flag} is documented as a flag");
     }
 }

@@ -296,6 +296,8 @@ pub struct Identity {
     pub mac: [u8; 6],
     /// Option 12, when the cmdline names one.
     pub hostname: Option<String>,
+    /// Option 61's type and value from `ip=dhcp,<type>,<id>`; by default type 1 (Ethernet) and the MAC.
+    pub client_id: Option<(u8, Vec<u8>)>,
 }
 
 /// Builds a request from this client. `secs` is the time since the client started.
@@ -309,8 +311,10 @@ fn encode(id: &Identity, xid: u32, secs: u16, kind: MessageType, extra: &[(u8, &
     p[10..12].copy_from_slice(&0x8000u16.to_be_bytes()); // BROADCAST: we have no address to receive unicast on
     p[28..34].copy_from_slice(&id.mac);
     p.extend_from_slice(&COOKIE);
-    let mut client_id = vec![1u8];
-    client_id.extend_from_slice(&id.mac);
+    let client_id: Vec<u8> = match &id.client_id {
+        Some((kind, value)) => std::iter::once(*kind).chain(value.iter().copied()).collect(),
+        None => std::iter::once(1u8).chain(id.mac).collect(),
+    };
     let kind = [kind as u8];
     let mut opts: Vec<(u8, &[u8])> = vec![(OPT_MESSAGE_TYPE, &kind), (OPT_CLIENT_ID, &client_id)];
     opts.extend_from_slice(extra);

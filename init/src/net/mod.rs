@@ -18,7 +18,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cmdline::{IpMode, Mac, NetConfig};
+use crate::cmdline::{ClientId, IpMode, Mac, NetConfig};
 use crate::sys;
 
 /// How long to wait for the NIC driver to register its interfaces.
@@ -90,46 +90,56 @@ impl NetError {
     }
 }
 
-/// Brings the network up as `cfg` says.
-pub fn up(cfg: &NetConfig) -> Result<Configured, NetError> {
+/// Brings the network up as `cfg` says: each `ip=` in turn (one DHCP NIC when there is none), then
+/// the files the booted system reads. The first configuration is the boot NIC's.
+pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
     let nics = wait_for_nics(cfg)?;
     let mut nl = sys::Netlink::open().map_err(|source| netlink_error("opening rtnetlink", "-", source))?;
-    let candidates = choose(cfg, &nics)?;
-    for nic in &candidates {
-        nl.request(|seq| netlink::link_up(nic.index, seq))
-            .map_err(|source| netlink_error("setting the link up", &nic.name, source))?;
-    }
-    let nic = wait_for_carrier(&candidates)?;
-    log::info!("{}: link up ({})", nic.name, nic.mac);
-    let configured = match &cfg.mode {
-        IpMode::Static(s) => Configured {
-            nic,
-            address: s.address,
-            prefix: s.prefix,
-            routes: s.gateway.map(default_route).into_iter().collect(),
-            dns: s.dns.clone(),
-            domain: None,
-            hostname: s.hostname.clone(),
-            mtu: None,
-            dhcp: None,
-        },
-        IpMode::Dhcp | IpMode::Off => {
-            let lease = dhcp(&nic, cfg)?;
-            Configured {
-                address: lease.address,
-                prefix: lease.prefix,
-                routes: lease.routes.clone(),
-                dns: lease.dns.clone(),
-                domain: lease.domain.clone(),
-                hostname: cfg.hostname.clone().or(lease.hostname.clone()),
-                mtu: lease.mtu,
-                dhcp: Some((lease.server, lease.lease_time)),
-                nic,
-            }
+    let mut done: Vec<Configured> = Vec::new();
+    for ip in &cfg.interfaces {
+        let candidates = choose(cfg.bootif, ip.device.as_deref(), &nics)?;
+        for nic in &candidates {
+            nl.request(|seq| netlink::link_up(nic.index, seq))
+                .map_err(|source| netlink_error("setting the link up", &nic.name, source))?;
         }
-    };
-    apply(&mut nl, &configured)?;
-    Ok(configured)
+        let nic = wait_for_carrier(&candidates)?;
+        log::info!("{}: link up ({})", nic.name, nic.mac);
+        let configured = match &ip.mode {
+            IpMode::Static(s) => Configured {
+                nic,
+                address: s.address,
+                prefix: s.prefix,
+                routes: s.gateway.map(default_route).into_iter().collect(),
+                dns: s.dns.clone(),
+                domain: None,
+                hostname: cfg.hostname().map(str::to_owned),
+                mtu: None,
+                dhcp: None,
+            },
+            IpMode::Dhcp { client_id } => {
+                let lease = dhcp(&nic, cfg, client_id.as_ref())?;
+                Configured {
+                    address: lease.address,
+                    prefix: lease.prefix,
+                    routes: lease.routes.clone(),
+                    dns: lease.dns.clone(),
+                    domain: lease.domain.clone(),
+                    hostname: cfg.hostname().map(str::to_owned).or(lease.hostname.clone()),
+                    mtu: lease.mtu,
+                    dhcp: Some((lease.server, lease.lease_time)),
+                    nic,
+                }
+            }
+            IpMode::Off => {
+                log::info!("{}: left unconfigured (ip=off)", nic.name);
+                continue;
+            }
+        };
+        apply(&mut nl, &configured)?;
+        done.push(configured);
+    }
+    write_files(&done)?;
+    Ok(done)
 }
 
 impl Configured {
@@ -172,15 +182,15 @@ pub fn list_nics() -> Result<Vec<Nic>, NetError> {
     Ok(nics)
 }
 
-/// Waits until the NIC the cmdline names (or any NIC) is registered.
+/// Waits until the NICs the cmdline names (or any NIC) are registered.
 fn wait_for_nics(cfg: &NetConfig) -> Result<Vec<Nic>, NetError> {
     let start = sys::uptime();
     loop {
         let nics = list_nics()?;
-        let wanted = match (&cfg.bootif, &cfg.device) {
-            (Some(mac), _) => nics.iter().any(|n| n.mac == *mac),
-            (None, Some(name)) => nics.iter().any(|n| n.name == *name),
-            (None, None) => !nics.is_empty(),
+        let named = cfg.interfaces.iter().filter_map(|i| i.device.as_deref());
+        let wanted = match &cfg.bootif {
+            Some(mac) => nics.iter().any(|n| n.mac == *mac),
+            None => !nics.is_empty() && named.into_iter().all(|d| nics.iter().any(|n| n.name == d)),
         };
         if wanted || sys::uptime() - start >= NIC_TIMEOUT {
             if nics.is_empty() {
@@ -196,18 +206,18 @@ fn describe(nics: &[Nic]) -> String {
     nics.iter().map(|n| format!("{} ({})", n.name, n.mac)).collect::<Vec<_>>().join(", ")
 }
 
-/// The NICs that may be used: the one `BOOTIF` or `ip=` pins, else all.
-pub fn choose(cfg: &NetConfig, nics: &[Nic]) -> Result<Vec<Nic>, NetError> {
-    if let Some(mac) = cfg.bootif {
+/// The NICs one `ip=` may use: the one it names, else the one `BOOTIF` names, else all.
+pub fn choose(bootif: Option<Mac>, device: Option<&str>, nics: &[Nic]) -> Result<Vec<Nic>, NetError> {
+    if let Some(name) = device {
+        return match nics.iter().find(|n| n.name == name) {
+            Some(n) => Ok(vec![n.clone()]),
+            None => Err(NetError::NoDevice { name: name.to_owned(), found: describe(nics) }),
+        };
+    }
+    if let Some(mac) = bootif {
         return match nics.iter().find(|n| n.mac == mac) {
             Some(n) => Ok(vec![n.clone()]),
             None => Err(NetError::NoBootif { mac, found: describe(nics) }),
-        };
-    }
-    if let Some(name) = &cfg.device {
-        return match nics.iter().find(|n| n.name == *name) {
-            Some(n) => Ok(vec![n.clone()]),
-            None => Err(NetError::NoDevice { name: name.clone(), found: describe(nics) }),
         };
     }
     Ok(nics.to_vec())
@@ -233,12 +243,16 @@ fn wait_for_carrier(candidates: &[Nic]) -> Result<Nic, NetError> {
 }
 
 /// Runs the DHCP client on `nic` until it is bound or `cfg.dhcp_timeout` passes.
-fn dhcp(nic: &Nic, cfg: &NetConfig) -> Result<dhcp::Lease, NetError> {
+fn dhcp(nic: &Nic, cfg: &NetConfig, client_id: Option<&ClientId>) -> Result<dhcp::Lease, NetError> {
     let socket = sys::udp_socket_on_device(&nic.name, dhcp::CLIENT_PORT)
         .map_err(|source| NetError::Socket { nic: nic.name.clone(), source })?;
     let start = sys::uptime();
     let deadline = start + cfg.dhcp_timeout;
-    let identity = dhcp::Identity { mac: nic.mac.0, hostname: cfg.hostname.clone() };
+    let identity = dhcp::Identity {
+        mac: nic.mac.0,
+        hostname: cfg.hostname().map(str::to_owned),
+        client_id: client_id.map(|c| (c.kind, c.id.as_bytes().to_vec())),
+    };
     let mut client = dhcp::Client::new(identity, sys::random_u64(), start);
     let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, dhcp::SERVER_PORT);
     let (mut discovers, mut offers) = (0, 0);
@@ -286,7 +300,10 @@ fn dhcp(nic: &Nic, cfg: &NetConfig) -> Result<dhcp::Lease, NetError> {
                 );
             }
             dhcp::Event::Bound(lease) => return Ok(lease),
-            dhcp::Event::Ignored(_) | dhcp::Event::Malformed(_) => {}
+            dhcp::Event::Ignored(why) => log::debug!("{}: ignored a DHCP packet: {why}", nic.name),
+            dhcp::Event::Malformed(why) => {
+                log::debug!("{}: ignored a malformed DHCP packet: {why:?}", nic.name)
+            }
         }
     }
 }
@@ -320,16 +337,34 @@ fn apply(nl: &mut sys::Netlink, c: &Configured) -> Result<(), NetError> {
             route.destination, route.prefix, route.gateway
         )))?;
     }
-    write_file(Path::new("/etc/resolv.conf"), &resolv_conf(&c.dns, c.domain.as_deref()))?;
-    if let Some(name) = &c.hostname {
-        if let Err(e) = sys::set_hostname(name) {
-            log::warn!("setting the hostname to {name}: {e}");
+    log::info!("{}", summary(c));
+    Ok(())
+}
+
+/// `/etc/resolv.conf` (the DNS servers of every configured NIC, the first one's domain), the
+/// hostname, and `/run/netinit/lease` (the boot NIC) plus `/run/netinit/lease.<nic>` for each.
+fn write_files(done: &[Configured]) -> Result<(), NetError> {
+    let mut dns: Vec<Ipv4Addr> = Vec::new();
+    for server in done.iter().flat_map(|c| &c.dns) {
+        if !dns.contains(server) {
+            dns.push(*server);
         }
     }
-    std::fs::create_dir_all("/run/netinit")
-        .map_err(|source| NetError::Write { path: "/run/netinit".into(), source })?;
-    write_file(Path::new("/run/netinit/lease"), &lease_file(c))?;
-    log::info!("{}", summary(c));
+    let domain = done.iter().find_map(|c| c.domain.as_deref());
+    write_file(Path::new("/etc/resolv.conf"), &resolv_conf(&dns, domain))?;
+    if let Some(name) = done.iter().find_map(|c| c.hostname.as_deref()) {
+        match sys::set_hostname(name) {
+            Ok(()) => log::info!("hostname {name}"),
+            Err(e) => log::warn!("setting the hostname to {name}: {e}"),
+        }
+    }
+    for (i, c) in done.iter().enumerate() {
+        let text = lease_file(c);
+        if i == 0 {
+            write_file(Path::new("/run/netinit/lease"), &text)?;
+        }
+        write_file(&Path::new("/run/netinit").join(format!("lease.{}", c.nic.name)), &text)?;
+    }
     Ok(())
 }
 
@@ -409,7 +444,6 @@ pub fn summary(c: &Configured) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmdline::Config;
 
     fn nic(name: &str, last: u8) -> Nic {
         Nic { name: name.into(), index: u32::from(last), mac: Mac([0x52, 0x54, 0, 0, 0, last]) }
@@ -418,20 +452,20 @@ mod tests {
     #[test]
     fn choosing_the_nic() {
         let nics = [nic("eth0", 1), nic("eth1", 2)];
-        let mut cfg = Config::default().net;
         let names =
             |r: Result<Vec<Nic>, NetError>| r.map(|v| v.into_iter().map(|n| n.name).collect::<Vec<_>>());
-        assert_eq!(names(choose(&cfg, &nics)).unwrap(), ["eth0", "eth1"]);
-        cfg.bootif = Some(Mac([0x52, 0x54, 0, 0, 0, 2]));
-        assert_eq!(names(choose(&cfg, &nics)).unwrap(), ["eth1"]);
-        cfg.bootif = Some(Mac([0x52, 0x54, 0, 0, 0, 9]));
-        let e = choose(&cfg, &nics).unwrap_err();
+        let mac = |last| Some(Mac([0x52, 0x54, 0, 0, 0, last]));
+        assert_eq!(names(choose(None, None, &nics)).unwrap(), ["eth0", "eth1"]);
+        assert_eq!(names(choose(mac(2), None, &nics)).unwrap(), ["eth1"]);
+        let e = choose(mac(9), None, &nics).unwrap_err();
         assert_eq!(e.to_string(), "no network interface has MAC 52:54:00:00:00:09 (BOOTIF); found eth0 (52:54:00:00:00:01), eth1 (52:54:00:00:00:02)");
-        cfg.bootif = None;
-        cfg.device = Some("eth1".into());
-        assert_eq!(names(choose(&cfg, &nics)).unwrap(), ["eth1"]);
-        cfg.device = Some("ens3".into());
-        assert!(matches!(choose(&cfg, &nics), Err(NetError::NoDevice { .. })));
+        assert_eq!(names(choose(None, Some("eth1"), &nics)).unwrap(), ["eth1"]);
+        assert_eq!(
+            names(choose(mac(1), Some("eth1"), &nics)).unwrap(),
+            ["eth1"],
+            "ip= names the NIC it configures"
+        );
+        assert!(matches!(choose(None, Some("ens3"), &nics), Err(NetError::NoDevice { .. })));
     }
 
     fn configured() -> Configured {

@@ -31,7 +31,7 @@ fn reply(xid: u32, chaddr: [u8; 6], yiaddr: Ipv4Addr, kind: MessageType, options
 }
 
 fn client() -> Client {
-    Client::new(Identity { mac: MAC, hostname: Some("node7".into()) }, 42, secs(100))
+    Client::new(Identity { mac: MAC, hostname: Some("node7".into()), client_id: None }, 42, secs(100))
 }
 
 fn offer(c: &Client, server: Ipv4Addr) -> Vec<u8> {
@@ -63,6 +63,17 @@ fn discover_carries_what_servers_need() {
     assert_eq!(find(&options, OPT_HOSTNAME), Some(&b"node7"[..]));
     assert_eq!(find(&options, OPT_PARAMETERS), Some(&[1, 3, 6, 12, 15, 26, 28, 42, 51, 54, 119, 121][..]));
     assert_eq!(find(&options, OPT_REQUESTED_IP), None);
+}
+
+#[test]
+fn client_id_from_the_cmdline() {
+    let id = Identity { mac: MAC, hostname: None, client_id: Some((0, b"node-7".to_vec())) };
+    let mut c = Client::new(id, 1, secs(0));
+    let p = c.poll_transmit(secs(0)).unwrap().packet;
+    let mut options = Vec::new();
+    parse_options(&p[FIXED_LEN + 4..], &mut options).unwrap();
+    assert_eq!(find(&options, OPT_CLIENT_ID), Some(&b"\0node-7"[..]));
+    assert_eq!(find(&options, OPT_HOSTNAME), None);
 }
 
 #[test]

@@ -1,0 +1,410 @@
+//! The typed configuration the cmdline parser produces, and the small value types it is made of.
+//! Each type parses its own syntax; none does I/O.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// The countdown when the cmdline has no `panic=`.
+pub const DEFAULT_COUNTDOWN: Duration = Duration::from_secs(10);
+/// How long DHCP may take by default: long enough for a switch port's spanning tree to open (30-50 s).
+pub const DEFAULT_DHCP_TIMEOUT: Duration = Duration::from_secs(90);
+/// Download retries after the first attempt, by default.
+pub const DEFAULT_RETRIES: u32 = 5;
+pub const MAX_RETRIES: u32 = 1000;
+/// The whole download's time budget, by default.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// An http URL, checked enough to fail early with a clear message; the HTTP client parses it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    raw: String,
+    /// Where the host part starts in `raw` (after any `user:password@`).
+    host_start: usize,
+    userinfo: bool,
+}
+
+impl Url {
+    pub fn parse(raw: &str) -> Result<Url, String> {
+        let rest = if let Some(rest) = raw.strip_prefix("http://") {
+            rest
+        } else if raw.starts_with("https://") {
+            return Err("https is not supported by this build yet (expected http://)".into());
+        } else {
+            return Err("expected an http:// URL".into());
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((_, hostport)) => (true, hostport),
+            None => (false, authority),
+        };
+        let (host, port) = match hostport.strip_prefix('[') {
+            Some(rest) => match rest.split_once(']') {
+                Some((host, after)) => (host, after.strip_prefix(':')),
+                None => return Err("the host has '[' without ']'".into()),
+            },
+            None => match hostport.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (hostport, None),
+            },
+        };
+        if host.is_empty() {
+            return Err("the URL has no host".into());
+        }
+        if let Some(port) = port {
+            if port.parse::<u16>().map_or(true, |p| p == 0) {
+                return Err(format!("bad port {port:?}"));
+            }
+        }
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("the URL has spaces or control characters".into());
+        }
+        let host_start = "http://".len() + authority.len() - hostport.len();
+        Ok(Url { raw: raw.to_owned(), host_start, userinfo })
+    }
+
+    /// The URL as given, credentials included: for the HTTP client only, never for a log line.
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+}
+
+/// Shows the URL with any credentials replaced by `***`, so it is safe to log.
+impl fmt::Display for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.userinfo {
+            write!(f, "http://***@{}", &self.raw[self.host_start..])
+        } else {
+            f.write_str(&self.raw)
+        }
+    }
+}
+
+/// A URL with Alpine's `{MAC}` and `{UUID}` placeholders (`apkovl=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlTemplate(String);
+
+impl UrlTemplate {
+    pub fn parse(raw: &str) -> Result<UrlTemplate, String> {
+        let t = UrlTemplate(raw.to_owned());
+        t.fill("52:54:00:00:00:00", "00000000-0000-0000-0000-000000000000")?;
+        Ok(t)
+    }
+
+    /// The URL for this machine: `{MAC}` is the boot NIC's MAC (`aa:bb:...`), `{UUID}` the SMBIOS
+    /// system UUID.
+    pub fn fill(&self, mac: &str, uuid: &str) -> Result<Url, String> {
+        Url::parse(&self.0.replace("{MAC}", mac).replace("{UUID}", uuid))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    /// `aa:bb:cc:dd:ee:ff`, `aa-bb-cc-dd-ee-ff`, or the PXE `BOOTIF` form `01-aa-bb-cc-dd-ee-ff`
+    /// (hardware type 1, Ethernet, first).
+    pub fn parse(s: &str) -> Option<Mac> {
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        let parts = match parts.len() {
+            6 => &parts[..],
+            7 if parts[0] == "01" => &parts[1..],
+            _ => return None,
+        };
+        let mut mac = [0u8; 6];
+        for (byte, part) in mac.iter_mut().zip(parts) {
+            if part.len() != 2 {
+                return None;
+            }
+            *byte = u8::from_str_radix(part, 16).ok()?;
+        }
+        Some(Mac(mac))
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+/// A static IPv4 configuration from `ip=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticIp {
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+}
+
+/// A DHCP client identifier from `ip=dhcp,<type>,<id>` (option 61).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientId {
+    pub kind: u8,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpMode {
+    Dhcp { client_id: Option<ClientId> },
+    Static(StaticIp),
+    Off,
+}
+
+/// One `ip=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpConfig {
+    pub mode: IpMode,
+    /// The NIC it names (`eth0`), if any.
+    pub device: Option<String>,
+    /// The hostname field, if given.
+    pub hostname: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// One per `ip=` (DHCP on the chosen NIC when there is none). With several, each names its NIC.
+    pub interfaces: Vec<IpConfig>,
+    /// The boot NIC's MAC from `BOOTIF=`, if any.
+    pub bootif: Option<Mac>,
+    pub dhcp_timeout: Duration,
+    /// `hostname=`; an `ip=` hostname field counts when this is absent.
+    pub hostname: Option<String>,
+}
+
+impl NetConfig {
+    /// `hostname=`, else the first hostname field of an `ip=`.
+    pub fn hostname(&self) -> Option<&str> {
+        self.hostname.as_deref().or_else(|| self.interfaces.iter().find_map(|i| i.hostname.as_deref()))
+    }
+}
+
+/// `modloop_verify=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// Verify when the initramfs carries trusted keys (the default).
+    Auto,
+    /// Refuse to boot an image that is not signed by a trusted key.
+    Required,
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageConfig {
+    pub urls: Vec<Url>,
+    pub sha256: Option<[u8; 32]>,
+    pub verify: Verify,
+    pub retries: u32,
+    pub timeout: Duration,
+}
+
+/// A tmpfs size: a share of RAM or a byte count, as tmpfs(5)'s `size=` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    Percent(u8),
+    Bytes(u64),
+}
+
+impl Size {
+    /// `50%`, `512M`, `2G`, `1048576`, `64k` (suffixes k, m, g, t, either case, powers of 1024).
+    pub fn parse(v: &str) -> Option<Size> {
+        if let Some(p) = v.strip_suffix('%') {
+            return p.parse::<u8>().ok().filter(|p| (1..=100).contains(p)).map(Size::Percent);
+        }
+        let (digits, shift) = match v.chars().last()?.to_ascii_lowercase() {
+            'k' => (&v[..v.len() - 1], 10),
+            'm' => (&v[..v.len() - 1], 20),
+            'g' => (&v[..v.len() - 1], 30),
+            't' => (&v[..v.len() - 1], 40),
+            _ => (v, 0),
+        };
+        let n: u64 = digits.parse().ok().filter(|n| *n > 0)?;
+        n.checked_mul(1u64 << shift).map(Size::Bytes)
+    }
+
+    /// The tmpfs `size=` option value.
+    pub fn tmpfs_option(self) -> String {
+        match self {
+            Size::Percent(p) => format!("{p}%"),
+            Size::Bytes(b) => b.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Size::Percent(p) => write!(f, "{p}% of RAM"),
+            Size::Bytes(b) if b % (1 << 30) == 0 => write!(f, "{} GiB", b >> 30),
+            Size::Bytes(b) if b % (1 << 20) == 0 => write!(f, "{} MiB", b >> 20),
+            Size::Bytes(b) => write!(f, "{b} bytes"),
+        }
+    }
+}
+
+/// `ssh_key=`: a key given inline, or a URL to fetch it from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshKey {
+    Inline(String),
+    Fetch(Url),
+}
+
+impl SshKey {
+    pub fn parse(v: &str) -> Result<SshKey, String> {
+        if v.starts_with("http://") || v.starts_with("https://") {
+            return Url::parse(v).map(SshKey::Fetch);
+        }
+        let kind = v.split_whitespace().next().unwrap_or("");
+        let known = kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-");
+        if known && v.split_whitespace().count() >= 2 {
+            Ok(SshKey::Inline(v.to_owned()))
+        } else {
+            Err("expected a public key like \"ssh-ed25519 AAAA... user\" (quoted) or an http:// URL".into())
+        }
+    }
+}
+
+/// The Alpine parameters that shape the booted system.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AlpineConfig {
+    pub apkovl: Option<UrlTemplate>,
+    pub repositories: Vec<String>,
+    pub ssh_key: Option<SshKey>,
+}
+
+/// What netinit does when the boot fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailAction {
+    Reboot,
+    Poweroff,
+    Halt,
+    /// A rescue shell on the console (when the initramfs has one), then reboot.
+    Shell,
+}
+
+impl FailAction {
+    pub fn parse(v: &str) -> Option<FailAction> {
+        match v {
+            "reboot" => Some(FailAction::Reboot),
+            "poweroff" => Some(FailAction::Poweroff),
+            "halt" => Some(FailAction::Halt),
+            "shell" => Some(FailAction::Shell),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FailAction::Reboot => "reboot",
+            FailAction::Poweroff => "poweroff",
+            FailAction::Halt => "halt",
+            FailAction::Shell => "shell",
+        }
+    }
+}
+
+/// How long to wait, counting down, before the failure action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Countdown {
+    After(Duration),
+    /// `panic=` negative: at once.
+    Immediately,
+    /// `panic=0`: never; the operator power-cycles the machine.
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailurePolicy {
+    pub action: FailAction,
+    pub countdown: Countdown,
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        FailurePolicy { action: FailAction::Reboot, countdown: Countdown::After(DEFAULT_COUNTDOWN) }
+    }
+}
+
+/// The whole boot configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub image: ImageConfig,
+    pub overlay_size: Size,
+    pub net: NetConfig,
+    pub modules: Vec<String>,
+    pub blacklist: Vec<String>,
+    pub alpine: AlpineConfig,
+    pub init: String,
+    pub init_args: Vec<String>,
+    pub failure: FailurePolicy,
+    pub debug: bool,
+    pub quiet: bool,
+    pub single: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            image: ImageConfig {
+                urls: Vec::new(),
+                sha256: None,
+                verify: Verify::Auto,
+                retries: DEFAULT_RETRIES,
+                timeout: DEFAULT_FETCH_TIMEOUT,
+            },
+            overlay_size: Size::Percent(50),
+            net: NetConfig {
+                interfaces: vec![IpConfig {
+                    mode: IpMode::Dhcp { client_id: None },
+                    device: None,
+                    hostname: None,
+                }],
+                bootif: None,
+                dhcp_timeout: DEFAULT_DHCP_TIMEOUT,
+                hostname: None,
+            },
+            modules: Vec::new(),
+            blacklist: Vec::new(),
+            alpine: AlpineConfig::default(),
+            init: "/sbin/init".into(),
+            init_args: Vec::new(),
+            failure: FailurePolicy::default(),
+            debug: false,
+            quiet: false,
+            single: false,
+        }
+    }
+}
+
+/// One thing wrong with the cmdline: the parameter, the value as given, and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub param: &'static str,
+    pub value: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "{}: {}", self.param, self.message)
+        } else {
+            write!(f, "{}: {:?}: {}", self.param, self.value, self.message)
+        }
+    }
+}
+
+/// The result of parsing: the configuration (defaults where a value was bad), warnings (the boot goes
+/// on), errors (the boot cannot succeed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub config: Config,
+    pub warnings: Vec<Problem>,
+    pub errors: Vec<Problem>,
+}
