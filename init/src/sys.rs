@@ -248,11 +248,21 @@ pub fn send_to(fd: &OwnedFd, buf: &[u8], to: std::net::SocketAddrV4) -> io::Resu
     Ok(())
 }
 
-/// Waits at most `timeout` for one datagram: `SO_RCVTIMEO` then recv(2). `Ok(None)` on timeout.
-pub fn recv_timeout(fd: &OwnedFd, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
-    let timeout = timeout.max(Duration::from_millis(1));
-    rustix::net::sockopt::set_socket_timeout(fd, rustix::net::sockopt::Timeout::Recv, Some(timeout))?;
-    match rustix::net::recv(fd, buf, rustix::net::RecvFlags::empty()) {
+/// Which of `fds` have data to read, waiting at most `timeout`: poll(2). EINTR counts as nothing ready.
+pub fn poll_readable(fds: &[&OwnedFd], timeout: Duration) -> io::Result<Vec<bool>> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut pfds: Vec<PollFd> = fds.iter().map(|fd| PollFd::new(*fd, PollFlags::IN)).collect();
+    let t = Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: i64::from(timeout.subsec_nanos()) };
+    match rustix::event::poll(&mut pfds, Some(&t)) {
+        Ok(_) => Ok(pfds.iter().map(|p| p.revents().intersects(PollFlags::IN | PollFlags::ERR)).collect()),
+        Err(Errno::INTR) => Ok(vec![false; fds.len()]),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One datagram if one is waiting: recv(2) with `MSG_DONTWAIT`. `Ok(None)` when there is none.
+pub fn recv_now(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    match rustix::net::recv(fd, buf, rustix::net::RecvFlags::DONTWAIT) {
         Ok((n, _)) => Ok(Some(n)),
         Err(Errno::AGAIN) | Err(Errno::INTR) => Ok(None),
         Err(e) => Err(e.into()),

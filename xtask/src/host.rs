@@ -15,6 +15,9 @@ const TOOLS: &[(&str, &str)] = &[
     ("mksquashfs", "squashfs-tools"),
     ("cpio", "cpio"),
     ("dpkg", "dpkg"),
+    ("tar", "tar"),
+    ("ip", "iproute2"),
+    ("dnsmasq", "dnsmasq-base"),
 ];
 /// busybox must be the static build: it runs inside the test image, which has no C library.
 const BUSYBOX: (&str, &str) = ("/bin/busybox", "busybox-static");
@@ -29,10 +32,12 @@ pub fn cache() -> PathBuf {
     root().join("target/netinit-cache")
 }
 
+/// Whether `cmd` is on PATH or in an sbin directory (which a non-login root shell may not have on PATH).
 pub fn on_path(cmd: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
-        .unwrap_or(false)
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .any(|d| d.join(cmd).is_file())
 }
 
 fn is_root() -> bool {

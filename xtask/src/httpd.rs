@@ -11,9 +11,14 @@ pub struct Server {
     pub port: u16,
 }
 
-/// Starts serving `dir` on a free port; the server lives as long as the process.
+/// Starts serving `dir` on a free port of 127.0.0.1; the server lives as long as the process.
 pub fn serve(dir: &Path) -> std::io::Result<Server> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
+    serve_at(dir, "127.0.0.1:0")
+}
+
+/// Starts serving `dir` on `addr`.
+pub fn serve_at(dir: &Path, addr: &str) -> std::io::Result<Server> {
+    let listener = TcpListener::bind(addr)?;
     let port = listener.local_addr()?.port();
     let dir = dir.to_path_buf();
     std::thread::spawn(move || {

@@ -20,6 +20,7 @@ say "root=$(busybox awk '$2 == "/" { fs = $3 } END { print fs }' /proc/mounts)"
 if echo ok > /written-by-test-root && [ "$(busybox cat /written-by-test-root)" = ok ]; then say "writable=yes"; else say "writable=no"; fi
 [ -f /run/netinit/lease ] && busybox sed 's/^/netinit-test-root: lease /' /run/netinit/lease
 busybox sed -n 's/^nameserver /netinit-test-root: nameserver=/p' /etc/resolv.conf
+busybox sed -n 's/^search /netinit-test-root: search=/p' /etc/resolv.conf
 say "addresses=$(busybox ip -4 -o addr show | busybox awk '{ printf "%s ", $4 }')"
 say "lower=$(busybox awk '$2 == "/run/netinit/lower" { print $3 }' /proc/mounts)"
 say "args=$*"

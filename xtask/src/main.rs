@@ -8,6 +8,7 @@ mod image;
 mod initramfs;
 mod kernel;
 mod kmod;
+mod netlab;
 mod scenario;
 mod vm;
 
@@ -40,6 +41,8 @@ fn main() -> ExitCode {
         Some("cpio") => cmd_cpio(rest),
         Some("qemu") => cmd_qemu(rest),
         Some("test") => cmd_test(rest),
+        // Used by the test networks: the test HTTP server inside a network namespace.
+        Some("serve") if rest.len() == 2 => cmd_serve(&rest[0], &rest[1]),
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -104,6 +107,14 @@ fn cmd_cpio(args: &[String]) -> Result<()> {
     build_initramfs(&modules_dir, &list, &output, flag(&f, "--shell").is_some())
 }
 
+fn cmd_serve(dir: &str, addr: &str) -> Result<()> {
+    let _server =
+        httpd::serve_at(Path::new(dir), addr).map_err(|e| format!("serving {dir} on {addr}: {e}"))?;
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
 /// Everything a VM needs: tools, kernel, initramfs, test images, the HTTP server.
 fn prepare_vm_env() -> Result<(scenario::Env, httpd::Server)> {
     host::ensure_vm_tools()?;
@@ -112,8 +123,23 @@ fn prepare_vm_env() -> Result<(scenario::Env, httpd::Server)> {
     // The VMs' initramfs has the rescue shell, which the `single` scenarios use.
     build_initramfs(&k.modules_dir, &host::root().join("modules-list"), &initrd, true)?;
     let images = image::ensure()?;
+    // The iPXE scenario fetches the kernel and initramfs from the same server.
+    for (name, target) in [("vmlinuz", &k.vmlinuz), ("initramfs.cpio.gz", &initrd)] {
+        let link = images.www.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(target, &link).map_err(|e| format!("linking {}: {e}", link.display()))?;
+    }
     let server = httpd::serve(&images.www).map_err(|e| format!("starting the test HTTP server: {e}"))?;
-    let env = scenario::Env { kernel: k.vmlinuz, initrd, port: server.port, root_sha256: images.root_sha256 };
+    let logs = host::cache().join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+    let env = scenario::Env {
+        kernel: k.vmlinuz,
+        initrd,
+        port: server.port,
+        root_sha256: images.root_sha256,
+        www: images.www,
+        logs,
+    };
     Ok((env, server))
 }
 
@@ -129,6 +155,8 @@ fn cmd_qemu(args: &[String]) -> Result<()> {
         description: String::new(),
         cmdline: "modloop={server}/root.squashfs ip=dhcp panic=10".into(),
         steps: vec![scenario::Step::Expect(image::MARKER.into())],
+        nics: vec![netlab::Nic::User],
+        ipxe: false,
         forbids: vec!["Kernel panic".into()],
         timeout: Duration::from_secs(timeout),
     };
@@ -188,8 +216,7 @@ fn cmd_test(args: &[String]) -> Result<()> {
     let init = initramfs::build_init()?;
     initramfs::verify(&env.initrd, &init, &kernel::ensure()?.modules_dir, &list, Some(Path::new(BUSYBOX)))?;
     println!("xtask: {} VM scenarios, {jobs} at a time", scenarios.len());
-    let logs = host::cache().join("logs");
-    std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+    let logs = env.logs.clone();
     let queue = Mutex::new(scenarios.iter().collect::<VecDeque<_>>());
     let results = Mutex::new(Vec::new());
     let started = Instant::now();

@@ -12,13 +12,19 @@
 //! `expect` lines must appear on the console in this order; `send` lines are typed into the console
 //! (after the `expect` before them has matched); `forbid` lines must never appear; after the last
 //! step the VM must power off or reboot by itself. In any of them `{server}` is the test HTTP server
-//! as the guest sees it (`http://10.0.2.2:PORT`) and `{root_sha256}` the test image's SHA-256. Every
+//! as the guest sees it on qemu's user network (`http://10.0.2.2:PORT`), `{gw0}`, `{gw1}`... the
+//! bridges of a test network (see `netlab`), and `{root_sha256}` the test image's SHA-256. Every
 //! scenario also forbids a kernel panic and a netinit crash.
+//!
+//! `nic:` lines give the guest's NICs in order (`user`, the default; `none`, a bridge without DHCP;
+//! `dhcp`; `dhcp-after SECONDS`). `boot: ipxe` boots through the NIC's iPXE ROM: qemu's DHCP hands it
+//! a script over TFTP, which fetches the kernel and initramfs over HTTP with `cmdline` appended.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::vm::{Spec, Vm};
+use crate::netlab::{self, Lab, Nic};
+use crate::vm::{Boot, Spec, Vm};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -36,6 +42,9 @@ pub struct Scenario {
     pub steps: Vec<Step>,
     pub forbids: Vec<String>,
     pub timeout: Duration,
+    pub nics: Vec<Nic>,
+    /// Boot through iPXE instead of qemu's `-kernel`.
+    pub ipxe: bool,
 }
 
 /// Lines every scenario forbids.
@@ -49,6 +58,8 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
         steps: Vec::new(),
         forbids: ALWAYS_FORBIDDEN.iter().map(|f| f.to_string()).collect(),
         timeout: Duration::from_secs(180),
+        nics: Vec::new(),
+        ipxe: false,
     };
     let mut in_header = true;
     for (n, line) in text.lines().enumerate() {
@@ -76,10 +87,22 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
                     value.parse().map_err(|_| format!("{name}:{}: timeout is whole seconds", n + 1))?,
                 )
             }
+            "nic" => s.nics.push(Nic::parse(&value).map_err(|e| format!("{name}:{}: {e}", n + 1))?),
+            "boot" => match value.as_str() {
+                "ipxe" => s.ipxe = true,
+                "kernel" => s.ipxe = false,
+                _ => return Err(format!("{name}:{}: boot is ipxe or kernel", n + 1)),
+            },
             other => return Err(format!("{name}:{}: unknown key {other:?}", n + 1)),
         }
     }
     s.description = s.description.trim().to_owned();
+    if s.nics.is_empty() {
+        s.nics.push(Nic::User);
+    }
+    if s.ipxe && s.nics != [Nic::User] {
+        return Err(format!("{name}: boot: ipxe runs on qemu's user network (nic: user)"));
+    }
     if s.cmdline.is_empty() || !s.steps.iter().any(|st| matches!(st, Step::Expect(_))) {
         return Err(format!("{name}: needs a cmdline and at least one expect"));
     }
@@ -108,18 +131,33 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
-/// Where the VMs run: kernel, initramfs, the server's port, the test image's digest.
+/// Where the VMs run: kernel, initramfs, the test files and the server's port, where logs go.
 pub struct Env {
     pub kernel: std::path::PathBuf,
     pub initrd: std::path::PathBuf,
     pub port: u16,
     pub root_sha256: String,
+    pub www: std::path::PathBuf,
+    pub logs: std::path::PathBuf,
 }
 
-/// Fills in `{server}` (the test HTTP server as the guest sees it) and `{root_sha256}`.
+/// Fills in `{server}`, `{gw0}`... and `{root_sha256}`.
 fn expand(text: &str, env: &Env) -> String {
-    text.replace("{server}", &format!("http://10.0.2.2:{}", env.port))
-        .replace("{root_sha256}", &env.root_sha256)
+    let mut out = text.replace("{server}", &format!("http://10.0.2.2:{}", env.port));
+    for i in 0..4 {
+        out = out.replace(&format!("{{gw{i}}}"), &netlab::gateway(i));
+    }
+    out.replace("{root_sha256}", &env.root_sha256)
+}
+
+/// The iPXE script a `boot: ipxe` scenario's VM gets over TFTP: it loads the same kernel and
+/// initramfs over HTTP and passes BOOTIF as iPXE knows it, as an operator's script would.
+fn ipxe_script(s: &Scenario, env: &Env) -> String {
+    let server = format!("http://10.0.2.2:{}", env.port);
+    format!(
+        "#!ipxe\nkernel {server}/vmlinuz {} BOOTIF=01-${{net0/mac:hexhyp}}\ninitrd {server}/initramfs.cpio.gz\nboot\n",
+        kernel_cmdline(s, env)
+    )
 }
 
 pub fn kernel_cmdline(s: &Scenario, env: &Env) -> String {
@@ -129,15 +167,42 @@ pub fn kernel_cmdline(s: &Scenario, env: &Env) -> String {
 pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
     let start = Instant::now();
     let deadline = start + s.timeout;
-    let spec = Spec {
-        kernel: env.kernel.clone(),
-        initrd: env.initrd.clone(),
-        append: kernel_cmdline(s, env),
-        memory_mb: 512,
+    let failed = |e: String| Outcome { failure: Some(e), transcript: Vec::new(), elapsed: start.elapsed() };
+    let lab = match s.nics.as_slice() {
+        [Nic::User] => None,
+        nics => match Lab::create(&s.name, nics, &env.www, &env.logs) {
+            Ok(lab) => Some(lab),
+            Err(e) => return failed(format!("building the test network: {e}")),
+        },
     };
+    let nics = match (&lab, s.ipxe) {
+        (Some(_), _) => Lab::qemu_args(&s.nics),
+        (None, false) => ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="]
+            .map(String::from)
+            .to_vec(),
+        (None, true) => {
+            let tftp = env.logs.join(format!("tftp-{}", s.name));
+            let written = std::fs::create_dir_all(&tftp)
+                .and_then(|()| std::fs::write(tftp.join("boot.ipxe"), ipxe_script(s, env)));
+            if let Err(e) = written {
+                return failed(format!("writing the iPXE script: {e}"));
+            }
+            let netdev = format!("user,id=n0,tftp={},bootfile=boot.ipxe", tftp.display());
+            vec!["-netdev".into(), netdev, "-device".into(), "virtio-net-pci,netdev=n0".into()]
+        }
+    };
+    let boot = match s.ipxe {
+        true => Boot::Network,
+        false => Boot::Kernel {
+            kernel: env.kernel.clone(),
+            initrd: env.initrd.clone(),
+            append: kernel_cmdline(s, env),
+        },
+    };
+    let spec = Spec { boot, memory_mb: 512, nics, netns: lab.as_ref().map(|l| l.ns.clone()) };
     let mut vm = match Vm::boot(&spec, echo) {
         Ok(vm) => vm,
-        Err(e) => return Outcome { failure: Some(e), transcript: Vec::new(), elapsed: start.elapsed() },
+        Err(e) => return failed(e),
     };
     let mut failure = None;
     for step in &s.steps {
@@ -155,6 +220,7 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
     }
     let transcript = std::mem::take(&mut vm.transcript);
     drop(vm);
+    drop(lab);
     if failure.is_none() {
         failure = s.forbids.iter().map(|f| expand(f, env)).find_map(|f| {
             transcript.iter().find(|l| l.contains(&f)).map(|l| format!("forbidden line: {l:?}"))
@@ -178,10 +244,24 @@ mod tests {
         assert_eq!(s.steps, [Step::Expect("a: b".into()), Step::Send("ls".into()), Step::Expect("c".into())]);
         assert_eq!(s.forbids, ["Kernel panic", "netinit crashed", "oops"]);
         assert_eq!(s.timeout, Duration::from_secs(60));
-        let env = Env { kernel: "k".into(), initrd: "i".into(), port: 8080, root_sha256: "ab12".into() };
+        let env = Env {
+            kernel: "k".into(),
+            initrd: "i".into(),
+            port: 8080,
+            root_sha256: "ab12".into(),
+            www: "w".into(),
+            logs: "l".into(),
+        };
         assert_eq!(
             kernel_cmdline(&s, &env),
             "console=ttyS0,115200 modloop=http://10.0.2.2:8080/r modloop_sha256=ab12"
+        );
+        assert_eq!(s.nics, [Nic::User]);
+        assert_eq!(expand("modloop=http://{gw1}/x", &env), "modloop=http://10.0.11.1/x");
+        let s = parse("x", "boot: ipxe\ncmdline: ip=dhcp\nexpect: y\n").unwrap();
+        assert_eq!(
+            ipxe_script(&s, &env),
+            "#!ipxe\nkernel http://10.0.2.2:8080/vmlinuz console=ttyS0,115200 ip=dhcp BOOTIF=01-${net0/mac:hexhyp}\ninitrd http://10.0.2.2:8080/initramfs.cpio.gz\nboot\n"
         );
     }
 
@@ -194,6 +274,10 @@ mod tests {
             .contains("x:3: expected `key: value`"));
         assert!(parse("x", "cmdline: a\nexpect: b\nwait: 3\n").unwrap_err().contains("unknown key \"wait\""));
         assert!(parse("x", "cmdline: a\nexpect: b\ntimeout: soon\n").unwrap_err().contains("whole seconds"));
+        assert!(parse("x", "cmdline: a\nexpect: b\nnic: wifi\n").unwrap_err().contains("unknown nic"));
+        assert!(parse("x", "cmdline: a\nexpect: b\nnic: dhcp\nboot: ipxe\n")
+            .unwrap_err()
+            .contains("user network"));
     }
 
     #[test]

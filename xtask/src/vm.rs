@@ -8,11 +8,21 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Instant;
 
+/// How the VM boots.
+pub enum Boot {
+    /// qemu loads the kernel and initramfs itself.
+    Kernel { kernel: PathBuf, initrd: PathBuf, append: String },
+    /// The NIC's iPXE option ROM boots from the network (`-boot n`).
+    Network,
+}
+
 pub struct Spec {
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
-    pub append: String,
+    pub boot: Boot,
     pub memory_mb: u32,
+    /// qemu's `-netdev`/`-device` arguments.
+    pub nics: Vec<String>,
+    /// The network namespace to run qemu in, if any.
+    pub netns: Option<String>,
 }
 
 pub struct Vm {
@@ -40,18 +50,32 @@ fn pump(source: impl Read + Send + 'static, prefix: &'static str, tx: mpsc::Send
 impl Vm {
     pub fn boot(spec: &Spec, echo: bool) -> Result<Vm, String> {
         let accel = if std::env::var_os("NETINIT_KVM").is_some_and(|v| v == "1") { "kvm" } else { "tcg" };
-        let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-accel", accel, "-cpu", "max", "-smp", "1", "-m", &spec.memory_mb.to_string()])
-            .args(["-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio"])
-            .arg("-kernel")
-            .arg(&spec.kernel)
-            .arg("-initrd")
-            .arg(&spec.initrd)
-            .args(["-append", &spec.append])
-            .args(["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = match &spec.netns {
+            // `ip netns exec` execs qemu in place, so the child handle is qemu's own.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+                c
+            }
+            None => Command::new("qemu-system-x86_64"),
+        };
+        cmd.args(["-accel", accel, "-cpu", "max", "-smp", "1", "-m", &spec.memory_mb.to_string()]).args([
+            "-nodefaults",
+            "-no-reboot",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+        ]);
+        match &spec.boot {
+            Boot::Kernel { kernel, initrd, append } => {
+                cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd).args(["-append", append]);
+            }
+            Boot::Network => {
+                cmd.args(["-boot", "n"]);
+            }
+        }
+        cmd.args(&spec.nics).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
         let (tx, lines) = mpsc::channel();
         if let Some(out) = child.stdout.take() {

@@ -107,6 +107,8 @@ pub struct Lease {
     pub routes: Vec<Route>,
     pub dns: Vec<Ipv4Addr>,
     pub domain: Option<String>,
+    /// Option 119's domain search list (RFC 3397).
+    pub search: Vec<String>,
     pub hostname: Option<String>,
     pub mtu: Option<u16>,
     pub lease_time: Option<Duration>,
@@ -222,6 +224,7 @@ impl Packet {
             routes,
             dns: self.ip_list(OPT_DNS),
             domain: self.text(OPT_DOMAIN),
+            search: self.option(OPT_DOMAIN_SEARCH).and_then(domain_search).unwrap_or_default(),
             hostname: self.text(OPT_HOSTNAME),
             mtu: self
                 .option(OPT_MTU)
@@ -288,6 +291,51 @@ fn classless_routes(mut v: &[u8]) -> Option<Vec<Route>> {
         v = &rest[n + 4..];
     }
     Some(routes)
+}
+
+/// Option 119: DNS names in wire format, with RFC 1035 compression pointers into the option itself
+/// (RFC 3397). `None` when malformed, in which case the option is ignored.
+pub fn domain_search(data: &[u8]) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let mut labels: Vec<String> = Vec::new();
+        let mut pos = at;
+        let mut next = None; // where the next name starts, once a pointer was followed
+        let mut jumps = 0;
+        loop {
+            let len = *data.get(pos)? as usize;
+            match len {
+                0 => {
+                    next.get_or_insert(pos + 1);
+                    break;
+                }
+                l if l & 0xC0 == 0xC0 => {
+                    let target = ((l & 0x3F) << 8) | *data.get(pos + 1)? as usize;
+                    next.get_or_insert(pos + 2);
+                    jumps += 1;
+                    if jumps > 32 || target >= data.len() {
+                        return None;
+                    }
+                    pos = target;
+                }
+                l if l < 64 => {
+                    let label = data.get(pos + 1..pos + 1 + l)?;
+                    if !label.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_') {
+                        return None;
+                    }
+                    labels.push(String::from_utf8_lossy(label).into_owned());
+                    pos += 1 + l;
+                }
+                _ => return None,
+            }
+        }
+        if !labels.is_empty() {
+            names.push(labels.join("."));
+        }
+        at = next?;
+    }
+    Some(names)
 }
 
 /// What the client needs to say who it is.

@@ -45,6 +45,8 @@ pub struct Configured {
     pub routes: Vec<dhcp::Route>,
     pub dns: Vec<Ipv4Addr>,
     pub domain: Option<String>,
+    /// Option 119's search list.
+    pub search: Vec<String>,
     pub hostname: Option<String>,
     pub mtu: Option<u16>,
     /// The DHCP server and lease time, when configured by DHCP.
@@ -90,8 +92,8 @@ impl NetError {
     }
 }
 
-/// Brings the network up as `cfg` says: each `ip=` in turn (one DHCP NIC when there is none), then
-/// the files the booted system reads. The first configuration is the boot NIC's.
+/// Brings the network up as `cfg` says: each `ip=` in turn (one DHCP race over every NIC when there
+/// is none), then the files the booted system reads. The first configuration is the boot NIC's.
 pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
     let nics = wait_for_nics(cfg)?;
     let mut nl = sys::Netlink::open().map_err(|source| netlink_error("opening rtnetlink", "-", source))?;
@@ -102,28 +104,38 @@ pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
             nl.request(|seq| netlink::link_up(nic.index, seq))
                 .map_err(|source| netlink_error("setting the link up", &nic.name, source))?;
         }
-        let nic = wait_for_carrier(&candidates)?;
-        log::info!("{}: link up ({})", nic.name, nic.mac);
         let configured = match &ip.mode {
-            IpMode::Static(s) => Configured {
-                nic,
-                address: s.address,
-                prefix: s.prefix,
-                routes: s.gateway.map(default_route).into_iter().collect(),
-                dns: s.dns.clone(),
-                domain: None,
-                hostname: cfg.hostname().map(str::to_owned),
-                mtu: None,
-                dhcp: None,
-            },
+            IpMode::Static(s) => {
+                let nic = wait_for_carrier(&candidates)?;
+                log::info!("{}: link up ({}), static configuration", nic.name, nic.mac);
+                Configured {
+                    nic,
+                    address: s.address,
+                    prefix: s.prefix,
+                    routes: s.gateway.map(default_route).into_iter().collect(),
+                    dns: s.dns.clone(),
+                    domain: None,
+                    search: Vec::new(),
+                    hostname: cfg.hostname().map(str::to_owned),
+                    mtu: None,
+                    dhcp: None,
+                }
+            }
             IpMode::Dhcp { client_id } => {
-                let lease = dhcp(&nic, cfg, client_id.as_ref())?;
+                let (nic, lease) = race(&candidates, cfg, client_id.as_ref())?;
+                for loser in candidates.iter().filter(|n| n.name != nic.name) {
+                    match nl.request(|seq| netlink::link_down(loser.index, seq)) {
+                        Ok(()) => log::info!("{}: set down ({} has the lease)", loser.name, nic.name),
+                        Err(e) => log::warn!("{}: setting the link down: {e}", loser.name),
+                    }
+                }
                 Configured {
                     address: lease.address,
                     prefix: lease.prefix,
                     routes: lease.routes.clone(),
                     dns: lease.dns.clone(),
                     domain: lease.domain.clone(),
+                    search: lease.search.clone(),
                     hostname: cfg.hostname().map(str::to_owned).or(lease.hostname.clone()),
                     mtu: lease.mtu,
                     dhcp: Some((lease.server, lease.lease_time)),
@@ -131,7 +143,9 @@ pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
                 }
             }
             IpMode::Off => {
-                log::info!("{}: left unconfigured (ip=off)", nic.name);
+                for nic in &candidates {
+                    log::info!("{}: left unconfigured (ip=off)", nic.name);
+                }
                 continue;
             }
         };
@@ -242,67 +256,112 @@ fn wait_for_carrier(candidates: &[Nic]) -> Result<Nic, NetError> {
     })
 }
 
-/// Runs the DHCP client on `nic` until it is bound or `cfg.dhcp_timeout` passes.
-fn dhcp(nic: &Nic, cfg: &NetConfig, client_id: Option<&ClientId>) -> Result<dhcp::Lease, NetError> {
-    let socket = sys::udp_socket_on_device(&nic.name, dhcp::CLIENT_PORT)
-        .map_err(|source| NetError::Socket { nic: nic.name.clone(), source })?;
+/// One NIC in the DHCP race.
+struct Racer {
+    nic: Nic,
+    socket: std::os::fd::OwnedFd,
+    client: dhcp::Client,
+    discovers: u32,
+    offers: u32,
+}
+
+/// Runs DHCP on every candidate NIC that has a link, in parallel; a NIC whose link comes up later
+/// joins. The first lease wins. Gives up after `cfg.dhcp_timeout`, or after the carrier timeout if
+/// no NIC has a link at all.
+fn race(
+    candidates: &[Nic],
+    cfg: &NetConfig,
+    client_id: Option<&ClientId>,
+) -> Result<(Nic, dhcp::Lease), NetError> {
     let start = sys::uptime();
     let deadline = start + cfg.dhcp_timeout;
-    let identity = dhcp::Identity {
-        mac: nic.mac.0,
-        hostname: cfg.hostname().map(str::to_owned),
-        client_id: client_id.map(|c| (c.kind, c.id.as_bytes().to_vec())),
-    };
-    let mut client = dhcp::Client::new(identity, sys::random_u64(), start);
     let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, dhcp::SERVER_PORT);
-    let (mut discovers, mut offers) = (0, 0);
+    let mut waiting: Vec<Nic> = candidates.to_vec();
+    let mut racers: Vec<Racer> = Vec::new();
     let mut buf = vec![0u8; 1600];
     loop {
         let now = sys::uptime();
+        // NICs with a link join the race.
+        let (joined, still): (Vec<Nic>, Vec<Nic>) = waiting.into_iter().partition(has_carrier);
+        waiting = still;
+        for nic in joined {
+            let socket = sys::udp_socket_on_device(&nic.name, dhcp::CLIENT_PORT)
+                .map_err(|source| NetError::Socket { nic: nic.name.clone(), source })?;
+            let identity = dhcp::Identity {
+                mac: nic.mac.0,
+                hostname: cfg.hostname().map(str::to_owned),
+                client_id: client_id.map(|c| (c.kind, c.id.as_bytes().to_vec())),
+            };
+            let what = if candidates.len() > 1 { ", joining the DHCP race" } else { "" };
+            log::info!("{}: link up ({}){what}", nic.name, nic.mac);
+            let client = dhcp::Client::new(identity, sys::random_u64(), now);
+            racers.push(Racer { nic, socket, client, discovers: 0, offers: 0 });
+        }
+        if racers.is_empty() && now - start >= CARRIER_TIMEOUT {
+            let names = candidates.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(NetError::NoCarrier { names });
+        }
         if now >= deadline {
             return Err(NetError::DhcpTimeout {
-                nic: nic.name.clone(),
+                nic: racers.iter().map(|r| r.nic.name.as_str()).collect::<Vec<_>>().join(", "),
                 timeout: cfg.dhcp_timeout,
-                discovers,
-                offers,
+                discovers: racers.iter().map(|r| r.discovers).sum(),
+                offers: racers.iter().map(|r| r.offers).sum(),
             });
         }
-        if let Some(t) = client.poll_transmit(now) {
-            if t.kind == dhcp::MessageType::Discover {
-                discovers += 1;
-            }
-            log::info!(
-                "{}: DHCP {} (attempt {}, {}s elapsed)",
-                nic.name,
-                t.kind.name(),
-                t.attempt,
-                (now - start).as_secs()
-            );
-            if let Err(e) = sys::send_to(&socket, &t.packet, broadcast) {
-                // ENETDOWN and friends while a link flaps: the retransmission will try again.
-                log::warn!("{}: sending DHCP {}: {e}", nic.name, t.kind.name());
+        for r in &mut racers {
+            if let Some(t) = r.client.poll_transmit(now) {
+                if t.kind == dhcp::MessageType::Discover {
+                    r.discovers += 1;
+                }
+                let elapsed = (now - start).as_secs();
+                log::info!(
+                    "{}: DHCP {} (attempt {}, {elapsed}s elapsed)",
+                    r.nic.name,
+                    t.kind.name(),
+                    t.attempt
+                );
+                if let Err(e) = sys::send_to(&r.socket, &t.packet, broadcast) {
+                    // ENETDOWN and friends while a link flaps: the retransmission will try again.
+                    log::warn!("{}: sending DHCP {}: {e}", r.nic.name, t.kind.name());
+                }
             }
         }
-        let wait = client.next_deadline().min(deadline).saturating_sub(sys::uptime());
-        let received = sys::recv_timeout(&socket, &mut buf, wait)
-            .map_err(|source| NetError::Receive { nic: nic.name.clone(), source })?;
-        let Some(n) = received else { continue };
-        match client.handle(&buf[..n], sys::uptime()) {
-            dhcp::Event::Offered { server, address } => {
-                offers += 1;
-                log::info!("{}: DHCP OFFER of {address} from {server}", nic.name);
-            }
-            dhcp::Event::Nak { server, message } => {
-                log::warn!(
-                    "{}: DHCP NAK from {server}: {}; starting over",
-                    nic.name,
-                    message.as_deref().unwrap_or("no reason given")
-                );
-            }
-            dhcp::Event::Bound(lease) => return Ok(lease),
-            dhcp::Event::Ignored(why) => log::debug!("{}: ignored a DHCP packet: {why}", nic.name),
-            dhcp::Event::Malformed(why) => {
-                log::debug!("{}: ignored a malformed DHCP packet: {why:?}", nic.name)
+        let mut wake =
+            racers.iter().map(|r| r.client.next_deadline()).min().unwrap_or(deadline).min(deadline);
+        if !waiting.is_empty() {
+            wake = wake.min(now + POLL * 5);
+        }
+        let sockets: Vec<&std::os::fd::OwnedFd> = racers.iter().map(|r| &r.socket).collect();
+        let ready = sys::poll_readable(&sockets, wake.saturating_sub(sys::uptime()))
+            .map_err(|source| NetError::Receive { nic: "-".into(), source })?;
+        for (r, _) in racers.iter_mut().zip(ready).filter(|(_, ready)| *ready) {
+            let receive_error = |source| NetError::Receive { nic: r.nic.name.clone(), source };
+            while let Some(n) = sys::recv_now(&r.socket, &mut buf).map_err(receive_error)? {
+                match r.client.handle(&buf[..n], sys::uptime()) {
+                    dhcp::Event::Offered { server, address } => {
+                        r.offers += 1;
+                        log::info!("{}: DHCP OFFER of {address} from {server}", r.nic.name);
+                    }
+                    dhcp::Event::Nak { server, message } => {
+                        let why = message.as_deref().unwrap_or("no reason given");
+                        log::warn!("{}: DHCP NAK from {server}: {why}; starting over", r.nic.name);
+                    }
+                    dhcp::Event::Bound(lease) => {
+                        if candidates.len() > 1 {
+                            log::info!(
+                                "{}: won the DHCP race: first lease, from {}",
+                                r.nic.name,
+                                lease.server
+                            );
+                        }
+                        return Ok((r.nic.clone(), lease));
+                    }
+                    dhcp::Event::Ignored(why) => log::debug!("{}: ignored a DHCP packet: {why}", r.nic.name),
+                    dhcp::Event::Malformed(why) => {
+                        log::debug!("{}: ignored a malformed DHCP packet: {why:?}", r.nic.name)
+                    }
+                }
             }
         }
     }
@@ -350,8 +409,13 @@ fn write_files(done: &[Configured]) -> Result<(), NetError> {
             dns.push(*server);
         }
     }
-    let domain = done.iter().find_map(|c| c.domain.as_deref());
-    write_file(Path::new("/etc/resolv.conf"), &resolv_conf(&dns, domain))?;
+    let mut search: Vec<&str> = Vec::new();
+    for name in done.iter().flat_map(|c| c.domain.iter().chain(&c.search)) {
+        if !search.contains(&name.as_str()) {
+            search.push(name);
+        }
+    }
+    write_file(Path::new("/etc/resolv.conf"), &resolv_conf(&dns, &search))?;
     if let Some(name) = done.iter().find_map(|c| c.hostname.as_deref()) {
         match sys::set_hostname(name) {
             Ok(()) => log::info!("hostname {name}"),
@@ -380,11 +444,11 @@ fn write_file(path: &Path, text: &str) -> Result<(), NetError> {
     std::fs::write(path, text).map_err(|source| NetError::Write { path: path.into(), source })
 }
 
-/// `/etc/resolv.conf`, resolv.conf(5).
-pub fn resolv_conf(dns: &[Ipv4Addr], domain: Option<&str>) -> String {
+/// `/etc/resolv.conf`, resolv.conf(5): the domain (option 15) and search list (119) as one `search`.
+pub fn resolv_conf(dns: &[Ipv4Addr], search: &[&str]) -> String {
     let mut out = String::from("# written by netinit\n");
-    if let Some(d) = domain {
-        let _ = writeln!(out, "search {d}");
+    if !search.is_empty() {
+        let _ = writeln!(out, "search {}", search.join(" "));
     }
     for server in dns {
         let _ = writeln!(out, "nameserver {server}");
@@ -403,6 +467,7 @@ pub fn lease_file(c: &Configured) -> String {
         ("GATEWAY", c.gateway().map(|g| g.to_string()).unwrap_or_default()),
         ("DNS", c.dns.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(" ")),
         ("DOMAIN", c.domain.clone().unwrap_or_default()),
+        ("SEARCH", c.search.join(" ")),
         ("HOSTNAME", c.hostname.clone().unwrap_or_default()),
         ("MTU", c.mtu.map(|m| m.to_string()).unwrap_or_default()),
     ];
@@ -476,6 +541,7 @@ mod tests {
             routes: vec![default_route(Ipv4Addr::new(10, 0, 2, 2))],
             dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
             domain: Some("lan".into()),
+            search: vec![],
             hostname: Some("it's".into()),
             mtu: None,
             dhcp: Some((Ipv4Addr::new(10, 0, 2, 2), Some(Duration::from_secs(86400)))),
@@ -485,13 +551,13 @@ mod tests {
     #[test]
     fn files_for_the_booted_system() {
         assert_eq!(
-            resolv_conf(&[Ipv4Addr::new(1, 1, 1, 1), Ipv4Addr::new(9, 9, 9, 9)], Some("ex.org")),
-            "# written by netinit\nsearch ex.org\nnameserver 1.1.1.1\nnameserver 9.9.9.9\n"
+            resolv_conf(&[Ipv4Addr::new(1, 1, 1, 1), Ipv4Addr::new(9, 9, 9, 9)], &["ex.org", "lab.ex.org"]),
+            "# written by netinit\nsearch ex.org lab.ex.org\nnameserver 1.1.1.1\nnameserver 9.9.9.9\n"
         );
-        assert_eq!(resolv_conf(&[], None), "# written by netinit\n");
+        assert_eq!(resolv_conf(&[], &[]), "# written by netinit\n");
         assert_eq!(
             lease_file(&configured()),
-            "INTERFACE='eth0'\nMAC='52:54:00:00:00:01'\nADDRESS='10.0.2.15'\nPREFIX='24'\nGATEWAY='10.0.2.2'\nDNS='10.0.2.3'\nDOMAIN='lan'\nHOSTNAME='it'\\''s'\nMTU=''\nMETHOD='dhcp'\nSERVER='10.0.2.2'\nLEASE_TIME='86400'\n"
+            "INTERFACE='eth0'\nMAC='52:54:00:00:00:01'\nADDRESS='10.0.2.15'\nPREFIX='24'\nGATEWAY='10.0.2.2'\nDNS='10.0.2.3'\nDOMAIN='lan'\nSEARCH=''\nHOSTNAME='it'\\''s'\nMTU=''\nMETHOD='dhcp'\nSERVER='10.0.2.2'\nLEASE_TIME='86400'\n"
         );
     }
 

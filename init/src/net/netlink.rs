@@ -91,6 +91,11 @@ pub fn link_up(index: u32, seq: u32) -> Vec<u8> {
     Message::new(RTM_NEWLINK, 0, seq).bytes(&ifinfo(index, IFF_UP, IFF_UP)).finish()
 }
 
+/// `ip link set dev <index> down`.
+pub fn link_down(index: u32, seq: u32) -> Vec<u8> {
+    Message::new(RTM_NEWLINK, 0, seq).bytes(&ifinfo(index, 0, IFF_UP)).finish()
+}
+
 /// `ip link set dev <index> mtu <mtu>`.
 pub fn link_mtu(index: u32, mtu: u32, seq: u32) -> Vec<u8> {
     Message::new(RTM_NEWLINK, 0, seq).bytes(&ifinfo(index, 0, 0)).attr(IFLA_MTU, &mtu.to_ne_bytes()).finish()
@@ -195,6 +200,12 @@ mod tests {
         assert_eq!(m.len(), 32);
         assert_eq!(u32_at(&m, 20), 3, "ifi_index");
         assert_eq!((u32_at(&m, 24), u32_at(&m, 28)), (IFF_UP, IFF_UP), "flags, change");
+    }
+
+    #[test]
+    fn down() {
+        let m = link_down(3, 1);
+        assert_eq!((u32_at(&m, 20), u32_at(&m, 24), u32_at(&m, 28)), (3, 0, IFF_UP), "index, flags, change");
     }
 
     #[test]

@@ -118,6 +118,7 @@ fn full_exchange() {
             routes: vec![Route { destination: Ipv4Addr::UNSPECIFIED, prefix: 0, gateway: SERVER }],
             dns: vec![Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(1, 1, 1, 1)],
             domain: Some("lan".into()),
+            search: vec![],
             hostname: None,
             mtu: Some(9000),
             lease_time: Some(secs(86400)),
@@ -289,6 +290,34 @@ fn classless_routes_replace_the_router_option() {
         [Route { destination: Ipv4Addr::UNSPECIFIED, prefix: 0, gateway: ip(10, 0, 2, 1) }],
         "a malformed 121 is ignored"
     );
+}
+
+#[test]
+fn domain_search_lists() {
+    let check = |data: &[u8], expected: Option<&[&str]>| {
+        let got = domain_search(data);
+        assert_eq!(
+            got.as_deref().map(|v| v.iter().map(String::as_str).collect::<Vec<_>>()),
+            expected.map(|e| e.to_vec()),
+            "{data:?}"
+        );
+    };
+    // RFC 3397's example: eng.apple.com and marketing.apple.com, the second pointing into the first.
+    let rfc = [
+        3, b'e', b'n', b'g', 5, b'a', b'p', b'p', b'l', b'e', 3, b'c', b'o', b'm', 0, 9, b'm', b'a', b'r',
+        b'k', b'e', b't', b'i', b'n', b'g', 0xC0, 4,
+    ];
+    check(&rfc, Some(&["eng.apple.com", "marketing.apple.com"]));
+    check(&[3, b'l', b'a', b'n', 0], Some(&["lan"]));
+    check(&[], Some(&[]));
+    check(&[3, b'l', b'a'], None);
+    check(&[0xC0, 0], None);
+    check(&[0xC0, 9], None);
+    check(&[3, b'a', b' ', b'b', 0], None);
+    check(&[70], None);
+    let c = client();
+    let a = ack(&c, SERVER, &[(OPT_DOMAIN_SEARCH, &rfc)]);
+    assert_eq!(Packet::decode(&a).unwrap().lease().search, ["eng.apple.com", "marketing.apple.com"]);
 }
 
 #[test]

@@ -1,0 +1,185 @@
+//! Test networks richer than qemu's user network, for the scenarios that need a NIC without DHCP, two
+//! NICs, or a DHCP server that starts late: one network namespace per scenario run, holding one
+//! bridge and one tap per guest NIC, a real dnsmasq per bridge that serves DHCP, and the test HTTP
+//! server on port 80. qemu runs inside the namespace on the taps. Nothing leaves the namespace;
+//! dropping the lab kills what it started (by handle) and deletes the namespace.
+//!
+//! NIC `i` sits on bridge `br{i}` with address `10.0.{10+i}.1/24`, leases `.100`-`.200`, MAC
+//! `52:54:00:00:0a:0{i+1}`. Scenarios name the bridge addresses `{gw0}`, `{gw1}`...
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::host::{self, Result};
+
+/// What a guest NIC is plugged into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Nic {
+    /// qemu's user network, with its built-in DHCP server.
+    User,
+    /// A bridge with no DHCP server.
+    Silent,
+    /// A bridge with dnsmasq serving DHCP, from the start or after a delay.
+    Dhcp(Duration),
+}
+
+impl Nic {
+    /// `user`, `none`, `dhcp`, `dhcp-after SECONDS`.
+    pub fn parse(v: &str) -> std::result::Result<Nic, String> {
+        let words: Vec<&str> = v.split_whitespace().collect();
+        match words.as_slice() {
+            ["user"] => Ok(Nic::User),
+            ["none"] => Ok(Nic::Silent),
+            ["dhcp"] => Ok(Nic::Dhcp(Duration::ZERO)),
+            ["dhcp-after", secs] => secs
+                .parse()
+                .map(|s| Nic::Dhcp(Duration::from_secs(s)))
+                .map_err(|_| format!("bad delay {secs:?}")),
+            _ => Err(format!("unknown nic {v:?} (expected user, none, dhcp or dhcp-after SECONDS)")),
+        }
+    }
+}
+
+pub fn gateway(i: usize) -> String {
+    format!("10.0.{}.1", 10 + i)
+}
+
+pub fn mac(i: usize) -> String {
+    format!("52:54:00:00:0a:{:02x}", i + 1)
+}
+
+pub struct Lab {
+    pub ns: String,
+    children: Arc<Mutex<Vec<Child>>>,
+    stopped: Arc<AtomicBool>,
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    host::run(Command::new("ip").args(args).stdout(Stdio::null()))
+}
+
+impl Lab {
+    /// Builds the namespace `name` for `nics` (all but `User`) and starts its servers; the HTTP
+    /// server serves `www`, and each dnsmasq's log and leases go under `logs`.
+    pub fn create(name: &str, nics: &[Nic], www: &Path, logs: &Path) -> Result<Lab> {
+        let ns = format!("netinit-{name}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &ns]).stderr(Stdio::null()).status();
+        ip(&["netns", "add", &ns])?;
+        let lab = Lab { ns: ns.clone(), children: Arc::default(), stopped: Arc::default() };
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        for (i, nic) in nics.iter().enumerate() {
+            if *nic == Nic::User {
+                return Err("a scenario cannot mix nic: user with bridged NICs".into());
+            }
+            let (br, tap) = (format!("br{i}"), format!("tap{i}"));
+            ip(&["-n", &ns, "link", "add", &br, "type", "bridge"])?;
+            ip(&["-n", &ns, "addr", "add", &format!("{}/24", gateway(i)), "dev", &br])?;
+            ip(&["-n", &ns, "link", "set", &br, "up"])?;
+            ip(&["-n", &ns, "tuntap", "add", "dev", &tap, "mode", "tap"])?;
+            ip(&["-n", &ns, "link", "set", &tap, "master", &br])?;
+            ip(&["-n", &ns, "link", "set", &tap, "up"])?;
+        }
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let http = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(exe)
+            .arg("serve")
+            .arg(www)
+            .arg("0.0.0.0:80")
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting the HTTP server in {ns}: {e}"))?;
+        lab.keep(http);
+        for (i, nic) in nics.iter().enumerate() {
+            if let Nic::Dhcp(delay) = nic {
+                let mut cmd = dnsmasq(&ns, i, logs);
+                let (children, stopped) = (Arc::clone(&lab.children), Arc::clone(&lab.stopped));
+                let delay = *delay;
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    if let Ok(mut c) = children.lock() {
+                        if !stopped.load(Ordering::SeqCst) {
+                            match cmd.spawn() {
+                                Ok(child) => c.push(child),
+                                Err(e) => eprintln!("xtask: starting dnsmasq: {e}"),
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        // Let the HTTP server bind before the guest asks it anything.
+        std::thread::sleep(Duration::from_millis(200));
+        Ok(lab)
+    }
+
+    fn keep(&self, child: Child) {
+        if let Ok(mut c) = self.children.lock() {
+            c.push(child);
+        }
+    }
+
+    /// qemu's NIC arguments: one tap per NIC, each with its fixed MAC.
+    pub fn qemu_args(nics: &[Nic]) -> Vec<String> {
+        let mut args = Vec::new();
+        for i in 0..nics.len() {
+            args.push("-netdev".into());
+            args.push(format!("tap,id=n{i},ifname=tap{i},script=no,downscript=no"));
+            args.push("-device".into());
+            args.push(format!("virtio-net-pci,netdev=n{i},mac={},romfile=", mac(i)));
+        }
+        args
+    }
+}
+
+/// dnsmasq serving DHCP (and nothing else: `--port=0` turns DNS off) on bridge `i`, in the foreground.
+fn dnsmasq(ns: &str, i: usize, logs: &Path) -> Command {
+    let net = format!("10.0.{}", 10 + i);
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0"])
+        .args(["--bind-interfaces", &format!("--interface=br{i}"), "--except-interface=lo", "--user=root"])
+        .arg(format!("--dhcp-range={net}.100,{net}.200,255.255.255.0,1h"))
+        .arg(format!("--dhcp-option=option:router,{net}.1"))
+        .arg(format!("--dhcp-option=option:dns-server,{net}.1"))
+        .arg("--dhcp-option=option:domain-search,lab.test,netinit.test")
+        .arg(format!("--dhcp-leasefile={}", logs.join(format!("{ns}-br{i}.leases")).display()))
+        .args(["--pid-file=", "--log-dhcp", "--log-facility=-"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        if let Ok(mut children) = self.children.lock() {
+            for child in children.iter_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nic_specs() {
+        assert_eq!(Nic::parse("dhcp"), Ok(Nic::Dhcp(Duration::ZERO)));
+        assert_eq!(Nic::parse("dhcp-after 20"), Ok(Nic::Dhcp(Duration::from_secs(20))));
+        assert_eq!(Nic::parse("none"), Ok(Nic::Silent));
+        assert_eq!(Nic::parse("user"), Ok(Nic::User));
+        assert!(Nic::parse("dhcp-after soon").is_err());
+        assert!(Nic::parse("wifi").is_err());
+        assert_eq!((gateway(1), mac(1)), ("10.0.11.1".to_string(), "52:54:00:00:0a:02".to_string()));
+        let args = Lab::qemu_args(&[Nic::Silent, Nic::Dhcp(Duration::ZERO)]);
+        assert_eq!(args[1], "tap,id=n0,ifname=tap0,script=no,downscript=no");
+        assert_eq!(args[7], "virtio-net-pci,netdev=n1,mac=52:54:00:00:0a:02,romfile=");
+    }
+}
