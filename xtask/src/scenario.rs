@@ -16,6 +16,9 @@
 //! bridges of a test network (see `netlab`), and `{root_sha256}` the test image's SHA-256. Every
 //! scenario also forbids a kernel panic and a netinit crash.
 //!
+//! `monitor:` lines are commands for qemu's monitor, run in order with the other steps
+//! (`monitor: set_link n1 off` before the first `expect` holds NIC 1's link down from the start).
+//!
 //! `nic:` lines give the guest's NICs in order (`user`, the default; `none`, a bridge without DHCP;
 //! `dhcp`; `dhcp-after SECONDS`). `boot: ipxe` boots through the NIC's iPXE ROM: qemu's DHCP hands it
 //! a script over TFTP, which fetches the kernel and initramfs over HTTP with `cmdline` appended.
@@ -32,6 +35,8 @@ pub enum Step {
     Expect(String),
     /// Type this and Enter.
     Send(String),
+    /// A command for qemu's monitor, e.g. `set_link n1 on`.
+    Monitor(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +86,7 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
             "cmdline" => s.cmdline = value,
             "expect" => s.steps.push(Step::Expect(value)),
             "send" => s.steps.push(Step::Send(value)),
+            "monitor" => s.steps.push(Step::Monitor(value)),
             "forbid" => s.forbids.push(value),
             "timeout" => {
                 s.timeout = Duration::from_secs(
@@ -209,6 +215,7 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
         let done = match step {
             Step::Expect(needle) => vm.expect(&expand(needle, env), deadline).map(|_| ()),
             Step::Send(text) => vm.send(&expand(text, env)),
+            Step::Monitor(command) => vm.monitor(command),
         };
         if let Err(e) = done {
             failure = Some(e);

@@ -31,6 +31,8 @@ pub struct Vm {
     /// Every console line so far.
     pub transcript: Vec<String>,
     echo: bool,
+    /// qemu's human monitor, on a unix socket.
+    monitor: PathBuf,
 }
 
 fn pump(source: impl Read + Send + 'static, prefix: &'static str, tx: mpsc::Sender<String>) {
@@ -75,6 +77,9 @@ impl Vm {
                 cmd.args(["-boot", "n"]);
             }
         }
+        let monitor =
+            std::env::temp_dir().join(format!("netinit-qemu-{}-{}.monitor", std::process::id(), unique()));
+        cmd.args(["-monitor", &format!("unix:{},server,nowait", monitor.display())]);
         cmd.args(&spec.nics).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
         let (tx, lines) = mpsc::channel();
@@ -84,7 +89,7 @@ impl Vm {
         if let Some(err) = child.stderr.take() {
             pump(err, "qemu: ", tx);
         }
-        Ok(Vm { child, lines, transcript: Vec::new(), echo })
+        Ok(Vm { child, lines, transcript: Vec::new(), echo, monitor })
     }
 
     /// The next console line before `deadline`: `Ok(None)` when qemu has exited.
@@ -115,6 +120,33 @@ impl Vm {
         }
     }
 
+    /// Runs one command of qemu's human monitor (`set_link n1 on`), waiting up to 5 s for the socket.
+    pub fn monitor(&mut self, command: &str) -> Result<(), String> {
+        let mut stream = None;
+        for _ in 0..50 {
+            match std::os::unix::net::UnixStream::connect(&self.monitor) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+        let mut stream = stream.ok_or_else(|| format!("no qemu monitor at {}", self.monitor.display()))?;
+        stream.write_all(format!("{command}\n").as_bytes()).map_err(|e| format!("monitor: {e}"))?;
+        // The monitor echoes a banner and a prompt; wait for the command's own prompt before closing.
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).map_err(|e| e.to_string())?;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 512];
+        while seen.windows(6).filter(|w| w == b"(qemu)").count() < 2 {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        Ok(())
+    }
+
     /// Types `text` and Enter on the serial console.
     pub fn send(&mut self, text: &str) -> Result<(), String> {
         let stdin = self.child.stdin.as_mut().ok_or("qemu's stdin is closed")?;
@@ -139,8 +171,15 @@ impl Vm {
     }
 }
 
+/// A number no other VM of this process has, for socket names.
+fn unique() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 impl Drop for Vm {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.monitor);
         // Only this VM's own qemu, through its handle.
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
