@@ -302,6 +302,12 @@ impl Netlink {
     }
 }
 
+/// The bytes an unprivileged writer may still put on the file system holding `path`: statfs(2).
+pub fn fs_free(path: &Path) -> io::Result<u64> {
+    let st = rustix::fs::statfs(path)?;
+    Ok((st.f_bavail as u64).saturating_mul(st.f_bsize as u64))
+}
+
 /// `open(path, O_WRONLY)` + write(2) of one value, as sysctl(8) does for `/proc/sys`.
 pub fn write_sysctl(path: &str, value: &str) -> io::Result<()> {
     use std::io::Write;

@@ -1,11 +1,17 @@
 //! A small HTTP/1.1 file server for the VM tests: GET and HEAD of the files in one directory, with
-//! `Range: bytes=` (206) and 404, one thread per connection, `Connection: close`. It listens on
+//! `Range: bytes=` (206, 416), `ETag` and `If-Range`, 404, one thread per connection,
+//! `Connection: close`. One scripted fault for the resume tests: a path under
+//! `/fault/reset-once-at-P/` serves the file below it, but the first request for that exact path
+//! is cut after P % of its body. It listens on
 //! 127.0.0.1 only; qemu's user network shows it to the guest as 10.0.2.2. It serves real HTTP over
 //! real TCP; the init cannot tell it from any other server.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 pub struct Server {
     pub port: u16,
@@ -21,10 +27,11 @@ pub fn serve_at(dir: &Path, addr: &str) -> std::io::Result<Server> {
     let listener = TcpListener::bind(addr)?;
     let port = listener.local_addr()?.port();
     let dir = dir.to_path_buf();
+    let faulted: Arc<Mutex<HashSet<String>>> = Arc::default();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let dir = dir.clone();
-            std::thread::spawn(move || handle(stream, &dir));
+            let (dir, faulted) = (dir.clone(), Arc::clone(&faulted));
+            std::thread::spawn(move || handle(stream, &dir, &faulted));
         }
     });
     Ok(Server { port })
@@ -49,34 +56,52 @@ pub fn parse_range(header: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
     Some(if range.0 <= range.1 && range.0 < len { Ok(range) } else { Err(()) })
 }
 
+/// A request's target split into the file to serve and the share of its body after which the
+/// connection is cut, for `/fault/reset-once-at-P/...`.
+pub fn fault(target: &str) -> (&str, Option<u64>) {
+    let Some(rest) = target.strip_prefix("/fault/reset-once-at-") else { return (target, None) };
+    match rest.split_once('/') {
+        Some((p, file)) => match p.parse::<u64>() {
+            Ok(p) if p < 100 => (&target[target.len() - file.len() - 1..], Some(p)),
+            _ => (target, None),
+        },
+        None => (target, None),
+    }
+}
+
 /// Serves one request; returns `METHOD /path STATUS`, or `None` when the request was unreadable.
-fn handle(stream: TcpStream, dir: &Path) -> Option<String> {
+fn handle(stream: TcpStream, dir: &Path, faulted: &Mutex<HashSet<String>>) -> Option<String> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut request = String::new();
     reader.read_line(&mut request).ok()?;
-    let mut range_header = None;
+    let (mut range_header, mut if_range) = (None, None);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).ok()? == 0 || line.trim().is_empty() {
             break;
         }
         if let Some((k, v)) = line.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("range") {
-                range_header = Some(v.trim().to_owned());
+            match k.trim().to_ascii_lowercase().as_str() {
+                "range" => range_header = Some(v.trim().to_owned()),
+                "if-range" => if_range = Some(v.trim().to_owned()),
+                _ => {}
             }
         }
     }
     let mut parts = request.split_whitespace();
     let (method, target) = (parts.next()?.to_owned(), parts.next()?.to_owned());
+    let (file, cut) = fault(&target);
+    // Only the first request for a fault path is cut.
+    let cut = cut.filter(|_| faulted.lock().is_ok_and(|mut f| f.insert(target.clone())));
     let mut out = stream;
-    let path: PathBuf = dir.join(target.trim_start_matches('/'));
+    let path: PathBuf = dir.join(file.trim_start_matches('/'));
     let safe = !target.contains("..") && path.is_file();
     let status = if method != "GET" && method != "HEAD" {
         respond(&mut out, 405, "Method Not Allowed", &[], None)
     } else if !safe {
         respond(&mut out, 404, "Not Found", &[], None)
     } else {
-        serve_file(&mut out, &path, &method, range_header.as_deref())
+        serve_file(&mut out, &path, &method, range_header.as_deref(), if_range.as_deref(), cut)
     };
     Some(format!("{method} {target} {status}"))
 }
@@ -92,32 +117,40 @@ fn respond(out: &mut TcpStream, status: u16, reason: &str, headers: &[String], l
     status
 }
 
-fn serve_file(out: &mut TcpStream, path: &Path, method: &str, range: Option<&str>) -> u16 {
+/// Serves a file; with `cut`, only that share of the body before closing the connection.
+fn serve_file(
+    out: &mut TcpStream,
+    path: &Path,
+    method: &str,
+    range: Option<&str>,
+    if_range: Option<&str>,
+    cut: Option<u64>,
+) -> u16 {
     let Ok(mut file) = std::fs::File::open(path) else { return respond(out, 404, "Not Found", &[], None) };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let accept = "Accept-Ranges: bytes".to_string();
+    let (len, mtime) = file.metadata().map(|m| (m.len(), m.mtime())).unwrap_or((0, 0));
+    let etag = format!("\"{len:x}-{mtime:x}\"");
+    // A Range whose If-Range no longer matches gets the whole file (RFC 9110 13.1.5).
+    let range = range.filter(|_| if_range.is_none_or(|v| v == etag));
+    let common = ["Accept-Ranges: bytes".to_string(), format!("ETag: {etag}")];
     let (status, start, count) = match range.and_then(|r| parse_range(r, len)) {
         Some(Ok((a, b))) => {
-            let headers = [accept, format!("Content-Range: bytes {a}-{b}/{len}")];
+            let headers =
+                [common[0].clone(), common[1].clone(), format!("Content-Range: bytes {a}-{b}/{len}")];
             respond(out, 206, "Partial Content", &headers, Some(b - a + 1));
             (206, a, b - a + 1)
         }
         Some(Err(())) => {
-            return respond(
-                out,
-                416,
-                "Range Not Satisfiable",
-                &[format!("Content-Range: bytes */{len}")],
-                None,
-            )
+            let headers = [format!("Content-Range: bytes */{len}")];
+            return respond(out, 416, "Range Not Satisfiable", &headers, None);
         }
         None => {
-            respond(out, 200, "OK", &[accept], Some(len));
+            respond(out, 200, "OK", &common, Some(len));
             (200, 0, len)
         }
     };
+    let send = cut.map_or(count, |p| count * p / 100);
     if method == "GET" && file.seek(SeekFrom::Start(start)).is_ok() {
-        let _ = std::io::copy(&mut file.take(count), out);
+        let _ = std::io::copy(&mut file.take(send), out);
     }
     status
 }
@@ -140,6 +173,15 @@ mod tests {
         check("bytes=0-1,5-6", None);
         check("items=0-1", None);
         check("bytes=x-1", None);
+    }
+
+    #[test]
+    fn faults() {
+        assert_eq!(fault("/root.squashfs"), ("/root.squashfs", None));
+        assert_eq!(fault("/fault/reset-once-at-30/root.squashfs"), ("/root.squashfs", Some(30)));
+        assert_eq!(fault("/fault/reset-once-at-30/a/b"), ("/a/b", Some(30)));
+        assert_eq!(fault("/fault/reset-once-at-300/x"), ("/fault/reset-once-at-300/x", None));
+        assert_eq!(fault("/fault/reset-once-at-x/x"), ("/fault/reset-once-at-x/x", None));
     }
 
     #[test]
@@ -168,6 +210,18 @@ mod tests {
         assert!(r.starts_with("HTTP/1.1 404"), "{r}");
         let r = get("HEAD /f HTTP/1.1\r\n\r\n");
         assert!(r.contains("Content-Length: 10") && r.ends_with("\r\n\r\n"), "{r}");
+        let etag = r.lines().find_map(|l| l.strip_prefix("ETag: ")).unwrap().to_owned();
+        let r = get(&format!("GET /f HTTP/1.1\r\nRange: bytes=3-\r\nIf-Range: {etag}\r\n\r\n"));
+        assert!(r.starts_with("HTTP/1.1 206") && r.ends_with("3456789"), "{r}");
+        let r = get("GET /f HTTP/1.1\r\nRange: bytes=3-\r\nIf-Range: \"other\"\r\n\r\n");
+        assert!(
+            r.starts_with("HTTP/1.1 200") && r.ends_with("0123456789"),
+            "a changed file is sent whole: {r}"
+        );
+        let r = get("GET /fault/reset-once-at-50/f HTTP/1.1\r\n\r\n");
+        assert!(r.contains("Content-Length: 10") && r.ends_with("\r\n\r\n01234"), "cut at 50 %: {r}");
+        let r = get("GET /fault/reset-once-at-50/f HTTP/1.1\r\n\r\n");
+        assert!(r.ends_with("0123456789"), "only once: {r}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,17 +1,17 @@
-//! Stage 4: download the root image into a file on a tmpfs, streaming, with per-phase timeouts,
-//! retries with backoff across the mirrors of `modloop=` within a time budget, a length check, and
-//! SHA-256 computed on the way (checked against `modloop_sha256=` before anything mounts the file).
-//! Progress goes to the console at most every 2 s.
+//! Stage 4: download the root image into a file on its own tmpfs, checked before anything mounts it.
+//! The stage mounts the tmpfs, measures its room, runs the [`engine`] (mirrors, retries, resume,
+//! per-phase timeouts, progress), compares the SHA-256 with `modloop_sha256=`, and prints one line
+//! with size, time, rate and digest.
 //!
-//! Not yet here: resuming with `Range:`, signatures, HTTPS. A retry restarts the file from byte 0,
-//! so a partial download never survives into a mount.
+//! Not yet here: signatures, HTTPS.
 
-use std::fs::File;
-use std::io::{self, Read, Write};
+pub mod engine;
+#[cfg(test)]
+mod tests;
+
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use sha2::{Digest, Sha256};
 
 use crate::cmdline::{ImageConfig, Url, Verify};
 use crate::sys;
@@ -19,7 +19,7 @@ use crate::sys;
 /// Where the image is stored; the tmpfs mounted here is moved into the new root with `/run`.
 pub const IMAGE_DIR: &str = "/run/netinit/image";
 const IMAGE_FILE: &str = "root.squashfs";
-const BUFFER: usize = 256 * 1024;
+pub(crate) const BUFFER: usize = 256 * 1024;
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// Where `cargo xtask cpio --trust` will put the public keys images must be signed with.
 pub const TRUSTED_KEYS: &str = "/etc/netinit/keys";
@@ -74,7 +74,7 @@ impl std::fmt::Display for Phase {
 pub enum FetchError {
     #[error("GET {url} answered HTTP {status}{}", reason.as_deref().map(|r| format!(" {r}")).unwrap_or_default())]
     Status { url: Url, status: u16, reason: Option<String> },
-    #[error("GET {url}: {phase} failed after {attempts} attempts: {message}")]
+    #[error("GET {url}: {phase} failed on attempt {attempts}: {message}")]
     Transfer { url: Url, phase: Phase, attempts: u32, message: String },
     #[error("GET {url}: the body ended after {got} of {expected} bytes")]
     Short { url: Url, got: u64, expected: u64 },
@@ -86,6 +86,8 @@ pub enum FetchError {
     NoTrustedKeys,
     #[error("the download did not finish within netinit.timeout={}s ({attempts} attempts)", budget.as_secs())]
     Budget { budget: Duration, attempts: u32 },
+    #[error("GET {url}: the image is {} but the RAM disk has {} free", mib(*size), mib(*room))]
+    TooBig { url: Url, size: u64, room: u64 },
     #[error("mounting a tmpfs on {IMAGE_DIR}")]
     Mount(#[source] io::Error),
     #[error("writing {path}")]
@@ -124,6 +126,7 @@ impl FetchError {
             FetchError::Budget { .. } => {
                 "the server or the network is too slow for the budget: raise netinit.timeout="
             }
+            FetchError::TooBig { .. } => "boot a machine with more RAM, or a smaller image",
             FetchError::Mount(_) => "this is unexpected; the error above names the system's answer",
         }
     }
@@ -174,16 +177,9 @@ pub fn get_small(url: &Url, limit: u64) -> Result<Vec<u8>, FetchError> {
         .map_err(|e| transfer(Phase::Body, e.to_string()))
 }
 
-/// One attempt's failure, and whether another attempt may help.
-struct Failure {
-    error: FetchError,
-    permanent: bool,
-}
-
-/// Downloads the image from the first mirror that serves it.
+/// Downloads the image as `image` says into the image tmpfs.
 pub fn download(image: &ImageConfig) -> Result<Fetched, FetchError> {
-    let urls = &image.urls;
-    if urls.is_empty() {
+    if image.urls.is_empty() {
         return Err(FetchError::NoUrl);
     }
     if image.verify == Verify::Required && !has_trusted_keys() {
@@ -198,114 +194,44 @@ pub fn download(image: &ImageConfig) -> Result<Fetched, FetchError> {
         "mode=0755",
     )
     .map_err(FetchError::Mount)?;
+    let room = match sys::fs_free(Path::new(IMAGE_DIR)) {
+        Ok(free) => Some(free),
+        Err(e) => {
+            log::warn!("measuring the free space of {IMAGE_DIR}: {e}; not checking the image's size");
+            None
+        }
+    };
     let path = Path::new(IMAGE_DIR).join(IMAGE_FILE);
-    let policy = RetryPolicy { attempts: image.retries.saturating_add(1), ..RetryPolicy::default() };
-    let deadline = sys::uptime() + image.timeout;
-    let agent = agent();
-    let mut dead = vec![false; urls.len()];
-    let mut attempt = 0;
-    let mut last = None;
-    while attempt < policy.attempts {
-        for (i, url) in urls.iter().enumerate() {
-            if dead[i] || attempt >= policy.attempts {
-                continue;
-            }
-            let left = deadline.saturating_sub(sys::uptime());
-            if left.is_zero() {
-                return Err(FetchError::Budget { budget: image.timeout, attempts: attempt });
-            }
-            attempt += 1;
-            log::info!("fetching {url} (attempt {attempt} of {})", policy.attempts);
-            match fetch_once(&agent, url, &path, attempt, left) {
-                Ok(sha256) => {
-                    if let Some(expected) = image.sha256 {
-                        if expected != sha256 {
-                            let (expected, actual) = (hex(&expected), hex(&sha256));
-                            return Err(FetchError::Digest { url: url.clone(), expected, actual });
-                        }
-                        log::info!("SHA-256 matches modloop_sha256");
-                    }
-                    return Ok(Fetched { path, url: url.clone() });
-                }
-                Err(Failure { error, permanent }) => {
-                    log::warn!("{error}");
-                    dead[i] |= permanent;
-                    last = Some(error);
-                }
-            }
+    let job = engine::Job {
+        urls: &image.urls,
+        policy: RetryPolicy { attempts: image.retries.saturating_add(1), ..RetryPolicy::default() },
+        budget: image.timeout,
+        timeouts: engine::Timeouts::default(),
+        room,
+    };
+    let start = sys::uptime();
+    let done = engine::download_to(&path, &job)?;
+    let elapsed = sys::uptime() - start;
+    log::info!(
+        "fetched {} in {:.1}s ({} average, {} attempts), sha256 {}",
+        mib(done.size),
+        elapsed.as_secs_f32(),
+        rate(done.size, elapsed),
+        done.attempts,
+        hex(&done.sha256)
+    );
+    if let Some(expected) = image.sha256 {
+        if expected != done.sha256 {
+            let (expected, actual) = (hex(&expected), hex(&done.sha256));
+            return Err(FetchError::Digest { url: done.url, expected, actual });
         }
-        if dead.iter().all(|d| *d) {
-            break;
-        }
-        if attempt < policy.attempts {
-            let delay =
-                policy.next_delay(attempt, sys::random_u64()).min(deadline.saturating_sub(sys::uptime()));
-            log::info!("retrying in {:.1}s", delay.as_secs_f32());
-            std::thread::sleep(delay);
-        }
+        log::info!("SHA-256 matches modloop_sha256");
     }
-    Err(last.unwrap_or(FetchError::NoUrl))
+    Ok(Fetched { path, url: done.url })
 }
 
 fn has_trusted_keys() -> bool {
     std::fs::read_dir(TRUSTED_KEYS).is_ok_and(|mut d| d.next().is_some())
-}
-
-/// One GET of the whole image into `path`; returns its SHA-256.
-fn fetch_once(
-    agent: &ureq::Agent,
-    url: &Url,
-    path: &Path,
-    attempt: u32,
-    budget: Duration,
-) -> Result<[u8; 32], Failure> {
-    let transient = |phase: Phase, message: String| Failure {
-        error: FetchError::Transfer { url: url.clone(), phase, attempts: attempt, message },
-        permanent: false,
-    };
-    let response =
-        agent.get(url.as_str()).config().timeout_global(Some(budget)).build().call().map_err(|e| {
-            let (phase, message) = classify(&e);
-            transient(phase, message)
-        })?;
-    let status = response.status().as_u16();
-    log::debug!("{url}: HTTP {status}, Content-Length {:?}", response.body().content_length());
-    if status != 200 {
-        // 408, 429 and 5xx may pass; other 4xx will not for this mirror.
-        let permanent = (400..500).contains(&status) && status != 408 && status != 429;
-        let reason = response.status().canonical_reason().map(str::to_owned);
-        return Err(Failure { error: FetchError::Status { url: url.clone(), status, reason }, permanent });
-    }
-    let expected = response.body().content_length();
-    let mut body = response.into_body().into_reader();
-    let write_error =
-        |source| Failure { error: FetchError::Write { path: path.to_owned(), source }, permanent: true };
-    let mut file = File::create(path).map_err(write_error)?;
-    let mut buf = vec![0u8; BUFFER];
-    let mut got = 0u64;
-    let mut hasher = Sha256::new();
-    let mut progress = Progress::new(expected);
-    loop {
-        let n = match body.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(transient(Phase::Body, format!("{e} after {got} bytes"))),
-        };
-        file.write_all(&buf[..n]).map_err(write_error)?;
-        hasher.update(&buf[..n]);
-        got += n as u64;
-        progress.update(got);
-    }
-    if let Some(expected) = expected.filter(|e| *e != got) {
-        return Err(Failure {
-            error: FetchError::Short { url: url.clone(), got, expected },
-            permanent: false,
-        });
-    }
-    let digest: [u8; 32] = hasher.finalize().into();
-    progress.done(got, &digest);
-    Ok(digest)
 }
 
 /// Which phase a ureq error belongs to, and what to say about it.
@@ -333,39 +259,30 @@ fn classify(e: &ureq::Error) -> (Phase, String) {
 
 /// Console progress: one line at most every 2 s, with the rate and, when the size is known, percent
 /// and time left.
-struct Progress {
+pub(crate) struct Progress {
     total: Option<u64>,
+    /// Bytes the file had when this attempt began: the rate counts only this attempt's.
+    base: u64,
     start: Duration,
     last: Duration,
 }
 
 impl Progress {
-    fn new(total: Option<u64>) -> Self {
+    pub(crate) fn new(total: Option<u64>, base: u64) -> Self {
         let now = sys::uptime();
-        Progress { total, start: now, last: now }
+        Progress { total, base, start: now, last: now }
     }
 
-    fn update(&mut self, got: u64) {
+    pub(crate) fn update(&mut self, have: u64) {
         let now = sys::uptime();
         if now - self.last >= PROGRESS_EVERY {
             self.last = now;
-            log::info!("{}", progress_line(got, self.total, now - self.start));
+            log::info!("{}", progress_line(have, self.base, self.total, now - self.start));
         }
-    }
-
-    fn done(&self, got: u64, sha256: &[u8]) {
-        let elapsed = sys::uptime() - self.start;
-        log::info!(
-            "fetched {} in {:.1}s ({}), sha256 {}",
-            mib(got),
-            elapsed.as_secs_f32(),
-            rate(got, elapsed),
-            hex(sha256)
-        );
     }
 }
 
-fn mib(bytes: u64) -> String {
+pub(crate) fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / 1048576.0)
 }
 
@@ -374,27 +291,29 @@ fn rate(bytes: u64, elapsed: Duration) -> String {
     format!("{:.1} MiB/s", bytes as f64 / 1048576.0 / secs)
 }
 
-/// `12.0 MiB of 40.0 MiB (30%), 6.0 MiB/s, 5s left`.
-pub fn progress_line(got: u64, total: Option<u64>, elapsed: Duration) -> String {
+/// `12.0 MiB of 40.0 MiB (30%), 6.0 MiB/s, 5s left`: `have` bytes in the file, `base` of them from
+/// before this attempt, `elapsed` since it began.
+pub fn progress_line(have: u64, base: u64, total: Option<u64>, elapsed: Duration) -> String {
+    let got = have.saturating_sub(base);
     match total.filter(|t| *t > 0) {
         Some(total) => {
             let secs = elapsed.as_secs_f64().max(0.001);
-            let left = (total.saturating_sub(got)) as f64 / (got as f64 / secs).max(1.0);
+            let left = (total.saturating_sub(have)) as f64 / (got as f64 / secs).max(1.0);
             format!(
                 "{} of {} ({}%), {}, {:.0}s left",
-                mib(got),
+                mib(have),
                 mib(total),
-                got * 100 / total,
+                have * 100 / total,
                 rate(got, elapsed),
                 left
             )
         }
-        None => format!("{}, {}", mib(got), rate(got, elapsed)),
+        None => format!("{}, {}", mib(have), rate(got, elapsed)),
     }
 }
 
 #[cfg(test)]
-mod tests {
+mod unit {
     use super::*;
 
     #[test]
@@ -426,11 +345,16 @@ mod tests {
     fn progress_lines() {
         let mib = 1048576;
         assert_eq!(
-            progress_line(12 * mib, Some(40 * mib), Duration::from_secs(2)),
+            progress_line(12 * mib, 0, Some(40 * mib), Duration::from_secs(2)),
             "12.0 MiB of 40.0 MiB (30%), 6.0 MiB/s, 5s left"
         );
-        assert_eq!(progress_line(3 * mib, None, Duration::from_secs(1)), "3.0 MiB, 3.0 MiB/s");
-        assert_eq!(progress_line(0, Some(0), Duration::ZERO), "0.0 MiB, 0.0 MiB/s");
+        assert_eq!(progress_line(3 * mib, 0, None, Duration::from_secs(1)), "3.0 MiB, 3.0 MiB/s");
+        assert_eq!(
+            progress_line(30 * mib, 26 * mib, None, Duration::from_secs(2)),
+            "30.0 MiB, 2.0 MiB/s",
+            "a resumed attempt's rate"
+        );
+        assert_eq!(progress_line(0, 0, Some(0), Duration::ZERO), "0.0 MiB, 0.0 MiB/s");
     }
 
     #[test]
@@ -448,7 +372,7 @@ mod tests {
             attempts: 6,
             message: "Connection refused".into(),
         };
-        assert_eq!(e.to_string(), "GET http://***@10.0.2.2:8080/missing.squashfs: connecting failed after 6 attempts: Connection refused");
+        assert_eq!(e.to_string(), "GET http://***@10.0.2.2:8080/missing.squashfs: connecting failed on attempt 6: Connection refused");
         let e = FetchError::Digest { url, expected: "ab".repeat(32), actual: hex(&[0x01; 32]) };
         assert_eq!(
             e.to_string(),

@@ -1,0 +1,385 @@
+//! The download engine against a scripted HTTP server on 127.0.0.1: each test says, request by
+//! request, what the server answers and where it breaks (reset, stall, a lying Content-Length), then
+//! checks the file, the digest, and the requests the engine sent.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::engine::{download_to, Job, Timeouts};
+use super::{FetchError, Phase, RetryPolicy};
+use crate::cmdline::Url;
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    range: Option<String>,
+    if_range: Option<String>,
+}
+
+/// One scripted answer.
+#[derive(Debug, Clone, Default)]
+struct Answer {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+    /// Declare this Content-Length instead of the body's.
+    length: Option<u64>,
+    /// Send this many body bytes, then close the connection.
+    reset_after: Option<usize>,
+    /// Send this many body bytes, then go silent for this long (then close).
+    stall_after: Option<(usize, Duration)>,
+}
+
+fn ok(body: &[u8]) -> Answer {
+    Answer { status: 200, body: body.to_vec(), ..Answer::default() }
+}
+
+fn status(code: u16) -> Answer {
+    Answer { status: code, ..Answer::default() }
+}
+
+/// 206 for `Range: bytes=N-`, or 200 without one.
+fn ranged(data: &[u8], seen: &Seen, etag: &str) -> Answer {
+    let etag = ("ETag", etag.to_owned());
+    match seen.range.as_deref().and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.strip_suffix('-')) {
+        Some(n) => {
+            let n: usize = n.parse().unwrap();
+            let range = ("Content-Range", format!("bytes {}-{}/{}", n, data.len() - 1, data.len()));
+            Answer { status: 206, headers: vec![range, etag], body: data[n..].to_vec(), ..Answer::default() }
+        }
+        None => Answer { status: 200, headers: vec![etag], body: data.to_vec(), ..Answer::default() },
+    }
+}
+
+type Script = dyn Fn(usize, &Seen) -> Answer + Send + Sync;
+
+struct Server {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Server {
+    fn start(script: impl Fn(usize, &Seen) -> Answer + Send + Sync + 'static) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script: Arc<Script> = Arc::new(script);
+        let log = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (script, log) = (Arc::clone(&script), Arc::clone(&log));
+                std::thread::spawn(move || serve(stream, &*script, &log));
+            }
+        });
+        Server { port, seen }
+    }
+
+    fn url(&self, path: &str) -> Url {
+        Url::parse(&format!("http://127.0.0.1:{}{path}", self.port)).unwrap()
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn serve(stream: TcpStream, script: &Script, log: &Mutex<Vec<Seen>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let mut seen = Seen { path, range: None, if_range: None };
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            match k.trim().to_ascii_lowercase().as_str() {
+                "range" => seen.range = Some(v.trim().to_owned()),
+                "if-range" => seen.if_range = Some(v.trim().to_owned()),
+                _ => {}
+            }
+        }
+    }
+    let n = {
+        let mut l = log.lock().unwrap();
+        l.push(seen.clone());
+        l.len() - 1
+    };
+    let a = script(n, &seen);
+    let mut out = stream;
+    let mut head = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", a.status);
+    for (k, v) in &a.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", a.length.unwrap_or(a.body.len() as u64)));
+    let _ = out.write_all(head.as_bytes());
+    let cut = a.reset_after.or(a.stall_after.map(|s| s.0)).unwrap_or(a.body.len()).min(a.body.len());
+    let _ = out.write_all(&a.body[..cut]);
+    let _ = out.flush();
+    if let Some((_, silence)) = a.stall_after {
+        std::thread::sleep(silence);
+    }
+}
+
+/// A test image: 1 MiB of bytes that are not all the same.
+fn image() -> Vec<u8> {
+    (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()
+}
+
+fn sha(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+fn file(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("netinit-fetch-{name}-{}", std::process::id()))
+}
+
+/// A job with short waits, so the tests take milliseconds.
+fn job(urls: &[Url]) -> Job<'_> {
+    Job {
+        urls,
+        policy: RetryPolicy { attempts: 6, base: Duration::from_millis(5), cap: Duration::from_millis(20) },
+        budget: Duration::from_secs(20),
+        timeouts: Timeouts {
+            connect: Duration::from_secs(2),
+            headers: Duration::from_secs(2),
+            idle: Duration::from_millis(300),
+        },
+        room: None,
+    }
+}
+
+#[test]
+fn a_plain_download() {
+    let data = image();
+    let d = data.clone();
+    let server = Server::start(move |_, _| ok(&d));
+    let path = file("plain");
+    let urls = [server.url("/img")];
+    let done = download_to(&path, &job(&urls)).unwrap();
+    assert_eq!((done.size, done.attempts, done.resumes), (data.len() as u64, 1, 0));
+    assert_eq!(done.sha256, sha(&data));
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+}
+
+#[test]
+fn three_503_then_200() {
+    let data = image();
+    let d = data.clone();
+    let server = Server::start(move |n, _| if n < 3 { status(503) } else { ok(&d) });
+    let path = file("503");
+    let urls = [server.url("/img")];
+    let done = download_to(&path, &job(&urls)).unwrap();
+    assert_eq!((done.attempts, done.resumes), (4, 0));
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+}
+
+#[test]
+fn retry_after_is_honoured() {
+    let data = image();
+    let d = data.clone();
+    let server = Server::start(move |n, _| match n {
+        0 => Answer { headers: vec![("Retry-After", "1".into())], ..status(429) },
+        _ => ok(&d),
+    });
+    let urls = [server.url("/img")];
+    let start = Instant::now();
+    let done = download_to(&file("429"), &job(&urls)).unwrap();
+    assert!(start.elapsed() >= Duration::from_secs(1), "waited {:?}", start.elapsed());
+    assert_eq!(done.attempts, 2);
+}
+
+#[test]
+fn a_reset_at_30_percent_resumes_with_range() {
+    let data = image();
+    let d = data.clone();
+    let cut = data.len() * 3 / 10;
+    let server = Server::start(move |n, seen| {
+        let a = ranged(&d, seen, "\"v1\"");
+        if n == 0 {
+            Answer { reset_after: Some(cut), ..a }
+        } else {
+            a
+        }
+    });
+    let path = file("reset");
+    let urls = [server.url("/img")];
+    let done = download_to(&path, &job(&urls)).unwrap();
+    assert_eq!((done.attempts, done.resumes), (2, 1));
+    assert_eq!(done.sha256, sha(&data));
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+    let seen = server.seen();
+    assert_eq!(seen[1].range.as_deref(), Some(format!("bytes={cut}-").as_str()));
+    assert_eq!(seen[1].if_range.as_deref(), Some("\"v1\""));
+}
+
+#[test]
+fn a_stall_resumes_after_the_idle_timeout() {
+    let data = image();
+    let d = data.clone();
+    let cut = data.len() / 2;
+    let server = Server::start(move |n, seen| {
+        let a = ranged(&d, seen, "\"v1\"");
+        if n == 0 {
+            Answer { stall_after: Some((cut, Duration::from_secs(3))), ..a }
+        } else {
+            a
+        }
+    });
+    let path = file("stall");
+    let urls = [server.url("/img")];
+    let start = Instant::now();
+    let done = download_to(&path, &job(&urls)).unwrap();
+    assert!(start.elapsed() < Duration::from_secs(3), "the idle timeout, not the server, ended the stall");
+    assert_eq!(done.resumes, 1);
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+    assert_eq!(server.seen()[1].range.as_deref(), Some(format!("bytes={cut}-").as_str()));
+}
+
+#[test]
+fn a_server_that_ignores_range_restarts_from_zero_without_corruption() {
+    let data = image();
+    let d = data.clone();
+    let server = Server::start(move |n, _| {
+        if n == 0 {
+            Answer { reset_after: Some(d.len() / 3), ..ok(&d) }
+        } else {
+            ok(&d) // 200 and the whole file, whatever the Range
+        }
+    });
+    let path = file("norange");
+    let urls = [server.url("/img")];
+    let done = download_to(&path, &job(&urls)).unwrap();
+    assert_eq!(done.sha256, sha(&data));
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+    assert!(server.seen()[1].range.is_some(), "it did ask for the rest");
+}
+
+#[test]
+fn a_file_changed_on_the_server_starts_again() {
+    let (old, new) = (image(), image().into_iter().rev().collect::<Vec<u8>>());
+    let (o, n2) = (old.clone(), new.clone());
+    let server = Server::start(move |n, seen| match n {
+        0 => Answer { reset_after: Some(o.len() / 2), ..ranged(&o, seen, "\"v1\"") },
+        // If-Range "v1" no longer matches: the whole new file, as RFC 9110 says.
+        _ => ranged(&n2, &Seen { range: None, ..seen.clone() }, "\"v2\""),
+    });
+    let path = file("changed");
+    let urls = [server.url("/img")];
+    let done = download_to(&path, &job(&urls)).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), new);
+    assert_eq!(done.sha256, sha(&new));
+    assert_eq!(server.seen()[1].if_range.as_deref(), Some("\"v1\""));
+}
+
+#[test]
+fn a_content_length_that_lies_short_gives_what_it_declared() {
+    let data = image();
+    let d = data.clone();
+    let half = data.len() as u64 / 2;
+    let server = Server::start(move |_, _| Answer { length: Some(half), ..ok(&d) });
+    let urls = [server.url("/img")];
+    let done = download_to(&file("short"), &job(&urls)).unwrap();
+    assert_eq!(done.size, half);
+    assert_ne!(done.sha256, sha(&data), "modloop_sha256= catches it, and the squashfs check after");
+}
+
+#[test]
+fn a_content_length_that_lies_long_fails_after_the_retries() {
+    let data = image();
+    let d = data.clone();
+    let long = data.len() as u64 * 2;
+    let server = Server::start(move |_, seen| match seen.range {
+        Some(_) => Answer { headers: vec![("Content-Range", format!("bytes */{}", d.len()))], ..status(416) },
+        None => Answer { length: Some(long), ..ok(&d) },
+    });
+    let urls = [server.url("/img")];
+    let e = download_to(&file("long"), &job(&urls)).unwrap_err();
+    assert!(matches!(e, FetchError::Transfer { .. } | FetchError::Short { .. }), "{e}");
+    assert!(server.seen().len() <= 12, "bounded: {} requests", server.seen().len());
+}
+
+#[test]
+fn a_404_on_the_first_mirror_falls_over_to_the_second() {
+    let data = image();
+    let d = data.clone();
+    let server = Server::start(move |_, seen| if seen.path == "/m1/img" { status(404) } else { ok(&d) });
+    let urls = [server.url("/m1/img"), server.url("/m2/img")];
+    let done = download_to(&file("mirror"), &job(&urls)).unwrap();
+    assert_eq!(done.url, urls[1]);
+    assert_eq!(done.attempts, 2);
+}
+
+#[test]
+fn a_404_everywhere_ends_after_two_answers_per_mirror() {
+    let server = Server::start(|_, _| status(404));
+    let urls = [server.url("/m1/img"), server.url("/m2/img")];
+    let mut j = job(&urls);
+    j.policy.attempts = 50;
+    let e = download_to(&file("404"), &j).unwrap_err();
+    assert_eq!(e.to_string(), format!("GET {} answered HTTP 404 Not Found", urls[1]));
+    assert_eq!(server.seen().len(), 4);
+}
+
+#[test]
+fn refused_connections_use_up_the_retries() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port(); // now closed
+    let urls = [Url::parse(&format!("http://127.0.0.1:{port}/img")).unwrap()];
+    let e = download_to(&file("refused"), &job(&urls)).unwrap_err();
+    match e {
+        FetchError::Transfer { phase: Phase::Connect, attempts: 6, .. } => {}
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn an_image_larger_than_the_ram_disk_is_refused_before_downloading() {
+    let data = image();
+    let d = data.clone();
+    let server = Server::start(move |_, _| ok(&d));
+    let urls = [server.url("/img")];
+    let mut j = job(&urls);
+    j.room = Some(1000);
+    let e = download_to(&file("room"), &j).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("GET {}: the image is 1.0 MiB but the RAM disk has 0.0 MiB free", urls[0])
+    );
+    assert_eq!(server.seen().len(), 1);
+}
+
+#[test]
+fn the_time_budget_ends_a_hopeless_download() {
+    let server = Server::start(|_, _| status(503));
+    let urls = [server.url("/img")];
+    let mut j = job(&urls);
+    j.policy =
+        RetryPolicy { attempts: 1000, base: Duration::from_millis(50), cap: Duration::from_millis(50) };
+    j.budget = Duration::from_millis(600);
+    let start = Instant::now();
+    let e = download_to(&file("budget"), &j).unwrap_err();
+    assert!(matches!(e, FetchError::Budget { .. }), "{e}");
+    assert!(start.elapsed() < Duration::from_secs(3));
+}
+
+/// The body of an HTTP response read raw, to keep the server honest.
+#[test]
+fn the_scripted_server_speaks_http() {
+    let server = Server::start(|_, _| ok(b"hello"));
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nRange: bytes=1-\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200") && out.ends_with("\r\n\r\nhello"), "{out}");
+    assert_eq!(server.seen()[0].range.as_deref(), Some("bytes=1-"));
+}
