@@ -1,6 +1,7 @@
 //! netinit as a command-line tool, when it is not PID 1: `netinit explain [--json] '<cmdline>'` shows
 //! the boot plan a kernel command line gives, so an operator can check an iPXE script before booting a
-//! fleet with it. It only parses and prints; it touches nothing on the machine.
+//! fleet with it; `netinit fetch URL[,URL...] FILE` downloads an image exactly as the boot would
+//! (mirrors, retries, resume, digest), to check a server, and to measure the fetcher.
 
 use std::fmt::Write as _;
 
@@ -8,6 +9,7 @@ use crate::cmdline::{self, Config, Countdown, FailAction, IpConfig, IpMode, Pars
 use crate::fetch::{hex, RetryPolicy};
 
 const USAGE: &str = "usage: netinit explain [--json] '<kernel command line>'
+       netinit fetch [--sha256 HEX] URL[,URL...] FILE
        netinit --version
 
 As PID 1 (the /init of an initramfs), netinit boots the machine.";
@@ -18,6 +20,7 @@ pub fn main(args: Vec<String>) -> i32 {
     let (json, cmdline) = match args.as_slice() {
         ["explain", cmdline] => (false, *cmdline),
         ["explain", "--json", cmdline] | ["explain", cmdline, "--json"] => (true, *cmdline),
+        ["fetch", rest @ ..] => return fetch(rest),
         ["--version"] => {
             println!("netinit {}", env!("CARGO_PKG_VERSION"));
             return 0;
@@ -63,6 +66,56 @@ fn failure_text(c: &Config) -> String {
         Countdown::After(d) => format!("{action} after {}s", d.as_secs()),
         Countdown::Immediately => format!("{action} at once"),
         Countdown::Never => "wait forever (panic=0)".into(),
+    }
+}
+
+/// `netinit fetch`: the boot's downloader on the command line. Exit status 0 when the file is whole
+/// (and matches `--sha256`), 1 otherwise, 2 on bad usage.
+fn fetch(args: &[&str]) -> i32 {
+    let (sha, rest) = match args {
+        ["--sha256", hex, rest @ ..] => (Some(*hex), rest),
+        rest => (None, rest),
+    };
+    let [urls, file] = rest else {
+        eprintln!("{USAGE}");
+        return 2;
+    };
+    let mut words = format!("modloop={urls}");
+    if let Some(hex) = sha {
+        words.push_str(&format!(" modloop_sha256={hex}"));
+    }
+    let parsed = cmdline::parse(&words);
+    if let Some(e) = parsed.errors.first() {
+        eprintln!("netinit: {e}");
+        return 2;
+    }
+    crate::klog::init(false);
+    let image = &parsed.config.image;
+    let job = crate::fetch::engine::Job {
+        urls: &image.urls,
+        policy: RetryPolicy { attempts: image.retries.saturating_add(1), ..RetryPolicy::default() },
+        budget: image.timeout,
+        timeouts: crate::fetch::engine::Timeouts::default(),
+        room: None,
+    };
+    let start = std::time::Instant::now();
+    match crate::fetch::engine::download_to(std::path::Path::new(file), &job) {
+        Ok(done) => {
+            let secs = start.elapsed().as_secs_f64();
+            let rate = done.size as f64 / 1048576.0 / secs.max(0.001);
+            println!("{} bytes in {secs:.3}s ({rate:.1} MiB/s), sha256 {}", done.size, hex(&done.sha256));
+            match image.sha256 {
+                Some(expected) if expected != done.sha256 => {
+                    eprintln!("netinit: the SHA-256 is {}, not {}", hex(&done.sha256), hex(&expected));
+                    1
+                }
+                _ => 0,
+            }
+        }
+        Err(e) => {
+            eprintln!("netinit: {}", crate::boot::chain(&e));
+            1
+        }
     }
 }
 

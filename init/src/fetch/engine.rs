@@ -26,8 +26,7 @@ use std::io::{self, Read, Seek, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
+use super::hasher::Hasher;
 use super::{classify, mib, FetchError, Phase, Progress, RetryPolicy};
 use crate::cmdline::Url;
 use crate::sys;
@@ -189,7 +188,7 @@ fn validator(etag: Option<&str>, last_modified: Option<&str>) -> Option<String> 
 struct Sink {
     file: File,
     partial: Partial,
-    hasher: Sha256,
+    hasher: Hasher,
 }
 
 impl Sink {
@@ -197,7 +196,7 @@ impl Sink {
         self.file.set_len(0)?;
         self.file.rewind()?;
         self.partial = Partial::default();
-        self.hasher = Sha256::new();
+        self.hasher.reset();
         Ok(())
     }
 }
@@ -234,7 +233,7 @@ pub fn download_to(path: &Path, job: &Job) -> Result<Done, FetchError> {
     let write_error = |source| FetchError::Write { path: path.to_owned(), source };
     let file =
         File::options().read(true).write(true).create(true).truncate(true).open(path).map_err(write_error)?;
-    let mut sink = Sink { file, partial: Partial::default(), hasher: Sha256::new() };
+    let mut sink = Sink { file, partial: Partial::default(), hasher: Hasher::new(super::BUFFER) };
     let agent = agent(&job.timeouts);
     let start = sys::uptime();
     let deadline = start + job.budget;
@@ -261,7 +260,7 @@ pub fn download_to(path: &Path, job: &Job) -> Result<Done, FetchError> {
         }
         match attempt(&agent, url, &mut sink, job, left, attempts) {
             Ok(Attempt::Done) => {
-                let sha256: [u8; 32] = std::mem::take(&mut sink.hasher).finalize().into();
+                let sha256 = sink.hasher.finish().ok_or(FetchError::Hashing)?;
                 let size = sink.partial.have;
                 return Ok(Done { url: url.clone(), size, sha256, attempts, resumes });
             }
@@ -360,10 +359,10 @@ fn attempt(
     sink.partial.total = total;
     sink.partial.validator = validator(header("etag").as_deref(), header("last-modified").as_deref());
     let mut body = response.into_body().into_reader();
-    let mut buf = vec![0u8; super::BUFFER];
     let mut progress = Progress::new(total, sink.partial.have);
     let before = sink.partial.have;
     loop {
+        let mut buf = sink.hasher.buffer();
         let got = match body.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -375,7 +374,7 @@ fn attempt(
             }
         };
         sink.file.write_all(&buf[..got]).map_err(write_error)?;
-        sink.hasher.update(&buf[..got]);
+        sink.hasher.update(buf, got);
         sink.partial.have += got as u64;
         progress.update(sink.partial.have);
     }

@@ -6,6 +6,7 @@
 //! Not yet here: signatures, HTTPS.
 
 pub mod engine;
+mod hasher;
 #[cfg(test)]
 mod tests;
 
@@ -80,6 +81,8 @@ pub enum FetchError {
     Short { url: Url, got: u64, expected: u64 },
     #[error("no image URL to fetch")]
     NoUrl,
+    #[error("the image's SHA-256 could not be computed: the hashing thread stopped")]
+    Hashing,
     #[error("GET {url}: the image's SHA-256 is {actual}, but modloop_sha256= says {expected}")]
     Digest { url: Url, expected: String, actual: String },
     #[error("modloop_verify=yes, but this initramfs has no trusted keys in {TRUSTED_KEYS}")]
@@ -117,6 +120,7 @@ impl FetchError {
                 "the image does not fit in RAM: use a machine with more memory or a smaller image"
             }
             FetchError::NoUrl => "give modloop=http://server/root.squashfs",
+            FetchError::Hashing => "this is a bug in netinit: please report it with this console log",
             FetchError::Digest { .. } => {
                 "the server has another image than the one named: check both, and the mirror"
             }
