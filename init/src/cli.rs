@@ -99,7 +99,7 @@ fn fetch(args: &[&str]) -> i32 {
         room: None,
     };
     let start = std::time::Instant::now();
-    match crate::fetch::engine::download_to(std::path::Path::new(file), &job) {
+    match crate::fetch::engine::download_to(std::path::Path::new(file), &job, None) {
         Ok(done) => {
             let secs = start.elapsed().as_secs_f64();
             let rate = done.size as f64 / 1048576.0 / secs.max(0.001);

@@ -18,6 +18,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("tar", "tar"),
     ("ip", "iproute2"),
     ("dnsmasq", "dnsmasq-base"),
+    ("minisign", "minisign"),
 ];
 /// busybox must be the static build: it runs inside the test image, which has no C library.
 const BUSYBOX: (&str, &str) = ("/bin/busybox", "busybox-static");

@@ -38,6 +38,8 @@ pub struct Images {
     pub www: PathBuf,
     /// `root.squashfs`'s SHA-256, lower-case hex.
     pub root_sha256: String,
+    /// The minisign public key that signed `root.squashfs` (`root.squashfs.minisig`).
+    pub key: PathBuf,
 }
 
 /// The MAC qemu gives the first NIC, which names the test apkovl.
@@ -47,10 +49,12 @@ pub const GUEST_MAC: &str = "52:54:00:12:34:56";
 pub fn ensure() -> Result<Images> {
     let www = host::cache().join("www");
     let stamp = www.join(".stamp");
-    let want = format!("{:x}", fnv(INIT.as_bytes()));
+    // The stamp covers the whole recipe: this file, the test root's script included.
+    let want = format!("{:x}", fnv(include_str!("image.rs").as_bytes()));
+    let key = test_key()?;
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
         let root_sha256 = sha256_file(&www.join("root.squashfs"))?;
-        return Ok(Images { www, root_sha256 });
+        return Ok(Images { www, root_sha256, key });
     }
     let _ = std::fs::remove_dir_all(&www);
     std::fs::create_dir_all(&www).map_err(|e| e.to_string())?;
@@ -84,9 +88,52 @@ pub fn ensure() -> Result<Images> {
             .arg(&ovl)
             .arg("etc"),
     )?;
+    // Signatures: the image signed by the test key; under badsig/, the same image with the
+    // signature of another file.
+    sign(&www.join("root.squashfs"), &www.join("root.squashfs.minisig"))?;
+    std::fs::create_dir_all(www.join("badsig")).map_err(|e| e.to_string())?;
+    std::fs::copy(www.join("root.squashfs"), www.join("badsig/root.squashfs")).map_err(|e| e.to_string())?;
+    sign(&www.join("not-a-squashfs.img"), &www.join("badsig/root.squashfs.minisig"))?;
     std::fs::write(&stamp, want).map_err(|e| e.to_string())?;
     let root_sha256 = sha256_file(&www.join("root.squashfs"))?;
-    Ok(Images { www, root_sha256 })
+    Ok(Images { www, root_sha256, key })
+}
+
+/// The test signing key pair (made once, without a password), as minisign writes it; returns the
+/// public key's path.
+fn test_key() -> Result<PathBuf> {
+    let dir = host::cache().join("test-key");
+    let (public, secret) = (dir.join("netinit-test.pub"), dir.join("netinit-test.key"));
+    if !public.is_file() || !secret.is_file() {
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        host::run(
+            Command::new("minisign")
+                .args(["-G", "-W", "-f", "-p"])
+                .arg(&public)
+                .arg("-s")
+                .arg(&secret)
+                .stdout(std::process::Stdio::null()),
+        )?;
+    }
+    Ok(public)
+}
+
+/// `minisign -S`: signs `file` into `signature` with the test key.
+fn sign(file: &Path, signature: &Path) -> Result<()> {
+    let secret = host::cache().join("test-key/netinit-test.key");
+    host::run(
+        Command::new("minisign")
+            .arg("-S")
+            .arg("-s")
+            .arg(&secret)
+            .arg("-m")
+            .arg(file)
+            .arg("-x")
+            .arg(signature)
+            .args(["-t", "netinit test image"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null()),
+    )
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
@@ -112,7 +159,7 @@ pub fn mksquashfs(tree: &Path, out: &Path) -> Result<()> {
     )
 }
 
-/// FNV-1a: a stamp to notice that the test root's script changed.
+/// FNV-1a: a stamp to notice that the recipe changed.
 fn fnv(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
 }

@@ -30,18 +30,27 @@ pub fn build_init() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// What goes into an initramfs.
+pub struct Contents<'a> {
+    /// The `/init` binary.
+    pub init: &'a Path,
+    /// A kernel's `lib/modules/<release>` directory.
+    pub modules_dir: &'a Path,
+    /// The `modules-list` file.
+    pub list: &'a Path,
+    /// A static busybox, for the rescue shell.
+    pub shell: Option<&'a Path>,
+    /// minisign public key files, packed as `/etc/netinit/keys/<file name>`.
+    pub trust: &'a [PathBuf],
+}
+
 /// Checks an initramfs built by [`write`]: the real `cpio` lists the entries the init needs, and a
 /// second build from the same inputs gives the same bytes.
-pub fn verify(
-    built: &Path,
-    init: &Path,
-    modules_dir: &Path,
-    list: &Path,
-    shell: Option<&Path>,
-) -> Result<()> {
+pub fn verify(built: &Path, contents: &Contents) -> Result<()> {
     use std::io::Read;
+    let modules_dir = contents.modules_dir;
     let again = built.with_extension("again");
-    write(init, modules_dir, list, &again, shell)?;
+    write(contents, &again)?;
     let (a, b) =
         (std::fs::read(built).map_err(|e| e.to_string())?, std::fs::read(&again).map_err(|e| e.to_string())?);
     let _ = std::fs::remove_file(&again);
@@ -80,6 +89,16 @@ pub fn verify(
         }
     }
     Ok(())
+}
+
+/// A minisign public key file: an optional comment line, then base64 of 42 bytes ("Ed" + key id + key).
+fn looks_like_minisign_key(text: &str) -> bool {
+    let key = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"));
+    key.is_some_and(|k| {
+        k.len() == 56
+            && k.starts_with("RW")
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    })
 }
 
 pub struct Built {
@@ -129,15 +148,10 @@ const RESCUE_APPLETS: &[&str] = &[
     "switch_root",
 ];
 
-/// Writes the initramfs for the modules in `modules_dir` to `output`. With `shell`, a static busybox
-/// from the host goes in as `/bin/busybox` with `/bin/sh` and the rescue applets linked to it.
-pub fn write(
-    init: &Path,
-    modules_dir: &Path,
-    list: &Path,
-    output: &Path,
-    shell: Option<&Path>,
-) -> Result<Built> {
+/// Writes the initramfs to `output`. With a shell, a static busybox from the host goes in as
+/// `/bin/busybox` with `/bin/sh` and the rescue applets linked to it.
+pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
+    let Contents { init, modules_dir, list, shell, trust } = *contents;
     let init_bytes = std::fs::read(init).map_err(|e| format!("reading {}: {e}", init.display()))?;
     let list_text = std::fs::read_to_string(list).map_err(|e| format!("reading {}: {e}", list.display()))?;
     let wanted = kmod::parse_list(&list_text);
@@ -174,6 +188,14 @@ pub fn write(
             a.symlink(&format!("bin/{applet}"), "busybox").map_err(e)?;
         }
     }
+    for key in trust {
+        let text = std::fs::read_to_string(key).map_err(|e| format!("reading {}: {e}", key.display()))?;
+        if !looks_like_minisign_key(&text) {
+            return Err(format!("{} is not a minisign public key (minisign -G writes one)", key.display()));
+        }
+        let name = key.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        a.file(&format!("etc/netinit/keys/{name}"), 0o644, text.into_bytes()).map_err(e)?;
+    }
     let base = format!("lib/modules/{release}");
     for m in resolved.modules.values() {
         let data = std::fs::read(kmod::module_path(modules_dir, m))
@@ -196,4 +218,19 @@ pub fn write(
     std::fs::rename(&tmp, output).map_err(|e| format!("renaming to {}: {e}", output.display()))?;
     let archive_size = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
     Ok(Built { init_size: init_bytes.len() as u64, archive_size, modules: resolved.modules.len() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minisign_keys() {
+        assert!(looks_like_minisign_key(
+            "untrusted comment: minisign public key 728A06123EA29210\nRWQQkqI+EgaKcqAhhFLn9RZEqOoX5zT7IHIU3GN8gc2typr19Q6zFNTx\n"
+        ));
+        assert!(looks_like_minisign_key("RWQQkqI+EgaKcqAhhFLn9RZEqOoX5zT7IHIU3GN8gc2typr19Q6zFNTx"));
+        assert!(!looks_like_minisign_key("untrusted comment: x\n"));
+        assert!(!looks_like_minisign_key("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n"));
+    }
 }

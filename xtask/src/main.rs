@@ -29,10 +29,11 @@ const USAGE: &str = "usage: cargo xtask <command>
                                 lint, host tests, and every VM scenario of qemu-tests/
   bench  fetch [--size-mib N] [--runs N]
                                 the fetcher's throughput on loopback beside curl's (1 GiB, 3 runs)
-  cpio   [--modules-dir DIR] [--modules-list FILE] [--output FILE] [--shell]
+  cpio   [--modules-dir DIR] [--modules-list FILE] [--output FILE] [--shell] [--trust KEY]...
                                 build the initramfs (DIR: a lib/modules/<release> directory;
                                 default: the test kernel's); --shell adds the host's static
-                                busybox as a rescue shell (for `single` and netinit.fail=shell)";
+                                busybox as a rescue shell (for `single` and netinit.fail=shell);
+                                --trust packs a minisign public key: images must then be signed";
 
 /// The static busybox that `--shell` packs (Debian's busybox-static).
 const BUSYBOX: &str = "/bin/busybox";
@@ -84,23 +85,37 @@ fn default_initramfs() -> PathBuf {
 }
 
 /// Builds `/init` and the initramfs; prints what it made.
-fn build_initramfs(modules_dir: &Path, list: &Path, output: &Path, shell: bool) -> Result<()> {
+fn build_initramfs(
+    modules_dir: &Path,
+    list: &Path,
+    output: &Path,
+    shell: bool,
+    trust: &[PathBuf],
+) -> Result<()> {
     let init = initramfs::build_init()?;
-    let built = initramfs::write(&init, modules_dir, list, output, shell.then_some(Path::new(BUSYBOX)))?;
+    let contents = initramfs::Contents {
+        init: &init,
+        modules_dir,
+        list,
+        shell: shell.then_some(Path::new(BUSYBOX)),
+        trust,
+    };
+    let built = initramfs::write(&contents, output)?;
     println!(
-        "xtask: {} ({} KiB): /init {} KiB, {} modules for {}{}",
+        "xtask: {} ({} KiB): /init {} KiB, {} modules for {}{}{}",
         output.display(),
         built.archive_size / 1024,
         built.init_size / 1024,
         built.modules,
         kmod::release_of(modules_dir)?,
-        if shell { ", with a busybox rescue shell" } else { "" }
+        if shell { ", with a busybox rescue shell" } else { "" },
+        if trust.is_empty() { String::new() } else { format!(", trusting {} key(s)", trust.len()) }
     );
     Ok(())
 }
 
 fn cmd_cpio(args: &[String]) -> Result<()> {
-    let f = flags(args, &["--modules-dir", "--modules-list", "--output"], &["--shell"])?;
+    let f = flags(args, &["--modules-dir", "--modules-list", "--output", "--trust"], &["--shell"])?;
     let modules_dir = match flag(&f, "--modules-dir") {
         Some(d) => PathBuf::from(d),
         None => kernel::ensure()?.modules_dir,
@@ -108,7 +123,9 @@ fn cmd_cpio(args: &[String]) -> Result<()> {
     let list =
         flag(&f, "--modules-list").map(PathBuf::from).unwrap_or_else(|| host::root().join("modules-list"));
     let output = flag(&f, "--output").map(PathBuf::from).unwrap_or_else(default_initramfs);
-    build_initramfs(&modules_dir, &list, &output, flag(&f, "--shell").is_some())
+    let trust: Vec<PathBuf> =
+        f.iter().filter(|(k, _)| k == "--trust").map(|(_, v)| PathBuf::from(v)).collect();
+    build_initramfs(&modules_dir, &list, &output, flag(&f, "--shell").is_some(), &trust)
 }
 
 fn cmd_bench(args: &[String]) -> Result<()> {
@@ -140,8 +157,17 @@ fn prepare_vm_env() -> Result<(scenario::Env, httpd::Server)> {
     let k = kernel::ensure()?;
     let initrd = default_initramfs();
     // The VMs' initramfs has the rescue shell, which the `single` scenarios use.
-    build_initramfs(&k.modules_dir, &host::root().join("modules-list"), &initrd, true)?;
+    build_initramfs(&k.modules_dir, &host::root().join("modules-list"), &initrd, true, &[])?;
     let images = image::ensure()?;
+    // The signature scenarios boot an initramfs that trusts the test key.
+    let initrd_trusted = host::cache().join("initramfs-trusted.cpio.gz");
+    build_initramfs(
+        &k.modules_dir,
+        &host::root().join("modules-list"),
+        &initrd_trusted,
+        true,
+        &[images.key.clone()],
+    )?;
     // The iPXE scenario fetches the kernel and initramfs from the same server.
     for (name, target) in [("vmlinuz", &k.vmlinuz), ("initramfs.cpio.gz", &initrd)] {
         let link = images.www.join(name);
@@ -154,6 +180,7 @@ fn prepare_vm_env() -> Result<(scenario::Env, httpd::Server)> {
     let env = scenario::Env {
         kernel: k.vmlinuz,
         initrd,
+        initrd_trusted,
         port: server.port,
         root_sha256: images.root_sha256,
         www: images.www,
@@ -176,6 +203,7 @@ fn cmd_qemu(args: &[String]) -> Result<()> {
         steps: vec![scenario::Step::Expect(image::MARKER.into())],
         nics: vec![netlab::Nic::User],
         ipxe: false,
+        trusted: false,
         forbids: vec!["Kernel panic".into()],
         timeout: Duration::from_secs(timeout),
     };
@@ -233,7 +261,15 @@ fn cmd_test(args: &[String]) -> Result<()> {
     println!("xtask: checking that the initramfs is reproducible and that cpio lists it");
     let list = host::root().join("modules-list");
     let init = initramfs::build_init()?;
-    initramfs::verify(&env.initrd, &init, &kernel::ensure()?.modules_dir, &list, Some(Path::new(BUSYBOX)))?;
+    let modules_dir = kernel::ensure()?.modules_dir;
+    let contents = initramfs::Contents {
+        init: &init,
+        modules_dir: &modules_dir,
+        list: &list,
+        shell: Some(Path::new(BUSYBOX)),
+        trust: &[],
+    };
+    initramfs::verify(&env.initrd, &contents)?;
     println!("xtask: {} VM scenarios, {jobs} at a time", scenarios.len());
     let logs = env.logs.clone();
     let queue = Mutex::new(scenarios.iter().collect::<VecDeque<_>>());

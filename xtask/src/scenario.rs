@@ -50,6 +50,8 @@ pub struct Scenario {
     pub nics: Vec<Nic>,
     /// Boot through iPXE instead of qemu's `-kernel`.
     pub ipxe: bool,
+    /// Boot the initramfs that trusts the test signing key.
+    pub trusted: bool,
 }
 
 /// Lines every scenario forbids.
@@ -65,6 +67,7 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
         timeout: Duration::from_secs(180),
         nics: Vec::new(),
         ipxe: false,
+        trusted: false,
     };
     let mut in_header = true;
     for (n, line) in text.lines().enumerate() {
@@ -93,6 +96,11 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
                     value.parse().map_err(|_| format!("{name}:{}: timeout is whole seconds", n + 1))?,
                 )
             }
+            "initramfs" => match value.as_str() {
+                "trusted" => s.trusted = true,
+                "plain" => s.trusted = false,
+                _ => return Err(format!("{name}:{}: initramfs is plain or trusted", n + 1)),
+            },
             "nic" => s.nics.push(Nic::parse(&value).map_err(|e| format!("{name}:{}: {e}", n + 1))?),
             "boot" => match value.as_str() {
                 "ipxe" => s.ipxe = true,
@@ -141,6 +149,8 @@ pub struct Outcome {
 pub struct Env {
     pub kernel: std::path::PathBuf,
     pub initrd: std::path::PathBuf,
+    /// The same initramfs, trusting the test signing key.
+    pub initrd_trusted: std::path::PathBuf,
     pub port: u16,
     pub root_sha256: String,
     pub www: std::path::PathBuf,
@@ -197,11 +207,12 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
             vec!["-netdev".into(), netdev, "-device".into(), "virtio-net-pci,netdev=n0".into()]
         }
     };
+    let initrd = if s.trusted { &env.initrd_trusted } else { &env.initrd };
     let boot = match s.ipxe {
         true => Boot::Network,
         false => Boot::Kernel {
             kernel: env.kernel.clone(),
-            initrd: env.initrd.clone(),
+            initrd: initrd.clone(),
             append: kernel_cmdline(s, env),
         },
     };
@@ -254,6 +265,7 @@ mod tests {
         let env = Env {
             kernel: "k".into(),
             initrd: "i".into(),
+            initrd_trusted: "t".into(),
             port: 8080,
             root_sha256: "ab12".into(),
             www: "w".into(),

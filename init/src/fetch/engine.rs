@@ -26,7 +26,7 @@ use std::io::{self, Read, Seek, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use super::hasher::Hasher;
+use super::hasher::{Check, Hasher};
 use super::{classify, mib, FetchError, Phase, Progress, RetryPolicy};
 use crate::cmdline::Url;
 use crate::sys;
@@ -69,6 +69,8 @@ pub struct Done {
     pub url: Url,
     pub size: u64,
     pub sha256: [u8; 32],
+    /// The signature check's result, when a [`Check`] was given.
+    pub signature: Option<Result<(), String>>,
     /// Attempts made, resumes included.
     pub attempts: u32,
     /// How many attempts resumed a partial file.
@@ -225,15 +227,16 @@ fn agent(t: &Timeouts) -> ureq::Agent {
         .into()
 }
 
-/// Downloads the first mirror of `job` that serves the image into `path`, resuming where it can.
-pub fn download_to(path: &Path, job: &Job) -> Result<Done, FetchError> {
+/// Downloads the first mirror of `job` that serves the image into `path`, resuming where it can,
+/// checking `check`'s signature on the way if given.
+pub fn download_to(path: &Path, job: &Job, check: Option<Check>) -> Result<Done, FetchError> {
     if job.urls.is_empty() {
         return Err(FetchError::NoUrl);
     }
     let write_error = |source| FetchError::Write { path: path.to_owned(), source };
     let file =
         File::options().read(true).write(true).create(true).truncate(true).open(path).map_err(write_error)?;
-    let mut sink = Sink { file, partial: Partial::default(), hasher: Hasher::new(super::BUFFER) };
+    let mut sink = Sink { file, partial: Partial::default(), hasher: Hasher::new(super::BUFFER, check) };
     let agent = agent(&job.timeouts);
     let start = sys::uptime();
     let deadline = start + job.budget;
@@ -260,9 +263,10 @@ pub fn download_to(path: &Path, job: &Job) -> Result<Done, FetchError> {
         }
         match attempt(&agent, url, &mut sink, job, left, attempts) {
             Ok(Attempt::Done) => {
-                let sha256 = sink.hasher.finish().ok_or(FetchError::Hashing)?;
+                let digests = sink.hasher.finish().ok_or(FetchError::Hashing)?;
+                let (sha256, signature) = (digests.sha256, digests.signature);
                 let size = sink.partial.have;
-                return Ok(Done { url: url.clone(), size, sha256, attempts, resumes });
+                return Ok(Done { url: url.clone(), size, sha256, signature, attempts, resumes });
             }
             Ok(Attempt::Failed { error, progress, not_there: gone, wait }) => {
                 log::warn!("{error}");

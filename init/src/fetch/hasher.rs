@@ -1,24 +1,76 @@
-//! SHA-256 of the image on its own thread, so hashing overlaps receiving and writing instead of
-//! adding to them: the download loop reads into a buffer from a small recycled pool, writes it to
-//! the file, and hands it over; the hashing thread gives it back. Bytes are hashed in the order
-//! they are handed over. Where a thread cannot be started, it hashes inline.
+//! SHA-256 of the image, and its minisign signature check when there is one, on their own thread, so
+//! hashing overlaps receiving and writing instead of adding to them: the download loop reads into a
+//! buffer from a small recycled pool, writes it to the file, and hands it over; the hashing thread
+//! gives it back. Bytes are hashed in the order they are handed over. Where a thread cannot be
+//! started, it hashes inline.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
+use minisign_verify::{PublicKey, Signature, StreamVerifier};
 use sha2::{Digest, Sha256};
 
 /// Buffers in flight: enough to keep both sides busy, little enough to bound memory (2 MiB).
 const POOL: usize = 8;
 
+/// A key and the signature it must verify (minisign's prehashed Ed25519 over BLAKE2b-512).
+pub struct Check {
+    pub key: PublicKey,
+    pub signature: Signature,
+}
+
+/// What hashing found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digests {
+    pub sha256: [u8; 32],
+    /// The signature check's result, when there was a signature to check.
+    pub signature: Option<Result<(), String>>,
+}
+
+/// SHA-256 and, with a [`Check`], the signature verifier.
+struct State {
+    sha: Sha256,
+    verifier: Option<StreamVerifier<'static>>,
+}
+
+impl State {
+    fn new(check: Option<&'static Check>) -> Self {
+        // `verify_stream` fails only for another key id or a legacy signature; `finish` reports it.
+        let verifier = check.and_then(|c| c.key.verify_stream(&c.signature).ok());
+        State { sha: Sha256::new(), verifier }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.sha.update(bytes);
+        if let Some(v) = &mut self.verifier {
+            v.update(bytes);
+        }
+    }
+
+    /// The digests so far; the state starts again empty.
+    fn finish(&mut self, check: Option<&'static Check>) -> Digests {
+        let sha256 = std::mem::take(&mut self.sha).finalize().into();
+        let signature = match (check, self.verifier.as_mut()) {
+            (None, _) => None,
+            (Some(_), Some(v)) => Some(v.finalize().map_err(|e| e.to_string())),
+            (Some(_), None) => {
+                Some(Err("the key does not match the signature, or it is a legacy one".into()))
+            }
+        };
+        *self = State::new(check);
+        Digests { sha256, signature }
+    }
+}
+
 enum Msg {
     Data(Vec<u8>, usize),
     Reset,
-    Finish(SyncSender<[u8; 32]>),
+    Finish(SyncSender<Digests>),
 }
 
 pub struct Hasher {
     inner: Inner,
     size: usize,
+    check: Option<&'static Check>,
 }
 
 enum Inner {
@@ -27,7 +79,7 @@ enum Inner {
         free: Receiver<Vec<u8>>,
     },
     Inline {
-        sha: Sha256,
+        state: State,
         buf: Option<Vec<u8>>,
     },
     /// The thread stopped: the digest cannot be completed.
@@ -35,8 +87,11 @@ enum Inner {
 }
 
 impl Hasher {
-    /// A hasher whose buffers are `size` bytes.
-    pub fn new(size: usize) -> Hasher {
+    /// A hasher whose buffers are `size` bytes, checking `check`'s signature if given.
+    pub fn new(size: usize, check: Option<Check>) -> Hasher {
+        // The streaming verifier borrows its key and signature. They are leaked, a few hundred bytes
+        // once per boot, so that the verifier can move into the thread with them.
+        let check: Option<&'static Check> = check.map(|c| &*Box::leak(Box::new(c)));
         let (tx, rx) = sync_channel::<Msg>(POOL);
         let (give_back, free) = sync_channel::<Vec<u8>>(POOL);
         for _ in 0..POOL {
@@ -44,18 +99,18 @@ impl Hasher {
             let _ = give_back.try_send(vec![0u8; size]);
         }
         let spawned = std::thread::Builder::new().name("sha256".into()).spawn(move || {
-            let mut sha = Sha256::new();
+            let mut state = State::new(check);
             for msg in rx {
                 match msg {
                     Msg::Data(buf, n) => {
-                        sha.update(&buf[..n]);
+                        state.update(&buf[..n]);
                         if give_back.send(buf).is_err() {
                             return;
                         }
                     }
-                    Msg::Reset => sha = Sha256::new(),
+                    Msg::Reset => state = State::new(check),
                     Msg::Finish(reply) => {
-                        let _ = reply.send(std::mem::take(&mut sha).finalize().into());
+                        let _ = reply.send(state.finish(check));
                     }
                 }
             }
@@ -64,10 +119,10 @@ impl Hasher {
             Ok(_) => Inner::Thread { tx, free },
             Err(e) => {
                 log::warn!("hashing on the download's thread: cannot start another ({e})");
-                Inner::Inline { sha: Sha256::new(), buf: Some(vec![0u8; size]) }
+                Inner::Inline { state: State::new(check), buf: Some(vec![0u8; size]) }
             }
         };
-        Hasher { inner, size }
+        Hasher { inner, size, check }
     }
 
     /// A buffer to read into.
@@ -88,8 +143,8 @@ impl Hasher {
                     self.inner = Inner::Lost;
                 }
             }
-            Inner::Inline { sha, buf: slot } => {
-                sha.update(&buf[..n]);
+            Inner::Inline { state, buf: slot } => {
+                state.update(&buf[..n]);
                 *slot = Some(buf);
             }
             Inner::Lost => {}
@@ -102,28 +157,41 @@ impl Hasher {
             Inner::Thread { tx, .. } => {
                 let _ = tx.send(Msg::Reset);
             }
-            Inner::Inline { sha, .. } => *sha = Sha256::new(),
+            Inner::Inline { state, .. } => *state = State::new(self.check),
             Inner::Lost => {}
         }
     }
 
-    /// The digest of everything handed over since the last reset; `None` if the hashing thread is
-    /// gone, which would leave the digest incomplete.
-    pub fn finish(&mut self) -> Option<[u8; 32]> {
+    /// The digests of everything handed over since the last reset; `None` if the hashing thread is
+    /// gone, which would leave them incomplete.
+    pub fn finish(&mut self) -> Option<Digests> {
         match &mut self.inner {
             Inner::Thread { tx, .. } => {
                 let (reply, answer) = sync_channel(1);
                 tx.send(Msg::Finish(reply)).ok().and_then(|()| answer.recv().ok())
             }
-            Inner::Inline { sha, .. } => Some(std::mem::take(sha).finalize().into()),
+            Inner::Inline { state, .. } => Some(state.finish(self.check)),
             Inner::Lost => None,
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
+
+    /// A key made with `minisign -G -W`, and its signature of [`signed_data`] made with `minisign -S`.
+    pub const KEY: &str = include_str!("testdata/test.pub");
+    pub const SIGNATURE: &str = include_str!("testdata/data.bin.minisig");
+
+    /// The bytes [`SIGNATURE`] signs: 300000 bytes, `i * 7 % 251`.
+    pub fn signed_data() -> Vec<u8> {
+        (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    pub fn check() -> Check {
+        Check { key: PublicKey::decode(KEY).unwrap(), signature: Signature::decode(SIGNATURE).unwrap() }
+    }
 
     fn feed(h: &mut Hasher, data: &[u8]) {
         for chunk in data.chunks(1000) {
@@ -135,14 +203,32 @@ mod tests {
 
     #[test]
     fn same_digest_as_sha256_in_one_go() {
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let mut h = Hasher::new(1000);
+        let data = signed_data();
+        let mut h = Hasher::new(1000, None);
         feed(&mut h, b"junk before a restart");
         h.reset();
         feed(&mut h, &data);
         let expected: [u8; 32] = Sha256::digest(&data).into();
-        assert_eq!(h.finish(), Some(expected));
+        assert_eq!(h.finish(), Some(Digests { sha256: expected, signature: None }));
         feed(&mut h, b"abc");
-        assert_eq!(h.finish(), Some(<[u8; 32]>::from(Sha256::digest(b"abc"))), "finish starts a new digest");
+        let abc = Digests { sha256: Sha256::digest(b"abc").into(), signature: None };
+        assert_eq!(h.finish(), Some(abc), "finish starts a new digest");
+    }
+
+    #[test]
+    fn signatures_verify_while_streaming() {
+        let data = signed_data();
+        let mut h = Hasher::new(1000, Some(check()));
+        feed(&mut h, b"junk before a restart");
+        h.reset();
+        feed(&mut h, &data);
+        assert_eq!(h.finish().unwrap().signature, Some(Ok(())));
+        let mut tampered = data.clone();
+        tampered[123_456] ^= 1;
+        feed(&mut h, &tampered);
+        let got = h.finish().unwrap().signature.unwrap();
+        assert!(got.is_err(), "a flipped bit fails the signature");
+        feed(&mut h, &data[..data.len() - 1]);
+        assert!(h.finish().unwrap().signature.unwrap().is_err(), "a short file fails it too");
     }
 }

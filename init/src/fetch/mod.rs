@@ -3,7 +3,11 @@
 //! per-phase timeouts, progress), compares the SHA-256 with `modloop_sha256=`, and prints one line
 //! with size, time, rate and digest.
 //!
-//! Not yet here: signatures, HTTPS.
+//! Signatures: when the initramfs carries trusted minisign public keys (`cargo xtask cpio --trust`),
+//! the image's detached signature `<URL>.minisig` is fetched first and checked while the image
+//! streams in (minisign's prehashed Ed25519), unless `modloop_verify=no`.
+//!
+//! Not yet here: HTTPS.
 
 pub mod engine;
 mod hasher;
@@ -81,6 +85,14 @@ pub enum FetchError {
     Short { url: Url, got: u64, expected: u64 },
     #[error("no image URL to fetch")]
     NoUrl,
+    #[error("reading the trusted key {path}: {why}")]
+    Key { path: PathBuf, why: String },
+    #[error("no signature for the image: {why}")]
+    NoSignature { why: String },
+    #[error("{url} is signed by a key this initramfs does not trust ({why})")]
+    UnknownKey { url: Url, why: String },
+    #[error("the signature of {url} does not verify: {why}")]
+    BadSignature { url: Url, why: String },
     #[error("the image's SHA-256 could not be computed: the hashing thread stopped")]
     Hashing,
     #[error("GET {url}: the image's SHA-256 is {actual}, but modloop_sha256= says {expected}")]
@@ -120,6 +132,13 @@ impl FetchError {
                 "the image does not fit in RAM: use a machine with more memory or a smaller image"
             }
             FetchError::NoUrl => "give modloop=http://server/root.squashfs",
+            FetchError::Key { .. } => "rebuild the initramfs with a minisign public key file (cargo xtask cpio --trust)",
+            FetchError::NoSignature { .. } => {
+                "sign the image (minisign -Sm root.squashfs) and put the .minisig beside it, or boot with modloop_verify=no"
+            }
+            FetchError::UnknownKey { .. } | FetchError::BadSignature { .. } => {
+                "the image is not the one its publisher signed: do not boot it; re-sign it or check the mirror"
+            }
             FetchError::Hashing => "this is a bug in netinit: please report it with this console log",
             FetchError::Digest { .. } => {
                 "the server has another image than the one named: check both, and the mirror"
@@ -205,6 +224,7 @@ pub fn download(image: &ImageConfig) -> Result<Fetched, FetchError> {
             None
         }
     };
+    let check = signature_check(image)?;
     let path = Path::new(IMAGE_DIR).join(IMAGE_FILE);
     let job = engine::Job {
         urls: &image.urls,
@@ -214,7 +234,7 @@ pub fn download(image: &ImageConfig) -> Result<Fetched, FetchError> {
         room,
     };
     let start = sys::uptime();
-    let done = engine::download_to(&path, &job)?;
+    let done = engine::download_to(&path, &job, check)?;
     let elapsed = sys::uptime() - start;
     log::info!(
         "fetched {} in {:.1}s ({} average, {} attempts), sha256 {}",
@@ -224,6 +244,17 @@ pub fn download(image: &ImageConfig) -> Result<Fetched, FetchError> {
         done.attempts,
         hex(&done.sha256)
     );
+    match &done.signature {
+        Some(Ok(())) => log::info!(
+            "signature verified: {}",
+            signature_url(&done.url).map(|u| u.to_string()).unwrap_or_default()
+        ),
+        Some(Err(why)) => {
+            let url = done.url.clone();
+            return Err(FetchError::BadSignature { url, why: why.clone() });
+        }
+        None => {}
+    }
     if let Some(expected) = image.sha256 {
         if expected != done.sha256 {
             let (expected, actual) = (hex(&expected), hex(&done.sha256));
@@ -236,6 +267,68 @@ pub fn download(image: &ImageConfig) -> Result<Fetched, FetchError> {
 
 fn has_trusted_keys() -> bool {
     std::fs::read_dir(TRUSTED_KEYS).is_ok_and(|mut d| d.next().is_some())
+}
+
+/// The trusted keys of this initramfs, sorted by file name.
+fn trusted_keys() -> Result<Vec<(PathBuf, minisign_verify::PublicKey)>, FetchError> {
+    let Ok(dir) = std::fs::read_dir(TRUSTED_KEYS) else { return Ok(Vec::new()) };
+    let mut paths: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let key = std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| minisign_verify::PublicKey::decode(&text).map_err(|e| e.to_string()));
+            key.map(|k| (path.clone(), k)).map_err(|why| FetchError::Key { path, why })
+        })
+        .collect()
+}
+
+/// `<URL>.minisig`.
+fn signature_url(url: &Url) -> Option<Url> {
+    Url::parse(&format!("{}.minisig", url.as_str())).ok()
+}
+
+/// What the image must be verified against: `None` when there are no trusted keys or
+/// `modloop_verify=no`; else the signature from the first mirror that has one, and the trusted key
+/// that made it.
+fn signature_check(image: &ImageConfig) -> Result<Option<hasher::Check>, FetchError> {
+    let keys = trusted_keys()?;
+    if image.verify == Verify::Off || keys.is_empty() {
+        if image.verify == Verify::Off && !keys.is_empty() {
+            log::warn!("modloop_verify=no: not checking the image's signature");
+        }
+        return Ok(None);
+    }
+    let mut failure = None;
+    for url in &image.urls {
+        let Some(sig_url) = signature_url(url) else { continue };
+        let text = match get_small(&sig_url, 64 << 10).map(|b| String::from_utf8_lossy(&b).into_owned()) {
+            Ok(text) => text,
+            Err(e) => {
+                log::warn!("{e}");
+                failure = Some(FetchError::NoSignature { why: e.to_string() });
+                continue;
+            }
+        };
+        let signature = minisign_verify::Signature::decode(&text)
+            .map_err(|e| FetchError::BadSignature { url: sig_url.clone(), why: e.to_string() })?;
+        let Some((path, key)) = keys.iter().find(|(_, k)| k.verify_stream(&signature).is_ok()) else {
+            let why = format!(
+                "trusted: {}",
+                keys.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            );
+            return Err(FetchError::UnknownKey { url: sig_url, why });
+        };
+        log::info!(
+            "{sig_url}: signed by {}; trusted comment: {}",
+            path.display(),
+            signature.trusted_comment()
+        );
+        return Ok(Some(hasher::Check { key: key.clone(), signature }));
+    }
+    Err(failure.unwrap_or(FetchError::NoUrl))
 }
 
 /// Which phase a ureq error belongs to, and what to say about it.

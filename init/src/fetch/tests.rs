@@ -166,7 +166,7 @@ fn a_plain_download() {
     let server = Server::start(move |_, _| ok(&d));
     let path = file("plain");
     let urls = [server.url("/img")];
-    let done = download_to(&path, &job(&urls)).unwrap();
+    let done = download_to(&path, &job(&urls), None).unwrap();
     assert_eq!((done.size, done.attempts, done.resumes), (data.len() as u64, 1, 0));
     assert_eq!(done.sha256, sha(&data));
     assert_eq!(std::fs::read(&path).unwrap(), data);
@@ -179,7 +179,7 @@ fn three_503_then_200() {
     let server = Server::start(move |n, _| if n < 3 { status(503) } else { ok(&d) });
     let path = file("503");
     let urls = [server.url("/img")];
-    let done = download_to(&path, &job(&urls)).unwrap();
+    let done = download_to(&path, &job(&urls), None).unwrap();
     assert_eq!((done.attempts, done.resumes), (4, 0));
     assert_eq!(std::fs::read(&path).unwrap(), data);
 }
@@ -194,7 +194,7 @@ fn retry_after_is_honoured() {
     });
     let urls = [server.url("/img")];
     let start = Instant::now();
-    let done = download_to(&file("429"), &job(&urls)).unwrap();
+    let done = download_to(&file("429"), &job(&urls), None).unwrap();
     assert!(start.elapsed() >= Duration::from_secs(1), "waited {:?}", start.elapsed());
     assert_eq!(done.attempts, 2);
 }
@@ -214,7 +214,7 @@ fn a_reset_at_30_percent_resumes_with_range() {
     });
     let path = file("reset");
     let urls = [server.url("/img")];
-    let done = download_to(&path, &job(&urls)).unwrap();
+    let done = download_to(&path, &job(&urls), None).unwrap();
     assert_eq!((done.attempts, done.resumes), (2, 1));
     assert_eq!(done.sha256, sha(&data));
     assert_eq!(std::fs::read(&path).unwrap(), data);
@@ -239,7 +239,7 @@ fn a_stall_resumes_after_the_idle_timeout() {
     let path = file("stall");
     let urls = [server.url("/img")];
     let start = Instant::now();
-    let done = download_to(&path, &job(&urls)).unwrap();
+    let done = download_to(&path, &job(&urls), None).unwrap();
     assert!(start.elapsed() < Duration::from_secs(3), "the idle timeout, not the server, ended the stall");
     assert_eq!(done.resumes, 1);
     assert_eq!(std::fs::read(&path).unwrap(), data);
@@ -259,7 +259,7 @@ fn a_server_that_ignores_range_restarts_from_zero_without_corruption() {
     });
     let path = file("norange");
     let urls = [server.url("/img")];
-    let done = download_to(&path, &job(&urls)).unwrap();
+    let done = download_to(&path, &job(&urls), None).unwrap();
     assert_eq!(done.sha256, sha(&data));
     assert_eq!(std::fs::read(&path).unwrap(), data);
     assert!(server.seen()[1].range.is_some(), "it did ask for the rest");
@@ -276,7 +276,7 @@ fn a_file_changed_on_the_server_starts_again() {
     });
     let path = file("changed");
     let urls = [server.url("/img")];
-    let done = download_to(&path, &job(&urls)).unwrap();
+    let done = download_to(&path, &job(&urls), None).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), new);
     assert_eq!(done.sha256, sha(&new));
     assert_eq!(server.seen()[1].if_range.as_deref(), Some("\"v1\""));
@@ -289,7 +289,7 @@ fn a_content_length_that_lies_short_gives_what_it_declared() {
     let half = data.len() as u64 / 2;
     let server = Server::start(move |_, _| Answer { length: Some(half), ..ok(&d) });
     let urls = [server.url("/img")];
-    let done = download_to(&file("short"), &job(&urls)).unwrap();
+    let done = download_to(&file("short"), &job(&urls), None).unwrap();
     assert_eq!(done.size, half);
     assert_ne!(done.sha256, sha(&data), "modloop_sha256= catches it, and the squashfs check after");
 }
@@ -304,7 +304,7 @@ fn a_content_length_that_lies_long_fails_after_the_retries() {
         None => Answer { length: Some(long), ..ok(&d) },
     });
     let urls = [server.url("/img")];
-    let e = download_to(&file("long"), &job(&urls)).unwrap_err();
+    let e = download_to(&file("long"), &job(&urls), None).unwrap_err();
     assert!(matches!(e, FetchError::Transfer { .. } | FetchError::Short { .. }), "{e}");
     assert!(server.seen().len() <= 12, "bounded: {} requests", server.seen().len());
 }
@@ -315,7 +315,7 @@ fn a_404_on_the_first_mirror_falls_over_to_the_second() {
     let d = data.clone();
     let server = Server::start(move |_, seen| if seen.path == "/m1/img" { status(404) } else { ok(&d) });
     let urls = [server.url("/m1/img"), server.url("/m2/img")];
-    let done = download_to(&file("mirror"), &job(&urls)).unwrap();
+    let done = download_to(&file("mirror"), &job(&urls), None).unwrap();
     assert_eq!(done.url, urls[1]);
     assert_eq!(done.attempts, 2);
 }
@@ -326,7 +326,7 @@ fn a_404_everywhere_ends_after_two_answers_per_mirror() {
     let urls = [server.url("/m1/img"), server.url("/m2/img")];
     let mut j = job(&urls);
     j.policy.attempts = 50;
-    let e = download_to(&file("404"), &j).unwrap_err();
+    let e = download_to(&file("404"), &j, None).unwrap_err();
     assert_eq!(e.to_string(), format!("GET {} answered HTTP 404 Not Found", urls[1]));
     assert_eq!(server.seen().len(), 4);
 }
@@ -335,7 +335,7 @@ fn a_404_everywhere_ends_after_two_answers_per_mirror() {
 fn refused_connections_use_up_the_retries() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port(); // now closed
     let urls = [Url::parse(&format!("http://127.0.0.1:{port}/img")).unwrap()];
-    let e = download_to(&file("refused"), &job(&urls)).unwrap_err();
+    let e = download_to(&file("refused"), &job(&urls), None).unwrap_err();
     match e {
         FetchError::Transfer { phase: Phase::Connect, attempts: 6, .. } => {}
         other => panic!("{other}"),
@@ -350,7 +350,7 @@ fn an_image_larger_than_the_ram_disk_is_refused_before_downloading() {
     let urls = [server.url("/img")];
     let mut j = job(&urls);
     j.room = Some(1000);
-    let e = download_to(&file("room"), &j).unwrap_err();
+    let e = download_to(&file("room"), &j, None).unwrap_err();
     assert_eq!(
         e.to_string(),
         format!("GET {}: the image is 1.0 MiB but the RAM disk has 0.0 MiB free", urls[0])
@@ -367,9 +367,33 @@ fn the_time_budget_ends_a_hopeless_download() {
         RetryPolicy { attempts: 1000, base: Duration::from_millis(50), cap: Duration::from_millis(50) };
     j.budget = Duration::from_millis(600);
     let start = Instant::now();
-    let e = download_to(&file("budget"), &j).unwrap_err();
+    let e = download_to(&file("budget"), &j, None).unwrap_err();
     assert!(matches!(e, FetchError::Budget { .. }), "{e}");
     assert!(start.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn a_signed_image_verifies_across_a_resume_and_a_tampered_one_does_not() {
+    use super::hasher::tests::{check, signed_data};
+    let data = signed_data();
+    let d = data.clone();
+    let server = Server::start(move |n, seen| {
+        let a = ranged(&d, seen, "\"v1\"");
+        if n == 0 {
+            Answer { reset_after: Some(d.len() / 2), ..a }
+        } else {
+            a
+        }
+    });
+    let urls = [server.url("/img")];
+    let done = download_to(&file("signed"), &job(&urls), Some(check())).unwrap();
+    assert_eq!((done.resumes, done.signature), (1, Some(Ok(()))));
+    let mut bad = data.clone();
+    bad[7] ^= 0x80;
+    let server = Server::start(move |_, _| ok(&bad));
+    let urls = [server.url("/img")];
+    let done = download_to(&file("tampered"), &job(&urls), Some(check())).unwrap();
+    assert!(matches!(done.signature, Some(Err(_))), "{:?}", done.signature);
 }
 
 /// The body of an HTTP response read raw, to keep the server honest.
