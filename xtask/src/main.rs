@@ -166,7 +166,7 @@ fn prepare_vm_env() -> Result<(scenario::Env, httpd::Server)> {
         &host::root().join("modules-list"),
         &initrd_trusted,
         true,
-        &[images.key.clone()],
+        std::slice::from_ref(&images.key),
     )?;
     // The iPXE scenario fetches the kernel and initramfs from the same server.
     for (name, target) in [("vmlinuz", &k.vmlinuz), ("initramfs.cpio.gz", &initrd)] {

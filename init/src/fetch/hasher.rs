@@ -79,7 +79,7 @@ enum Inner {
         free: Receiver<Vec<u8>>,
     },
     Inline {
-        state: State,
+        state: Box<State>,
         buf: Option<Vec<u8>>,
     },
     /// The thread stopped: the digest cannot be completed.
@@ -119,7 +119,7 @@ impl Hasher {
             Ok(_) => Inner::Thread { tx, free },
             Err(e) => {
                 log::warn!("hashing on the download's thread: cannot start another ({e})");
-                Inner::Inline { state: State::new(check), buf: Some(vec![0u8; size]) }
+                Inner::Inline { state: Box::new(State::new(check)), buf: Some(vec![0u8; size]) }
             }
         };
         Hasher { inner, size, check }
@@ -157,7 +157,7 @@ impl Hasher {
             Inner::Thread { tx, .. } => {
                 let _ = tx.send(Msg::Reset);
             }
-            Inner::Inline { state, .. } => *state = State::new(self.check),
+            Inner::Inline { state, .. } => **state = State::new(self.check),
             Inner::Lost => {}
         }
     }
