@@ -157,6 +157,11 @@ fn normalize(name: &str) -> String {
     name.replace('-', "_")
 }
 
+/// Whether `name` is one of netinit's parameters (`-` and `_` alike).
+pub fn is_parameter(name: &str) -> bool {
+    known(name).is_some()
+}
+
 /// Which known parameter a cmdline name is, if any.
 fn known(name: &str) -> Option<&'static str> {
     let name = normalize(name);

@@ -70,10 +70,29 @@ fn priority(level: Level, debug_on_console: bool) -> u8 {
     }
 }
 
-/// The kmsg records of one log call: one per line of the message, each `<prio>netinit: text\n`.
+/// The longest text of one record: /dev/kmsg refuses records over 1024 bytes.
+const RECORD_TEXT: usize = 960;
+
+/// The kmsg records of one log call: one per line of the message, each `<prio>netinit: text\n`;
+/// a line too long for one record is split across several, at character boundaries.
 fn kmsg_records(level: Level, message: &str, debug_on_console: bool) -> Vec<String> {
     let prio = priority(level, debug_on_console);
-    message.lines().map(|line| format!("<{prio}>netinit: {line}\n")).collect()
+    let mut records = Vec::new();
+    for line in message.lines() {
+        let mut rest = line;
+        loop {
+            let mut cut = rest.len().min(RECORD_TEXT);
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            records.push(format!("<{prio}>netinit: {}\n", &rest[..cut]));
+            rest = &rest[cut..];
+            if rest.is_empty() {
+                break;
+            }
+        }
+    }
+    records
 }
 
 impl Log for BootLogger {
@@ -123,5 +142,11 @@ mod tests {
         check(Level::Debug, "d", &["<7>netinit: d\n"]);
         assert_eq!(kmsg_records(Level::Debug, "d", true), ["<6>netinit: d\n"], "debug_init");
         assert_eq!(kmsg_records(Level::Error, "e", true), ["<3>netinit: e\n"]);
+        let long = "é".repeat(700); // 1400 bytes
+        let records = kmsg_records(Level::Info, &long, false);
+        assert_eq!(records.len(), 2);
+        assert!(records.iter().all(|r| r.len() <= 1024), "each fits a kmsg record");
+        let text: String = records.iter().map(|r| &r["<6>netinit: ".len()..r.len() - 1]).collect();
+        assert_eq!(text, long, "nothing lost");
     }
 }

@@ -183,8 +183,20 @@ pub fn exec(init: &str, args: &[String]) -> Result<Infallible, SwitchError> {
         }
         Err(e) => log::warn!("opening /dev/console in the new root: {e}"),
     }
-    let source = std::process::Command::new(init).args(args).exec();
+    let mut cmd = std::process::Command::new(init);
+    cmd.args(args);
+    // The kernel passes unknown `name=value` words to init as environment variables; netinit's own
+    // (image URLs with credentials, keys) stay here rather than reach every service of the system.
+    for name in inherited_to_drop(std::env::vars_os().map(|(k, _)| k.to_string_lossy().into_owned())) {
+        cmd.env_remove(name);
+    }
+    let source = cmd.exec();
     Err(SwitchError::Exec { init: init.to_owned(), source })
+}
+
+/// The environment variables that are netinit's cmdline parameters.
+fn inherited_to_drop(names: impl Iterator<Item = String>) -> Vec<String> {
+    names.filter(|n| crate::cmdline::is_parameter(n)).collect()
 }
 
 #[cfg(test)]
@@ -207,6 +219,14 @@ mod tests {
         symlink("loop1", root.join("sbin/loop2")).unwrap();
         symlink("../../../../../../bin/busybox", root.join("sbin/deep")).unwrap();
         root
+    }
+
+    #[test]
+    fn netinit_parameters_do_not_reach_the_target_init() {
+        let env =
+            ["HOME", "TERM", "modloop", "modloop_sha256", "ssh_key", "netinit.retries", "BOOTIF", "console"];
+        let dropped = inherited_to_drop(env.iter().map(|s| s.to_string()));
+        assert_eq!(dropped, ["modloop", "modloop_sha256", "ssh_key", "netinit.retries", "BOOTIF"]);
     }
 
     #[test]

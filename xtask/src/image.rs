@@ -24,6 +24,7 @@ busybox sed -n 's/^search /netinit-test-root: search=/p' /etc/resolv.conf
 say "addresses=$(busybox ip -4 -o addr show | busybox awk '{ printf "%s ", $4 }')"
 say "lower=$(busybox awk '$2 == "/run/netinit/lower" { print $3 }' /proc/mounts)"
 say "args=$*"
+say "env-modloop=${modloop:-unset}"
 say "hostname=$(busybox hostname)"
 [ -f /etc/motd ] && say "motd=$(busybox cat /etc/motd)"
 [ -f /etc/apk/repositories ] && busybox sed 's/^/netinit-test-root: repo /' /etc/apk/repositories

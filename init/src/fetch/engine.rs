@@ -215,7 +215,8 @@ enum Attempt {
     },
 }
 
-fn agent(t: &Timeouts) -> ureq::Agent {
+/// The HTTP client: per-phase timeouts, statuses as values (the retry table decides what they mean).
+pub(super) fn agent(t: &Timeouts) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_resolve(Some(t.connect))

@@ -155,6 +155,7 @@ impl Hasher {
     pub fn reset(&mut self) {
         match &mut self.inner {
             Inner::Thread { tx, .. } => {
+                // If the thread is gone, `finish` says so and the download fails: nothing to do here.
                 let _ = tx.send(Msg::Reset);
             }
             Inner::Inline { state, .. } => **state = State::new(self.check),

@@ -167,23 +167,10 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The HTTP client: per-phase timeouts, status codes as values.
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_resolve(Some(Duration::from_secs(15)))
-        .timeout_connect(Some(Duration::from_secs(10)))
-        .timeout_recv_response(Some(Duration::from_secs(30)))
-        .timeout_per_read(Some(Duration::from_secs(30)))
-        .user_agent(concat!("netinit/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into()
-}
-
 /// GETs a small file (an overlay, a key) into memory, once, refusing more than `limit` bytes.
 pub fn get_small(url: &Url, limit: u64) -> Result<Vec<u8>, FetchError> {
     let transfer = |phase, message| FetchError::Transfer { url: url.clone(), phase, attempts: 1, message };
-    let response = agent().get(url.as_str()).call().map_err(|e| {
+    let response = engine::agent(&engine::Timeouts::default()).get(url.as_str()).call().map_err(|e| {
         let (phase, message) = classify(&e);
         transfer(phase, message)
     })?;

@@ -207,7 +207,7 @@ impl Packet {
             .ip_option(OPT_SUBNET_MASK)
             .map(u32::from)
             .filter(|m| m.leading_ones() + m.trailing_zeros() == 32)
-            .map_or_else(|| classful_prefix(self.yiaddr), |m| m.leading_ones() as u8);
+            .map_or_else(|| crate::cmdline::classful_prefix(self.yiaddr), |m| m.leading_ones() as u8);
         let routes = match self.option(OPT_CLASSLESS_ROUTES).map(classless_routes) {
             Some(Some(routes)) if !routes.is_empty() => routes,
             _ => self
@@ -241,14 +241,6 @@ impl Packet {
 
 fn ipv4(b: &[u8]) -> Ipv4Addr {
     Ipv4Addr::new(b[0], b[1], b[2], b[3])
-}
-
-fn classful_prefix(a: Ipv4Addr) -> u8 {
-    match a.octets()[0] {
-        0..=127 => 8,
-        128..=191 => 16,
-        _ => 24,
-    }
 }
 
 fn find(options: &[(u8, Vec<u8>)], code: u8) -> Option<&[u8]> {

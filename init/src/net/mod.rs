@@ -433,7 +433,7 @@ fn write_files(done: &[Configured]) -> Result<(), NetError> {
 }
 
 fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
-    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    let mask = netlink::prefix_mask(prefix);
     u32::from(a) & mask == u32::from(b) & mask
 }
 

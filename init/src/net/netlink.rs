@@ -91,6 +91,11 @@ pub fn link_up(index: u32, seq: u32) -> Vec<u8> {
     Message::new(RTM_NEWLINK, 0, seq).bytes(&ifinfo(index, IFF_UP, IFF_UP)).finish()
 }
 
+/// The netmask of a prefix length, as a number: 24 gives 0xFFFF_FF00, 0 gives 0.
+pub fn prefix_mask(prefix: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0)
+}
+
 /// `ip link set dev <index> down`.
 pub fn link_down(index: u32, seq: u32) -> Vec<u8> {
     Message::new(RTM_NEWLINK, 0, seq).bytes(&ifinfo(index, 0, IFF_UP)).finish()
@@ -105,8 +110,7 @@ pub fn link_mtu(index: u32, mtu: u32, seq: u32) -> Vec<u8> {
 pub fn add_address(index: u32, address: Ipv4Addr, prefix: u8, seq: u32) -> Vec<u8> {
     let mut ifa = vec![AF_INET, prefix, 0, RT_SCOPE_UNIVERSE];
     ifa.extend_from_slice(&index.to_ne_bytes());
-    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-    let broadcast = Ipv4Addr::from(u32::from(address) | !mask);
+    let broadcast = Ipv4Addr::from(u32::from(address) | !prefix_mask(prefix));
     let mut m = Message::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, seq)
         .bytes(&ifa)
         .attr(IFA_LOCAL, &address.octets())
