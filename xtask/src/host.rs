@@ -19,6 +19,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("dnsmasq", "dnsmasq-base"),
     ("minisign", "minisign"),
+    ("openssl", "openssl"),
 ];
 /// busybox must be the static build: it runs inside the test image, which has no C library.
 const BUSYBOX: (&str, &str) = ("/bin/busybox", "busybox-static");
@@ -100,6 +101,14 @@ pub fn ensure_vm_tools() -> Result<()> {
     }
     apt_install(&missing)?;
     ensure_musl_target()
+}
+
+/// ring (rustls' cryptography) compiles C for the musl target: it needs musl-gcc.
+pub fn ensure_musl_cc() -> Result<()> {
+    if !on_path("musl-gcc") {
+        apt_install(&["musl-tools"])?;
+    }
+    Ok(())
 }
 
 pub fn ensure_musl_target() -> Result<()> {

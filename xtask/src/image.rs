@@ -41,6 +41,88 @@ pub struct Images {
     pub root_sha256: String,
     /// The minisign public key that signed `root.squashfs` (`root.squashfs.minisig`).
     pub key: PathBuf,
+    pub tls: TestTls,
+}
+
+/// A test CA and a server certificate it signed, for 10.0.2.2 and 127.0.0.1.
+pub struct TestTls {
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+/// Makes the test CA and server certificate with openssl, once.
+fn test_tls() -> Result<TestTls> {
+    let dir = host::cache().join("test-tls");
+    let tls = TestTls {
+        ca_cert: dir.join("netinit-test-ca.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+    };
+    if tls.ca_cert.is_file() && tls.server_cert.is_file() && tls.server_key.is_file() {
+        return Ok(tls);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let openssl = |args: &[&str]| {
+        host::run(
+            Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        )
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "3650",
+                "-subj",
+                "/CN=netinit test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "netinit-test-ca.pem",
+            ],
+            &[
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
+        .concat(),
+    )?;
+    openssl(
+        &[&["req"][..], &ec, &["-subj", "/CN=10.0.2.2", "-keyout", "server.key", "-out", "server.csr"]]
+            .concat(),
+    )?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:10.0.2.2,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .map_err(|e| e.to_string())?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "netinit-test-ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ])?;
+    Ok(tls)
 }
 
 /// The MAC qemu gives the first NIC, which names the test apkovl.
@@ -53,9 +135,10 @@ pub fn ensure() -> Result<Images> {
     // The stamp covers the whole recipe: this file, the test root's script included.
     let want = format!("{:x}", fnv(include_str!("image.rs").as_bytes()));
     let key = test_key()?;
+    let tls = test_tls()?;
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
         let root_sha256 = sha256_file(&www.join("root.squashfs"))?;
-        return Ok(Images { www, root_sha256, key });
+        return Ok(Images { www, root_sha256, key, tls });
     }
     let _ = std::fs::remove_dir_all(&www);
     std::fs::create_dir_all(&www).map_err(|e| e.to_string())?;
@@ -97,7 +180,7 @@ pub fn ensure() -> Result<Images> {
     sign(&www.join("not-a-squashfs.img"), &www.join("badsig/root.squashfs.minisig"))?;
     std::fs::write(&stamp, want).map_err(|e| e.to_string())?;
     let root_sha256 = sha256_file(&www.join("root.squashfs"))?;
-    Ok(Images { www, root_sha256, key })
+    Ok(Images { www, root_sha256, key, tls })
 }
 
 /// The test signing key pair (made once, without a password), as minisign writes it; returns the

@@ -10,15 +10,12 @@ use crate::kmod;
 /// Builds the init for musl in release mode and returns its path.
 pub fn build_init() -> Result<PathBuf> {
     host::ensure_musl_target()?;
-    host::run(host::cargo().args([
-        "build",
-        "--quiet",
-        "--release",
-        "--package",
-        "netinit",
-        "--target",
-        host::MUSL_TARGET,
-    ]))?;
+    host::ensure_musl_cc()?;
+    host::run(
+        host::cargo()
+            .args(["build", "--quiet", "--release", "--package", "netinit", "--target", host::MUSL_TARGET])
+            .env("CC_x86_64_unknown_linux_musl", "musl-gcc"),
+    )?;
     let path = host::root().join("target").join(host::MUSL_TARGET).join("release/netinit");
     let data = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     if crate::elf::has_interpreter(&data)? {
@@ -42,6 +39,8 @@ pub struct Contents<'a> {
     pub shell: Option<&'a Path>,
     /// minisign public key files, packed as `/etc/netinit/keys/<file name>`.
     pub trust: &'a [PathBuf],
+    /// PEM CA certificates for https, packed as `/etc/netinit/ca/<file name>`.
+    pub ca: &'a [PathBuf],
 }
 
 /// Checks an initramfs built by [`write`]: the real `cpio` lists the entries the init needs, and a
@@ -151,7 +150,7 @@ const RESCUE_APPLETS: &[&str] = &[
 /// Writes the initramfs to `output`. With a shell, a static busybox from the host goes in as
 /// `/bin/busybox` with `/bin/sh` and the rescue applets linked to it.
 pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
-    let Contents { init, modules_dir, list, shell, trust } = *contents;
+    let Contents { init, modules_dir, list, shell, trust, ca } = *contents;
     let init_bytes = std::fs::read(init).map_err(|e| format!("reading {}: {e}", init.display()))?;
     let list_text = std::fs::read_to_string(list).map_err(|e| format!("reading {}: {e}", list.display()))?;
     let wanted = kmod::parse_list(&list_text);
@@ -195,6 +194,14 @@ pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
         }
         let name = key.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         a.file(&format!("etc/netinit/keys/{name}"), 0o644, text.into_bytes()).map_err(e)?;
+    }
+    for cert in ca {
+        let text = std::fs::read_to_string(cert).map_err(|e| format!("reading {}: {e}", cert.display()))?;
+        if !text.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(format!("{} holds no PEM certificate", cert.display()));
+        }
+        let name = cert.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        a.file(&format!("etc/netinit/ca/{name}"), 0o644, text.into_bytes()).map_err(e)?;
     }
     let base = format!("lib/modules/{release}");
     for m in resolved.modules.values() {

@@ -29,11 +29,12 @@ const USAGE: &str = "usage: cargo xtask <command>
                                 lint, host tests, and every VM scenario of qemu-tests/
   bench  fetch [--size-mib N] [--runs N]
                                 the fetcher's throughput on loopback beside curl's (1 GiB, 3 runs)
-  cpio   [--modules-dir DIR] [--modules-list FILE] [--output FILE] [--shell] [--trust KEY]...
+  cpio   [--modules-dir DIR] [--modules-list FILE] [--output FILE] [--shell] [--trust KEY]... [--ca PEM]...
                                 build the initramfs (DIR: a lib/modules/<release> directory;
                                 default: the test kernel's); --shell adds the host's static
                                 busybox as a rescue shell (for `single` and netinit.fail=shell);
-                                --trust packs a minisign public key: images must then be signed";
+                                --trust packs a minisign public key: images must then be signed;
+                                --ca adds CA certificates for https, beside Mozilla's roots";
 
 /// The static busybox that `--shell` packs (Debian's busybox-static).
 const BUSYBOX: &str = "/bin/busybox";
@@ -84,38 +85,49 @@ fn default_initramfs() -> PathBuf {
     host::cache().join("initramfs.cpio.gz")
 }
 
-/// Builds `/init` and the initramfs; prints what it made.
-fn build_initramfs(
-    modules_dir: &Path,
-    list: &Path,
-    output: &Path,
+/// What an initramfs carries besides `/init` and the modules.
+#[derive(Default)]
+struct Extras<'a> {
     shell: bool,
-    trust: &[PathBuf],
-) -> Result<()> {
+    trust: &'a [PathBuf],
+    ca: &'a [PathBuf],
+}
+
+/// Builds `/init` and the initramfs; prints what it made.
+fn build_initramfs(modules_dir: &Path, list: &Path, output: &Path, extras: &Extras) -> Result<()> {
     let init = initramfs::build_init()?;
     let contents = initramfs::Contents {
         init: &init,
         modules_dir,
         list,
-        shell: shell.then_some(Path::new(BUSYBOX)),
-        trust,
+        shell: extras.shell.then_some(Path::new(BUSYBOX)),
+        trust: extras.trust,
+        ca: extras.ca,
     };
     let built = initramfs::write(&contents, output)?;
+    let mut notes = String::new();
+    if extras.shell {
+        notes.push_str(", with a busybox rescue shell");
+    }
+    if !extras.trust.is_empty() {
+        notes.push_str(&format!(", trusting {} signing key(s)", extras.trust.len()));
+    }
+    if !extras.ca.is_empty() {
+        notes.push_str(&format!(", {} extra CA file(s)", extras.ca.len()));
+    }
     println!(
-        "xtask: {} ({} KiB): /init {} KiB, {} modules for {}{}{}",
+        "xtask: {} ({} KiB): /init {} KiB, {} modules for {}{notes}",
         output.display(),
         built.archive_size / 1024,
         built.init_size / 1024,
         built.modules,
         kmod::release_of(modules_dir)?,
-        if shell { ", with a busybox rescue shell" } else { "" },
-        if trust.is_empty() { String::new() } else { format!(", trusting {} key(s)", trust.len()) }
     );
     Ok(())
 }
 
 fn cmd_cpio(args: &[String]) -> Result<()> {
-    let f = flags(args, &["--modules-dir", "--modules-list", "--output", "--trust"], &["--shell"])?;
+    let f = flags(args, &["--modules-dir", "--modules-list", "--output", "--trust", "--ca"], &["--shell"])?;
     let modules_dir = match flag(&f, "--modules-dir") {
         Some(d) => PathBuf::from(d),
         None => kernel::ensure()?.modules_dir,
@@ -123,9 +135,16 @@ fn cmd_cpio(args: &[String]) -> Result<()> {
     let list =
         flag(&f, "--modules-list").map(PathBuf::from).unwrap_or_else(|| host::root().join("modules-list"));
     let output = flag(&f, "--output").map(PathBuf::from).unwrap_or_else(default_initramfs);
-    let trust: Vec<PathBuf> =
-        f.iter().filter(|(k, _)| k == "--trust").map(|(_, v)| PathBuf::from(v)).collect();
-    build_initramfs(&modules_dir, &list, &output, flag(&f, "--shell").is_some(), &trust)
+    let all = |name: &str| -> Vec<PathBuf> {
+        f.iter().filter(|(k, _)| k == name).map(|(_, v)| PathBuf::from(v)).collect()
+    };
+    let (trust, ca) = (all("--trust"), all("--ca"));
+    build_initramfs(
+        &modules_dir,
+        &list,
+        &output,
+        &Extras { shell: flag(&f, "--shell").is_some(), trust: &trust, ca: &ca },
+    )
 }
 
 fn cmd_bench(args: &[String]) -> Result<()> {
@@ -151,23 +170,72 @@ fn cmd_serve(dir: &str, addr: &str) -> Result<()> {
     }
 }
 
-/// Everything a VM needs: tools, kernel, initramfs, test images, the HTTP server.
-fn prepare_vm_env() -> Result<(scenario::Env, httpd::Server)> {
+/// A real HTTPS server for the scenarios: `openssl s_server -WWW` serving the test files with a
+/// certificate from the test CA. Dropping it stops it.
+struct HttpsServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HttpsServer {
+    fn start(www: &Path, tls: &image::TestTls) -> Result<HttpsServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let child = std::process::Command::new("openssl")
+            .args(["s_server", "-WWW", "-quiet", "-accept", &format!("127.0.0.1:{port}")])
+            .arg("-cert")
+            .arg(&tls.server_cert)
+            .arg("-key")
+            .arg(&tls.server_key)
+            .current_dir(www)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting openssl s_server: {e}"))?;
+        // Wait until it accepts connections.
+        for _ in 0..50 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(HttpsServer { child, port });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err("openssl s_server did not start listening".into())
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What keeps the scenarios' servers running.
+struct Servers {
+    _http: httpd::Server,
+    _https: HttpsServer,
+}
+
+/// Everything a VM needs: tools, kernel, initramfs, test images, the HTTP and HTTPS servers.
+fn prepare_vm_env() -> Result<(scenario::Env, Servers)> {
     host::ensure_vm_tools()?;
     let k = kernel::ensure()?;
     let initrd = default_initramfs();
     // The VMs' initramfs has the rescue shell, which the `single` scenarios use.
-    build_initramfs(&k.modules_dir, &host::root().join("modules-list"), &initrd, true, &[])?;
+    let list = host::root().join("modules-list");
+    build_initramfs(&k.modules_dir, &list, &initrd, &Extras { shell: true, ..Extras::default() })?;
     let images = image::ensure()?;
-    // The signature scenarios boot an initramfs that trusts the test key.
+    // The signature and https scenarios boot an initramfs that trusts the test key and the test CA.
     let initrd_trusted = host::cache().join("initramfs-trusted.cpio.gz");
-    build_initramfs(
-        &k.modules_dir,
-        &host::root().join("modules-list"),
-        &initrd_trusted,
-        true,
-        std::slice::from_ref(&images.key),
-    )?;
+    let extras = Extras {
+        shell: true,
+        trust: std::slice::from_ref(&images.key),
+        ca: std::slice::from_ref(&images.tls.ca_cert),
+    };
+    build_initramfs(&k.modules_dir, &list, &initrd_trusted, &extras)?;
     // The iPXE scenario fetches the kernel and initramfs from the same server.
     for (name, target) in [("vmlinuz", &k.vmlinuz), ("initramfs.cpio.gz", &initrd)] {
         let link = images.www.join(name);
@@ -175,6 +243,7 @@ fn prepare_vm_env() -> Result<(scenario::Env, httpd::Server)> {
         std::os::unix::fs::symlink(target, &link).map_err(|e| format!("linking {}: {e}", link.display()))?;
     }
     let server = httpd::serve(&images.www).map_err(|e| format!("starting the test HTTP server: {e}"))?;
+    let https = HttpsServer::start(&images.www, &images.tls)?;
     let logs = host::cache().join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
     let env = scenario::Env {
@@ -182,11 +251,12 @@ fn prepare_vm_env() -> Result<(scenario::Env, httpd::Server)> {
         initrd,
         initrd_trusted,
         port: server.port,
+        https_port: https.port,
         root_sha256: images.root_sha256,
         www: images.www,
         logs,
     };
-    Ok((env, server))
+    Ok((env, Servers { _http: server, _https: https }))
 }
 
 fn cmd_qemu(args: &[String]) -> Result<()> {
@@ -268,6 +338,7 @@ fn cmd_test(args: &[String]) -> Result<()> {
         list: &list,
         shell: Some(Path::new(BUSYBOX)),
         trust: &[],
+        ca: &[],
     };
     initramfs::verify(&env.initrd, &contents)?;
     println!("xtask: {} VM scenarios, {jobs} at a time", scenarios.len());

@@ -13,7 +13,9 @@
 //! (after the `expect` before them has matched); `forbid` lines must never appear; after the last
 //! step the VM must power off or reboot by itself. In any of them `{server}` is the test HTTP server
 //! as the guest sees it on qemu's user network (`http://10.0.2.2:PORT`), `{gw0}`, `{gw1}`... the
-//! bridges of a test network (see `netlab`), and `{root_sha256}` the test image's SHA-256. Every
+//! bridges of a test network (see `netlab`), `{https}` the test HTTPS server (its certificate from
+//! the test CA, which only the `trusted` initramfs carries), and `{root_sha256}` the test image's
+//! SHA-256. Every
 //! scenario also forbids a kernel panic and a netinit crash.
 //!
 //! `monitor:` lines are commands for qemu's monitor, run in order with the other steps
@@ -152,6 +154,8 @@ pub struct Env {
     /// The same initramfs, trusting the test signing key.
     pub initrd_trusted: std::path::PathBuf,
     pub port: u16,
+    /// The test HTTPS server's port (`openssl s_server`, certificate from the test CA).
+    pub https_port: u16,
     pub root_sha256: String,
     pub www: std::path::PathBuf,
     pub logs: std::path::PathBuf,
@@ -159,7 +163,9 @@ pub struct Env {
 
 /// Fills in `{server}`, `{gw0}`... and `{root_sha256}`.
 fn expand(text: &str, env: &Env) -> String {
-    let mut out = text.replace("{server}", &format!("http://10.0.2.2:{}", env.port));
+    let mut out = text
+        .replace("{server}", &format!("http://10.0.2.2:{}", env.port))
+        .replace("{https}", &format!("https://10.0.2.2:{}", env.https_port));
     for i in 0..4 {
         out = out.replace(&format!("{{gw{i}}}"), &netlab::gateway(i));
     }
@@ -267,6 +273,7 @@ mod tests {
             initrd: "i".into(),
             initrd_trusted: "t".into(),
             port: 8080,
+            https_port: 8443,
             root_sha256: "ab12".into(),
             www: "w".into(),
             logs: "l".into(),
@@ -277,6 +284,7 @@ mod tests {
         );
         assert_eq!(s.nics, [Nic::User]);
         assert_eq!(expand("modloop=http://{gw1}/x", &env), "modloop=http://10.0.11.1/x");
+        assert_eq!(expand("{https}/x", &env), "https://10.0.2.2:8443/x");
         let s = parse("x", "boot: ipxe\ncmdline: ip=dhcp\nexpect: y\n").unwrap();
         assert_eq!(
             ipxe_script(&s, &env),

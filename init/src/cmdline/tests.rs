@@ -71,8 +71,10 @@ fn modloop() {
     check("http://[fd00::1]:81/x", Ok(&["http://[fd00::1]:81/x"]));
     check("http://u:p@host/x", Ok(&["http://u:p@host/x"]));
     check("http://host?x=1", Ok(&["http://host?x=1"]));
-    check("ftp://a/x", Err("expected an http:// URL; the image cannot be fetched"));
-    check("https://a/x", Err("https is not supported"));
+    check("ftp://a/x", Err("expected an http:// or https:// URL; the image cannot be fetched"));
+    check("https://images.lan/x", Ok(&["https://images.lan/x"]));
+    check("https://[fd00::1]:8443/x", Ok(&["https://[fd00::1]:8443/x"]));
+    check("https:///x", Err("no host"));
     check("http:///x", Err("no host"));
     check("http://a:0/x", Err("bad port \"0\""));
     check("http://a:99999/x", Err("bad port"));
@@ -99,6 +101,30 @@ fn urls_never_show_credentials() {
     check("http://h/x", "http://h/x");
     check("http://user:secret@h:8080/x", "http://***@h:8080/x");
     check("http://user@h/x?a=b@c", "http://***@h/x?a=b@c");
+    check("https://u:p@h/x", "https://***@h/x");
+}
+
+#[test]
+fn redirect_locations() {
+    let check = |base: &str, location: &str, expected: Result<&str, &str>| {
+        let got = Url::parse(base).unwrap().join(location);
+        match expected {
+            Ok(url) => {
+                assert_eq!(got.map(|u| u.as_str().to_owned()), Ok(url.to_owned()), "{base} + {location}")
+            }
+            Err(message) => assert!(got.unwrap_err().contains(message), "{base} + {location}"),
+        }
+    };
+    check("http://a/img/x.sqfs", "http://b/y", Ok("http://b/y"));
+    check("https://a/img/x.sqfs", "https://b:8443/y", Ok("https://b:8443/y"));
+    check("https://a/img/x.sqfs", "//cdn/y", Ok("https://cdn/y"));
+    check("http://u:p@a:81/img/x.sqfs", "/other/y", Ok("http://u:p@a:81/other/y"));
+    check("http://a/img/x.sqfs?v=1", "y.sqfs", Ok("http://a/img/y.sqfs"));
+    check("http://a", "y", Ok("http://a/y"));
+    check("http://a/img/x", "ftp://b/y", Err("expected an http:// or https:// URL"));
+    assert!(Url::parse("https://a/x").unwrap().is_https());
+    assert!(!Url::parse("http://a/x").unwrap().is_https());
+    assert_eq!(Url::parse("https://u@a:1/x?y").unwrap().origin(), "https://u@a:1");
 }
 
 #[test]
@@ -305,7 +331,7 @@ fn alpine_parameters() {
     one_error(
         &parsed("apkovl=ftp://x/{MAC}"),
         APKOVL,
-        "expected an http:// URL; the overlay cannot be fetched",
+        "expected an http:// or https:// URL; the overlay cannot be fetched",
     );
     one_warning(
         &parsed("alpine_repo=/media/cdrom/apks"),

@@ -15,24 +15,28 @@ pub const MAX_RETRIES: u32 = 1000;
 /// The whole download's time budget, by default.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(900);
 
-/// An http URL, checked enough to fail early with a clear message; the HTTP client parses it again.
+/// An http or https URL, checked enough to fail early with a clear message; the HTTP client parses
+/// it again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
     raw: String,
     /// Where the host part starts in `raw` (after any `user:password@`).
     host_start: usize,
+    /// Where the path starts (the end of the authority).
+    path_start: usize,
     userinfo: bool,
 }
 
 impl Url {
     pub fn parse(raw: &str) -> Result<Url, String> {
-        let rest = if let Some(rest) = raw.strip_prefix("http://") {
-            rest
+        let scheme_len = if raw.starts_with("http://") {
+            "http://".len()
         } else if raw.starts_with("https://") {
-            return Err("https is not supported by this build yet (expected http://)".into());
+            "https://".len()
         } else {
-            return Err("expected an http:// URL".into());
+            return Err("expected an http:// or https:// URL".into());
         };
+        let rest = &raw[scheme_len..];
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
         let (userinfo, hostport) = match authority.rsplit_once('@') {
             Some((_, hostport)) => (true, hostport),
@@ -59,8 +63,39 @@ impl Url {
         if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err("the URL has spaces or control characters".into());
         }
-        let host_start = "http://".len() + authority.len() - hostport.len();
-        Ok(Url { raw: raw.to_owned(), host_start, userinfo })
+        let host_start = scheme_len + authority.len() - hostport.len();
+        let path_start = scheme_len + authority.len();
+        Ok(Url { raw: raw.to_owned(), host_start, path_start, userinfo })
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.raw.starts_with("https://")
+    }
+
+    /// `scheme://authority`, credentials included.
+    pub fn origin(&self) -> &str {
+        &self.raw[..self.path_start]
+    }
+
+    /// The URL a redirect's `Location` names, relative to this one.
+    pub fn join(&self, location: &str) -> Result<Url, String> {
+        let location = location.trim();
+        // Absolute: a scheme before the first '/' (and any scheme but http and https is refused).
+        if location.split('/').next().is_some_and(|first| first.ends_with(':') && first.len() > 1) {
+            return Url::parse(location);
+        }
+        if let Some(rest) = location.strip_prefix("//") {
+            let scheme = if self.is_https() { "https://" } else { "http://" };
+            return Url::parse(&format!("{scheme}{rest}"));
+        }
+        if location.starts_with('/') {
+            return Url::parse(&format!("{}{location}", self.origin()));
+        }
+        let path = &self.raw[self.path_start..];
+        let path = path.split(['?', '#']).next().unwrap_or("");
+        let dir = path.rfind('/').map_or("/", |i| &path[..=i]);
+        let dir = if dir.is_empty() { "/" } else { dir };
+        Url::parse(&format!("{}{dir}{location}", self.origin()))
     }
 
     /// The URL as given, credentials included: for the HTTP client only, never for a log line.
@@ -73,7 +108,8 @@ impl Url {
 impl fmt::Display for Url {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.userinfo {
-            write!(f, "http://***@{}", &self.raw[self.host_start..])
+            let scheme = if self.is_https() { "https" } else { "http" };
+            write!(f, "{scheme}://***@{}", &self.raw[self.host_start..])
         } else {
             f.write_str(&self.raw)
         }

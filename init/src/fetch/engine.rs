@@ -219,6 +219,10 @@ enum Attempt {
 pub(super) fn agent(t: &Timeouts) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        // netinit follows redirects itself (see `get`), to refuse https -> http.
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .tls_config(super::tls::config())
         .timeout_resolve(Some(t.connect))
         .timeout_connect(Some(t.connect))
         .timeout_recv_response(Some(t.headers))
@@ -226,6 +230,65 @@ pub(super) fn agent(t: &Timeouts) -> ureq::Agent {
         .user_agent(concat!("netinit/", env!("CARGO_PKG_VERSION")))
         .build()
         .into()
+}
+
+/// Redirects followed in one request, at most.
+const MAX_REDIRECTS: u32 = 10;
+
+/// Why [`get`] returned no response.
+pub(super) enum Got {
+    /// A transfer that may be retried.
+    Transfer(Phase, String),
+    /// One that must not be: a certificate error, a redirect from https to http.
+    Fatal(FetchError),
+}
+
+/// GET `url` with `headers`, following redirects (301, 302, 303, 307, 308) but never from https to
+/// http. Returns the URL that answered and its response, whatever its status.
+pub(super) fn get(
+    agent: &ureq::Agent,
+    url: &Url,
+    headers: &[(&'static str, String)],
+    budget: Option<Duration>,
+) -> Result<(Url, ureq::http::Response<ureq::Body>), Got> {
+    let mut at = url.clone();
+    for _ in 0..=MAX_REDIRECTS {
+        let mut request = agent.get(at.as_str()).config().timeout_global(budget).build();
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = match request.call() {
+            Ok(r) => r,
+            Err(e) => {
+                let (phase, message, fatal) = classify(&e);
+                return Err(match fatal {
+                    true => Got::Fatal(FetchError::Tls { url: at, message }),
+                    false => Got::Transfer(phase, message),
+                });
+            }
+        };
+        let status = response.status().as_u16();
+        let location = response.headers().get("location").and_then(|v| v.to_str().ok());
+        let Some(next) = next_hop(&at, status, location)? else { return Ok((at, response)) };
+        log::info!("{at} redirects ({status}) to {next}");
+        at = next;
+    }
+    Err(Got::Transfer(Phase::Headers, format!("more than {MAX_REDIRECTS} redirects")))
+}
+
+/// Where a response sends the request next: `None` when it is not a redirect, the next URL when
+/// it is, an error for a bad `Location` or a step from https down to http.
+pub(super) fn next_hop(at: &Url, status: u16, location: Option<&str>) -> Result<Option<Url>, Got> {
+    let (true, Some(location)) = (matches!(status, 301 | 302 | 303 | 307 | 308), location) else {
+        return Ok(None);
+    };
+    let next = at
+        .join(location)
+        .map_err(|why| Got::Transfer(Phase::Headers, format!("bad redirect to {location:?}: {why}")))?;
+    if at.is_https() && !next.is_https() {
+        return Err(Got::Fatal(FetchError::Downgrade { from: at.clone(), to: next }));
+    }
+    Ok(Some(next))
 }
 
 /// Downloads the first mirror of `job` that serves the image into `path`, resuming where it can,
@@ -315,16 +378,10 @@ fn attempt(
         wait: None,
     };
     let write_error = |source| FetchError::Write { path: "the image file".into(), source };
-    let mut request = agent.get(url.as_str()).config().timeout_global(Some(budget)).build();
-    for (name, value) in resume_headers(&sink.partial) {
-        request = request.header(name, value);
-    }
-    let response = match request.call() {
-        Ok(r) => r,
-        Err(e) => {
-            let (phase, message) = classify(&e);
-            return Ok(failed(phase, message, 0));
-        }
+    let response = match get(agent, url, &resume_headers(&sink.partial), Some(budget)) {
+        Ok((_, r)) => r,
+        Err(Got::Fatal(e)) => return Err(e),
+        Err(Got::Transfer(phase, message)) => return Ok(failed(phase, message, 0)),
     };
     let status = response.status().as_u16();
     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -415,6 +472,37 @@ mod tests {
         check(403, None, Verdict::NotThere);
         check(401, None, Verdict::NotThere);
         check(400, None, Verdict::NotThere);
+    }
+
+    #[test]
+    fn redirects() {
+        let url = |u: &str| Url::parse(u).unwrap();
+        let check = |at: &str, status: u16, location: Option<&str>, expected: Result<Option<&str>, &str>| {
+            let got = match next_hop(&url(at), status, location) {
+                Ok(next) => Ok(next.map(|u| u.as_str().to_owned())),
+                Err(Got::Fatal(e)) => Err(e.to_string()),
+                Err(Got::Transfer(_, m)) => Err(m),
+            };
+            match expected {
+                Ok(next) => assert_eq!(got, Ok(next.map(str::to_owned)), "{at} {status} {location:?}"),
+                Err(m) => {
+                    assert!(got.as_ref().is_err_and(|e| e.contains(m)), "{at} {status} {location:?}: {got:?}")
+                }
+            }
+        };
+        check("http://a/x", 200, Some("/y"), Ok(None));
+        check("http://a/x", 302, None, Ok(None));
+        check("http://a/x", 301, Some("/y"), Ok(Some("http://a/y")));
+        check("http://a/x", 307, Some("https://b/y"), Ok(Some("https://b/y")));
+        check("https://a/x", 308, Some("https://b/y"), Ok(Some("https://b/y")));
+        check("https://a/x", 302, Some("//b/y"), Ok(Some("https://b/y")));
+        check(
+            "https://a/x",
+            302,
+            Some("http://b/y"),
+            Err("https://a/x redirects to http://b/y: refusing to leave https for http"),
+        );
+        check("http://a/x", 303, Some("gopher://b/"), Err("bad redirect to \"gopher://b/\""));
     }
 
     #[test]

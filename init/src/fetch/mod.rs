@@ -7,12 +7,15 @@
 //! the image's detached signature `<URL>.minisig` is fetched first and checked while the image
 //! streams in (minisign's prehashed Ed25519), unless `modloop_verify=no`.
 //!
-//! Not yet here: HTTPS.
+//! HTTPS: rustls, with Mozilla's roots plus the CAs built into the initramfs (`cargo xtask cpio --ca`,
+//! in `/etc/netinit/ca`). Certificate errors are fatal and say why; a redirect from https to http is
+//! refused.
 
 pub mod engine;
 mod hasher;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -60,6 +63,7 @@ impl RetryPolicy {
 pub enum Phase {
     Resolve,
     Connect,
+    Tls,
     Headers,
     Body,
 }
@@ -69,6 +73,7 @@ impl std::fmt::Display for Phase {
         f.write_str(match self {
             Phase::Resolve => "resolving the host",
             Phase::Connect => "connecting",
+            Phase::Tls => "the TLS handshake",
             Phase::Headers => "waiting for the response headers",
             Phase::Body => "receiving the body",
         })
@@ -85,6 +90,10 @@ pub enum FetchError {
     Short { url: Url, got: u64, expected: u64 },
     #[error("no image URL to fetch")]
     NoUrl,
+    #[error("GET {url}: the TLS handshake failed: {message}")]
+    Tls { url: Url, message: String },
+    #[error("{from} redirects to {to}: refusing to leave https for http")]
+    Downgrade { from: Url, to: Url },
     #[error("reading the trusted key {path}: {why}")]
     Key { path: PathBuf, why: String },
     #[error("no signature for the image: {why}")]
@@ -132,6 +141,10 @@ impl FetchError {
                 "the image does not fit in RAM: use a machine with more memory or a smaller image"
             }
             FetchError::NoUrl => "give modloop=http://server/root.squashfs",
+            FetchError::Tls { .. } => {
+                "the server's certificate is not trusted: build its CA into the initramfs (cargo xtask cpio --ca) or fix the server's certificate"
+            }
+            FetchError::Downgrade { .. } => "serve the image over https all the way, or name the http URL in modloop= yourself",
             FetchError::Key { .. } => "rebuild the initramfs with a minisign public key file (cargo xtask cpio --trust)",
             FetchError::NoSignature { .. } => {
                 "sign the image (minisign -Sm root.squashfs) and put the .minisig beside it, or boot with modloop_verify=no"
@@ -170,9 +183,10 @@ pub fn hex(bytes: &[u8]) -> String {
 /// GETs a small file (an overlay, a key) into memory, once, refusing more than `limit` bytes.
 pub fn get_small(url: &Url, limit: u64) -> Result<Vec<u8>, FetchError> {
     let transfer = |phase, message| FetchError::Transfer { url: url.clone(), phase, attempts: 1, message };
-    let response = engine::agent(&engine::Timeouts::default()).get(url.as_str()).call().map_err(|e| {
-        let (phase, message) = classify(&e);
-        transfer(phase, message)
+    let agent = engine::agent(&engine::Timeouts::default());
+    let (_, response) = engine::get(&agent, url, &[], None).map_err(|e| match e {
+        engine::Got::Fatal(e) => e,
+        engine::Got::Transfer(phase, message) => transfer(phase, message),
     })?;
     let status = response.status();
     if status.as_u16() != 200 {
@@ -319,9 +333,22 @@ fn signature_check(image: &ImageConfig) -> Result<Option<hasher::Check>, FetchEr
 }
 
 /// Which phase a ureq error belongs to, and what to say about it.
-fn classify(e: &ureq::Error) -> (Phase, String) {
+/// Which phase a ureq error belongs to, what to say about it, and whether it is fatal (a
+/// certificate that does not verify will not verify on the next try either).
+fn classify(e: &ureq::Error) -> (Phase, String, bool) {
     use ureq::Timeout;
-    match e {
+    let (phase, message) = match e {
+        ureq::Error::Rustls(tls) => return (Phase::Tls, tls.to_string(), tls::is_fatal(tls)),
+        // The TLS stream reports rustls errors as I/O errors that carry them.
+        ureq::Error::Io(io) if io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()).is_some() => {
+            let tls = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+            return (
+                Phase::Tls,
+                tls.map_or_else(|| io.to_string(), |t| t.to_string()),
+                tls.is_some_and(tls::is_fatal),
+            );
+        }
+        ureq::Error::Tls(why) => return (Phase::Tls, (*why).to_owned(), false),
         ureq::Error::HostNotFound => (Phase::Resolve, "host not found".into()),
         ureq::Error::Timeout(Timeout::Resolve) => (Phase::Resolve, "timed out".into()),
         ureq::Error::Timeout(Timeout::Connect) => (Phase::Connect, "timed out".into()),
@@ -338,7 +365,8 @@ fn classify(e: &ureq::Error) -> (Phase, String) {
             (Phase::Connect, io.to_string())
         }
         other => (Phase::Headers, other.to_string()),
-    }
+    };
+    (phase, message, false)
 }
 
 /// Console progress: one line at most every 2 s, with the rate and, when the size is known, percent

@@ -373,6 +373,34 @@ fn the_time_budget_ends_a_hopeless_download() {
 }
 
 #[test]
+fn redirects_are_followed_and_resumes_go_where_they_lead() {
+    let data = image();
+    let d = data.clone();
+    let server = Server::start(move |n, seen| match seen.path.as_str() {
+        "/old/img" => Answer { headers: vec![("Location", "/new/img".into())], ..status(302) },
+        "/new/img" if n == 1 => Answer { reset_after: Some(d.len() / 4), ..ranged(&d, seen, "\"v1\"") },
+        _ => ranged(&d, seen, "\"v1\""),
+    });
+    let urls = [server.url("/old/img")];
+    let done = download_to(&file("redirect"), &job(&urls), None).unwrap();
+    assert_eq!((done.sha256, done.resumes), (sha(&data), 1));
+    let paths: Vec<String> = server.seen().iter().map(|s| s.path.clone()).collect();
+    assert_eq!(paths, ["/old/img", "/new/img", "/old/img", "/new/img"]);
+    assert!(server.seen()[3].range.is_some(), "the resume asks the new place for the rest");
+}
+
+#[test]
+fn a_redirect_loop_ends() {
+    let server = Server::start(|_, _| Answer { headers: vec![("Location", "/loop".into())], ..status(302) });
+    let urls = [server.url("/loop")];
+    let mut j = job(&urls);
+    j.policy.attempts = 1;
+    let e = download_to(&file("loop"), &j, None).unwrap_err();
+    assert!(e.to_string().contains("more than 10 redirects"), "{e}");
+    assert_eq!(server.seen().len(), 11);
+}
+
+#[test]
 fn a_signed_image_verifies_across_a_resume_and_a_tampered_one_does_not() {
     use super::hasher::tests::{check, signed_data};
     let data = signed_data();
