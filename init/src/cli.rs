@@ -459,6 +459,27 @@ this cmdline would boot
         assert_eq!(main(vec!["frobnicate".into()]), 2);
     }
 
+    /// Every kernel command line README.md shows explains as a cmdline that boots, with iPXE's
+    /// `${...}` filled in as iPXE would.
+    #[test]
+    fn the_readme_cmdlines_boot() {
+        let readme = include_str!("../../README.md");
+        let mut seen = 0;
+        for line in readme.lines() {
+            let Some(start) = line.find("modloop=") else { continue };
+            let text = line[start..].split(['`', '\'']).next().unwrap_or("");
+            if !text.starts_with("modloop=http") || text.contains("...") {
+                continue; // prose naming the parameter, not a cmdline
+            }
+            let cmdline = text.replace("${netX/mac:hexhyp}", "52-54-00-12-34-56");
+            let p = cmdline::parse(&cmdline);
+            assert_eq!(p.errors, [], "README: {cmdline}");
+            assert!(explain(&p).ends_with("this cmdline would boot\n"));
+            seen += 1;
+        }
+        assert!(seen >= 3, "found {seen} cmdlines in README.md");
+    }
+
     #[test]
     fn json() {
         let p = cmdline::parse(

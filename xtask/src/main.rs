@@ -302,6 +302,8 @@ fn cmd_test(args: &[String]) -> Result<()> {
         .max(1);
     let verbose = flag(&f, "--verbose").is_some();
 
+    // Host tests use real tools too (cpio lists what mkcpio writes): install them first.
+    host::ensure_vm_tools()?;
     if flag(&f, "--no-lint").is_none() {
         host::ensure_lint_tools()?;
         println!("xtask: cargo fmt --check");
