@@ -424,6 +424,62 @@ fn a_signed_image_verifies_across_a_resume_and_a_tampered_one_does_not() {
     assert!(matches!(done.signature, Some(Err(_))), "{:?}", done.signature);
 }
 
+/// A real TLS server (`openssl s_server -WWW`) with a self-signed certificate for 127.0.0.1, which
+/// no root vouches for: the handshake fails, and the download stops at once, saying why. Needs the
+/// openssl tool, which `cargo xtask test` installs before the host tests.
+#[test]
+fn an_untrusted_certificate_is_fatal_at_once() {
+    use std::process::{Command, Stdio};
+    let dir = std::env::temp_dir().join(format!("netinit-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("img"), b"not reached").unwrap();
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-keyout", "key.pem", "-out", "cert.pem"])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("running openssl (apt-get install openssl)");
+    assert!(made.success());
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = Command::new("openssl")
+        .args([
+            "s_server",
+            "-WWW",
+            "-quiet",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-cert",
+            "cert.pem",
+            "-key",
+            "key.pem",
+        ])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let urls = [Url::parse(&format!("https://127.0.0.1:{port}/img")).unwrap()];
+    let result = up.then(|| download_to(&file("tls"), &job(&urls), None));
+    let _ = server.kill();
+    let _ = server.wait();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(up, "openssl s_server did not start");
+    let e = result.unwrap().unwrap_err();
+    match &e {
+        FetchError::Tls { message, .. } => assert!(message.contains("UnknownIssuer"), "{e}"),
+        other => panic!("expected a TLS error, got: {other}"),
+    }
+}
+
 /// The body of an HTTP response read raw, to keep the server honest.
 #[test]
 fn the_scripted_server_speaks_http() {
