@@ -238,11 +238,12 @@ pub fn download(image: &ImageConfig) -> Result<Fetched, FetchError> {
     let done = engine::download_to(&path, &job, check)?;
     let elapsed = sys::uptime() - start;
     log::info!(
-        "fetched {} in {:.1}s ({} average, {} attempts), sha256 {}",
+        "fetched {} in {:.1}s ({} average, {} attempt{}), sha256 {}",
         mib(done.size),
         elapsed.as_secs_f32(),
         rate(done.size, elapsed),
         done.attempts,
+        if done.attempts == 1 { "" } else { "s" },
         hex(&done.sha256)
     );
     match &done.signature {
