@@ -64,6 +64,7 @@ impl BootError {
             BootError::Cmdline(_) => {
                 "fix the parameters named above in the boot loader's (iPXE's) kernel line"
             }
+            BootError::Modules(e) => e.hint(),
             BootError::Net(e) => e.hint(),
             BootError::Fetch(e) => e.hint(),
             BootError::Rootfs(e) => e.hint(),

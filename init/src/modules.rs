@@ -138,10 +138,32 @@ pub fn blocked(db: &ModuleDb, blacklist: &[String]) -> BTreeMap<String, String> 
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModulesError {
+    #[error("this initramfs has modules for kernel {} but the running kernel is {running}", packed.join(", "))]
+    WrongKernel { running: String, packed: Vec<String> },
     #[error("reading {path}")]
     ReadDep { path: PathBuf, source: io::Error },
     #[error("ordering the modules of {path}")]
     Order { path: PathBuf, source: OrderError },
+}
+
+impl ModulesError {
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ModulesError::WrongKernel { .. } => {
+                "the kernel was updated but not the initramfs: rebuild it from this kernel's modules (cargo xtask cpio --modules-dir .../lib/modules/<release>)"
+            }
+            _ => "the initramfs is damaged: rebuild it with cargo xtask cpio",
+        }
+    }
+}
+
+/// Whether the modules packed for the releases `packed` (the directories of `/lib/modules`) can
+/// serve the running kernel `running`: they cannot when there are some, and none is for it.
+pub fn check_release(running: &str, packed: &[String]) -> Result<(), ModulesError> {
+    if packed.is_empty() || packed.iter().any(|p| p == running) {
+        return Ok(());
+    }
+    Err(ModulesError::WrongKernel { running: running.to_owned(), packed: packed.to_vec() })
 }
 
 /// What [`load`] did.
@@ -161,6 +183,11 @@ pub fn load(extra: &[String], blacklist: &[String]) -> Result<Loaded, ModulesErr
     let text = match std::fs::read_to_string(&dep_path) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mut packed: Vec<String> = std::fs::read_dir("/lib/modules")
+                .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            packed.sort();
+            check_release(&sys::kernel_release(), &packed)?;
             log::warn!(
                 "no {}: this initramfs carries no modules for this kernel; going on with built-in drivers",
                 dep_path.display()
@@ -279,6 +306,22 @@ kernel/fs/overlayfs/overlay.ko:
                 assert!(order.iter().position(|n| n == dep).unwrap() < at, "{dep} before {}", m.name);
             }
         }
+    }
+
+    #[test]
+    fn kernel_releases() {
+        let r = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(check_release("6.1.0-56-amd64", &r(&["6.1.0-56-amd64"])).is_ok());
+        assert!(
+            check_release("6.1.0-56-amd64", &r(&[])).is_ok(),
+            "no modules at all: a kernel with drivers built in"
+        );
+        let e = check_release("6.1.0-57-amd64", &r(&["6.1.0-56-amd64"])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "this initramfs has modules for kernel 6.1.0-56-amd64 but the running kernel is 6.1.0-57-amd64"
+        );
+        assert!(e.hint().starts_with("the kernel was updated but not the initramfs"));
     }
 
     #[test]

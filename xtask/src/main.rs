@@ -236,6 +236,16 @@ fn prepare_vm_env() -> Result<(scenario::Env, Servers)> {
         ca: std::slice::from_ref(&images.tls.ca_cert),
     };
     build_initramfs(&k.modules_dir, &list, &initrd_trusted, &extras)?;
+    // The wrong-kernel scenario: the same modules, filed under a release that is not the kernel's.
+    let elsewhere = host::cache().join("kernel/wrong-release");
+    let fake = elsewhere.join(format!("{}-not-this-one", kernel::RELEASE));
+    if !fake.exists() {
+        std::fs::create_dir_all(&elsewhere).map_err(|e| e.to_string())?;
+        std::os::unix::fs::symlink(&k.modules_dir, &fake)
+            .map_err(|e| format!("linking {}: {e}", fake.display()))?;
+    }
+    let initrd_wrong_kernel = host::cache().join("initramfs-wrong-kernel.cpio.gz");
+    build_initramfs(&fake, &list, &initrd_wrong_kernel, &Extras::default())?;
     // The iPXE scenario fetches the kernel and initramfs from the same server.
     for (name, target) in [("vmlinuz", &k.vmlinuz), ("initramfs.cpio.gz", &initrd)] {
         let link = images.www.join(name);
@@ -250,6 +260,7 @@ fn prepare_vm_env() -> Result<(scenario::Env, Servers)> {
         kernel: k.vmlinuz,
         initrd,
         initrd_trusted,
+        initrd_wrong_kernel,
         port: server.port,
         https_port: https.port,
         root_sha256: images.root_sha256,
@@ -273,7 +284,7 @@ fn cmd_qemu(args: &[String]) -> Result<()> {
         steps: vec![scenario::Step::Expect(image::MARKER.into())],
         nics: vec![netlab::Nic::User],
         ipxe: false,
-        trusted: false,
+        initramfs: scenario::Initramfs::Plain,
         forbids: vec!["Kernel panic".into()],
         timeout: Duration::from_secs(timeout),
     };

@@ -21,6 +21,9 @@
 //! `monitor:` lines are commands for qemu's monitor, run in order with the other steps
 //! (`monitor: set_link n1 off` before the first `expect` holds NIC 1's link down from the start).
 //!
+//! `initramfs:` picks the test initramfs: `plain` (the default, with a rescue shell), `trusted` (also
+//! trusting the test signing key and CA), or `wrong-kernel` (its modules filed under another release).
+//!
 //! `nic:` lines give the guest's NICs in order (`user`, the default; `none`, a bridge without DHCP;
 //! `dhcp`; `dhcp-after SECONDS`). `boot: ipxe` boots through the NIC's iPXE ROM: qemu's DHCP hands it
 //! a script over TFTP, which fetches the kernel and initramfs over HTTP with `cmdline` appended.
@@ -41,6 +44,17 @@ pub enum Step {
     Monitor(String),
 }
 
+/// The test initramfs a scenario boots (`initramfs:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initramfs {
+    /// With the rescue shell.
+    Plain,
+    /// Also trusting the test signing key and the test CA.
+    Trusted,
+    /// The plain one, its modules filed under another kernel release.
+    WrongKernel,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scenario {
     pub name: String,
@@ -52,8 +66,8 @@ pub struct Scenario {
     pub nics: Vec<Nic>,
     /// Boot through iPXE instead of qemu's `-kernel`.
     pub ipxe: bool,
-    /// Boot the initramfs that trusts the test signing key.
-    pub trusted: bool,
+    /// Which test initramfs to boot.
+    pub initramfs: Initramfs,
 }
 
 /// Lines every scenario forbids.
@@ -69,7 +83,7 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
         timeout: Duration::from_secs(180),
         nics: Vec::new(),
         ipxe: false,
-        trusted: false,
+        initramfs: Initramfs::Plain,
     };
     let mut in_header = true;
     for (n, line) in text.lines().enumerate() {
@@ -99,9 +113,10 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
                 )
             }
             "initramfs" => match value.as_str() {
-                "trusted" => s.trusted = true,
-                "plain" => s.trusted = false,
-                _ => return Err(format!("{name}:{}: initramfs is plain or trusted", n + 1)),
+                "plain" => s.initramfs = Initramfs::Plain,
+                "trusted" => s.initramfs = Initramfs::Trusted,
+                "wrong-kernel" => s.initramfs = Initramfs::WrongKernel,
+                _ => return Err(format!("{name}:{}: initramfs is plain, trusted or wrong-kernel", n + 1)),
             },
             "nic" => s.nics.push(Nic::parse(&value).map_err(|e| format!("{name}:{}: {e}", n + 1))?),
             "boot" => match value.as_str() {
@@ -153,6 +168,8 @@ pub struct Env {
     pub initrd: std::path::PathBuf,
     /// The same initramfs, trusting the test signing key.
     pub initrd_trusted: std::path::PathBuf,
+    /// The plain initramfs with its modules filed under another kernel release.
+    pub initrd_wrong_kernel: std::path::PathBuf,
     pub port: u16,
     /// The test HTTPS server's port (`openssl s_server`, certificate from the test CA).
     pub https_port: u16,
@@ -213,7 +230,11 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
             vec!["-netdev".into(), netdev, "-device".into(), "virtio-net-pci,netdev=n0".into()]
         }
     };
-    let initrd = if s.trusted { &env.initrd_trusted } else { &env.initrd };
+    let initrd = match s.initramfs {
+        Initramfs::Plain => &env.initrd,
+        Initramfs::Trusted => &env.initrd_trusted,
+        Initramfs::WrongKernel => &env.initrd_wrong_kernel,
+    };
     let boot = match s.ipxe {
         true => Boot::Network,
         false => Boot::Kernel {
@@ -272,6 +293,7 @@ mod tests {
             kernel: "k".into(),
             initrd: "i".into(),
             initrd_trusted: "t".into(),
+            initrd_wrong_kernel: "w".into(),
             port: 8080,
             https_port: 8443,
             root_sha256: "ab12".into(),
