@@ -42,7 +42,7 @@ pub fn on_path(cmd: &str) -> bool {
         .any(|d| d.join(cmd).is_file())
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
         .unwrap_or(false)

@@ -65,6 +65,9 @@ impl Lab {
     /// Builds the namespace `name` for `nics` (all but `User`) and starts its servers; the HTTP
     /// server serves `www`, and each dnsmasq's log and leases go under `logs`.
     pub fn create(name: &str, nics: &[Nic], www: &Path, logs: &Path) -> Result<Lab> {
+        if !host::is_root() {
+            return Err("this scenario builds a test network (network namespaces, taps, dnsmasq), which needs root: run cargo xtask test as root".into());
+        }
         let ns = format!("netinit-{name}-{}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &ns]).stderr(Stdio::null()).status();
         ip(&["netns", "add", &ns])?;
