@@ -23,6 +23,8 @@ busybox sed -n 's/^nameserver /netinit-test-root: nameserver=/p' /etc/resolv.con
 busybox sed -n 's/^search /netinit-test-root: search=/p' /etc/resolv.conf
 say "addresses=$(busybox ip -4 -o addr show | busybox awk '{ printf "%s ", $4 }')"
 say "lower=$(busybox awk '$2 == "/run/netinit/lower" { print $3 }' /proc/mounts)"
+busybox ip -4 route | busybox sed 's/^/netinit-test-root: route /'
+for nic in /sys/class/net/eth*; do say "mtu ${nic##*/}=$(busybox cat "$nic/mtu")"; done
 say "args=$*"
 say "env-modloop=${modloop:-unset}"
 say "hostname=$(busybox hostname)"

@@ -148,6 +148,9 @@ fn dnsmasq(ns: &str, i: usize, logs: &Path) -> Command {
         .arg(format!("--dhcp-option=option:router,{net}.1"))
         .arg(format!("--dhcp-option=option:dns-server,{net}.1"))
         .arg("--dhcp-option=option:domain-search,lab.test,netinit.test")
+        .arg("--dhcp-option=option:mtu,1400")
+        // Option 121 replaces option 3 (RFC 3442), so it carries the default route too.
+        .arg(format!("--dhcp-option=option:classless-static-route,192.168.77.0/24,{net}.1,0.0.0.0/0,{net}.1"))
         .arg(format!("--dhcp-leasefile={}", logs.join(format!("{ns}-br{i}.leases")).display()))
         .args(["--pid-file=", "--log-dhcp", "--log-facility=-"])
         .stdout(Stdio::null())
