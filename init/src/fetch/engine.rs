@@ -425,20 +425,23 @@ fn attempt(
     let before = sink.partial.have;
     loop {
         let mut buf = sink.hasher.buffer();
-        let got = match body.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+        let (got, read) = fill(&mut body, &mut buf);
+        let written = sink.file.write_all(&buf[..got]);
+        // Every buffer goes back, even an unused one: the pool is small, and an attempt that kept
+        // one would leave the next attempts waiting forever for it.
+        sink.hasher.update(buf, if written.is_ok() { got } else { 0 });
+        written.map_err(write_error)?;
+        sink.partial.have += got as u64;
+        progress.update(sink.partial.have);
+        match read {
+            Ok(true) => {}
+            Ok(false) => break,
             Err(e) => {
                 let progress = sink.partial.have - before;
                 let message = format!("{e} after {}", mib(sink.partial.have));
                 return Ok(failed(Phase::Body, message, progress));
             }
-        };
-        sink.file.write_all(&buf[..got]).map_err(write_error)?;
-        sink.hasher.update(buf, got);
-        sink.partial.have += got as u64;
-        progress.update(sink.partial.have);
+        }
     }
     if let Some(expected) = total.filter(|t| *t != sink.partial.have) {
         let error = FetchError::Short { url: url.clone(), got: sink.partial.have, expected };
@@ -446,6 +449,22 @@ fn attempt(
         return Ok(Attempt::Failed { error, progress, not_there: false, wait: None });
     }
     Ok(Attempt::Done)
+}
+
+/// Reads `body` into `buf` until it is full, the body ends or a read fails: the bytes read, and
+/// whether there may be more (`Ok(false)` at the end). One buffer holds several of the HTTP
+/// client's reads (128 KiB each), so the file and the hashing thread take fewer, larger pieces.
+fn fill(body: &mut impl Read, buf: &mut [u8]) -> (usize, io::Result<bool>) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match body.read(&mut buf[filled..]) {
+            Ok(0) => return (filled, Ok(false)),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (filled, Err(e)),
+        }
+    }
+    (filled, Ok(true))
 }
 
 #[cfg(test)]

@@ -224,6 +224,33 @@ fn a_reset_at_30_percent_resumes_with_range() {
 }
 
 #[test]
+fn twenty_resets_in_a_row_are_twenty_resumes() {
+    // More resumes than the hashing thread has buffers: each attempt must give its buffers back.
+    let data = image();
+    let d = data.clone();
+    let step = data.len() / 25;
+    let server = Server::start(move |n, seen| {
+        let a = ranged(&d, seen, "\"v1\"");
+        if n < 20 {
+            Answer { reset_after: Some(step), ..a }
+        } else {
+            a
+        }
+    });
+    let urls = [server.url("/img")];
+    let path = file("resets");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (job_urls, job_path) = (urls.clone(), path.clone());
+    std::thread::spawn(move || tx.send(download_to(&job_path, &job(&job_urls), None)));
+    let done = rx.recv_timeout(Duration::from_secs(20)).expect("the download hung").unwrap();
+    assert_eq!((done.attempts, done.resumes), (21, 20));
+    assert_eq!(done.sha256, sha(&data));
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+    let seen = server.seen();
+    assert_eq!(seen[20].range.as_deref(), Some(format!("bytes={}-", 20 * step).as_str()));
+}
+
+#[test]
 fn a_stall_resumes_after_the_idle_timeout() {
     let data = image();
     let d = data.clone();
