@@ -1,6 +1,7 @@
 //! `cargo xtask bench fetch`: the fetcher's throughput beside curl's, same file, same server, same
-//! target file system. A 1 GiB file is served on 127.0.0.1 by xtask's HTTP server (sendfile), and
-//! fetched into a tmpfs (`/dev/shm`, as the boot writes into a tmpfs) by the musl `/init` binary
+//! target file system. A 1 GiB file is served on 127.0.0.1 by xtask's HTTP server, which sends
+//! with sendfile(2) as image servers do (or, with `--nginx`, by Debian's nginx with `sendfile on`),
+//! and fetched into a tmpfs (`/dev/shm`, as the boot writes into a tmpfs) by the musl `/init` binary
 //! (`netinit fetch`, which also computes SHA-256 on the way, as every boot does), by `curl -o`, and,
 //! for a like-for-like figure, by `curl -o` followed by `openssl dgst -sha256` (SHA-NI where the CPU
 //! has it), alternately, several times. It prints each run and the medians; it asserts nothing:
@@ -14,10 +15,22 @@ use std::time::Instant;
 
 use crate::host::{self, Result};
 
-pub fn fetch(size_mib: u64, runs: usize) -> Result<()> {
+/// Which HTTP server serves the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    Xtask,
+    Nginx,
+}
+
+pub fn fetch(size_mib: u64, runs: usize, server: Server) -> Result<()> {
+    let mut missing: Vec<&str> = Vec::new();
     if !host::on_path("curl") {
-        host::apt_install(&["curl"])?;
+        missing.push("curl");
     }
+    if server == Server::Nginx && !host::on_path("nginx") {
+        missing.push("nginx-light");
+    }
+    host::apt_install(&missing)?;
     let init = crate::initramfs::build_init()?;
     let dir = host::cache().join("bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -26,14 +39,30 @@ pub fn fetch(size_mib: u64, runs: usize) -> Result<()> {
     if std::fs::metadata(&data).map(|m| m.len()).ok() != Some(size_mib << 20) {
         write_data(&data, size_mib)?;
     }
-    let server = crate::httpd::serve(&dir).map_err(|e| e.to_string())?;
-    let url = format!("http://127.0.0.1:{}/{name}", server.port);
+    let (port, _nginx) = match server {
+        Server::Xtask => (crate::httpd::serve(&dir).map_err(|e| e.to_string())?.port, None),
+        Server::Nginx => {
+            let nginx = Nginx::start(&dir)?;
+            (nginx.port, Some(nginx))
+        }
+    };
+    let url = format!("http://127.0.0.1:{port}/{name}");
     let out = Path::new("/dev/shm").join(format!("netinit-bench-{}", std::process::id()));
-    println!("bench fetch: {size_mib} MiB from {url} into {}, {runs} runs each, alternating", out.display());
+    println!(
+        "bench fetch: {size_mib} MiB from {url} ({server:?} server) into {}, {runs} runs each, alternating",
+        out.display()
+    );
     let tools = ["netinit", "curl", "curl+sha256"];
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
+    // The file must come from the page cache for every run: this host reclaims cold page cache
+    // (DAMON), which made whichever tool ran first read from disk.
+    let mut file = std::fs::File::open(&data).map_err(|e| e.to_string())?;
+    std::io::copy(&mut file, &mut std::io::sink()).map_err(|e| e.to_string())?;
     for run in 0..runs {
-        for (i, tool) in tools.iter().enumerate() {
+        // Each run starts with another tool, so none is always first (or always after another).
+        for k in 0..tools.len() {
+            let i = (run + k) % tools.len();
+            let tool = tools[i];
             let mut cmd = match i {
                 0 => {
                     let mut c = Command::new(&init);
@@ -72,6 +101,14 @@ pub fn fetch(size_mib: u64, runs: usize) -> Result<()> {
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
+    // Each run's netinit/curl, the two measured within seconds of each other: the machine's speed
+    // drifts (other tenants), and pairing cancels most of the drift that separate medians keep.
+    let mut paired: Vec<f64> = results[0].iter().zip(&results[1]).map(|(n, c)| n / c).collect();
+    for (tool, rates) in tools.iter().zip(&mut results) {
+        let m = median(rates);
+        let (lo, hi) = (rates[0], rates[rates.len() - 1]);
+        println!("  {tool:12} median {m:7.1} MiB/s, slowest {lo:7.1}, fastest {hi:7.1}");
+    }
     let (n, c, ch) = (median(&mut results[0]), median(&mut results[1]), median(&mut results[2]));
     println!(
         "median MiB/s: netinit {n:.1}, curl {c:.1}, curl+sha256 {ch:.1} ({} cores)",
@@ -83,6 +120,13 @@ pub fn fetch(size_mib: u64, runs: usize) -> Result<()> {
         (n / c - 1.0) * 100.0,
         n / ch,
         (n / ch - 1.0) * 100.0
+    );
+    let p = median(&mut paired);
+    println!(
+        "netinit/curl run by run: median {p:.3} ({:+.1} %), from {:.3} to {:.3}",
+        (p - 1.0) * 100.0,
+        paired[0],
+        paired[paired.len() - 1]
     );
     Ok(())
 }
@@ -102,4 +146,71 @@ fn write_data(path: &Path, size_mib: u64) -> Result<()> {
         f.write_all(&chunk).map_err(|e| e.to_string())?;
     }
     f.flush().map_err(|e| e.to_string())
+}
+
+/// Debian's nginx serving one directory on a free port of 127.0.0.1, configured as an image server
+/// would be (`sendfile on`, no access log); stopped when dropped.
+struct Nginx {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Nginx {
+    fn start(root: &Path) -> Result<Nginx> {
+        let prefix = host::cache().join("bench-nginx");
+        std::fs::create_dir_all(&prefix).map_err(|e| e.to_string())?;
+        // A free port: bind it, note it, let it go (nginx binds it a moment later).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let conf = prefix.join("nginx.conf");
+        let text = format!(
+            "worker_processes 1;\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  \
+             server {{ listen 127.0.0.1:{port}; root {root}; }}\n}}\n",
+            p = prefix.display(),
+            root = root.display(),
+        );
+        std::fs::write(&conf, text).map_err(|e| e.to_string())?;
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting nginx: {e}"))?;
+        let mut nginx = Nginx { child, port };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(nginx);
+            }
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                return Err(format!("nginx exited ({status}); see {}/error.log", prefix.display()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Err(format!("nginx did not listen on 127.0.0.1:{port} within 5s"))
+    }
+}
+
+impl Drop for Nginx {
+    /// SIGTERM to the master, which stops its worker (SIGKILL would orphan the worker); SIGKILL
+    /// only if it has not exited after 5 s.
+    fn drop(&mut self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) on the PID of our own child, which has not been reaped yet.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -27,8 +27,9 @@ const USAGE: &str = "usage: cargo xtask <command>
                                 booted image reports back
   test   [--only NAME] [--no-lint] [--jobs N] [--verbose]
                                 lint, host tests, and every VM scenario of qemu-tests/
-  bench  fetch [--size-mib N] [--runs N]
-                                the fetcher's throughput on loopback beside curl's (1 GiB, 3 runs)
+  bench  fetch [--size-mib N] [--runs N] [--nginx]
+                                the fetcher's throughput on loopback beside curl's (1 GiB, 5 runs;
+                                --nginx: served by Debian's nginx instead of xtask's server)
   cpio   [--modules-dir DIR] [--modules-list FILE] [--output FILE] [--shell] [--trust KEY]... [--ca PEM]...
                                 build the initramfs (DIR: a lib/modules/<release> directory;
                                 default: the test kernel's); --shell adds the host's static
@@ -152,14 +153,15 @@ fn cmd_bench(args: &[String]) -> Result<()> {
     if what != "fetch" {
         return Err(format!("unknown benchmark {what:?}\n\n{USAGE}"));
     }
-    let f = flags(rest, &["--size-mib", "--runs"], &[])?;
+    let f = flags(rest, &["--size-mib", "--runs"], &["--nginx"])?;
     let num = |name: &str, default: u64| -> Result<u64> {
         flag(&f, name)
             .map(|v| v.parse::<u64>().map_err(|_| format!("{name} takes a number")))
             .transpose()
             .map(|v| v.unwrap_or(default))
     };
-    bench::fetch(num("--size-mib", 1024)?, num("--runs", 3)?.max(1) as usize)
+    let server = if flag(&f, "--nginx").is_some() { bench::Server::Nginx } else { bench::Server::Xtask };
+    bench::fetch(num("--size-mib", 1024)?, num("--runs", 5)?.max(1) as usize, server)
 }
 
 fn cmd_serve(dir: &str, addr: &str) -> Result<()> {
