@@ -104,12 +104,14 @@ pub fn fetch(size_mib: u64, runs: usize, server: Server) -> Result<()> {
     // Each run's netinit/curl, the two measured within seconds of each other: the machine's speed
     // drifts (other tenants), and pairing cancels most of the drift that separate medians keep.
     let mut paired: Vec<f64> = results[0].iter().zip(&results[1]).map(|(n, c)| n / c).collect();
+    let mut medians = Vec::new();
     for (tool, rates) in tools.iter().zip(&mut results) {
         let m = median(rates);
         let (lo, hi) = (rates[0], rates[rates.len() - 1]);
         println!("  {tool:12} median {m:7.1} MiB/s, slowest {lo:7.1}, fastest {hi:7.1}");
+        medians.push(m);
     }
-    let (n, c, ch) = (median(&mut results[0]), median(&mut results[1]), median(&mut results[2]));
+    let (n, c, ch) = (medians[0], medians[1], medians[2]);
     println!(
         "median MiB/s: netinit {n:.1}, curl {c:.1}, curl+sha256 {ch:.1} ({} cores)",
         std::thread::available_parallelism().map_or(0, |p| p.get())
