@@ -93,7 +93,7 @@ fn fetch(args: &[&str]) -> i32 {
     let image = &parsed.config.image;
     let job = crate::fetch::engine::Job {
         urls: &image.urls,
-        policy: RetryPolicy { attempts: image.retries.saturating_add(1), ..RetryPolicy::default() },
+        policy: RetryPolicy::with_retries(image.retries),
         budget: image.timeout,
         timeouts: crate::fetch::engine::Timeouts::default(),
         room: None,
@@ -178,6 +178,13 @@ pub fn explain(p: &Parsed) -> String {
             c.image.timeout.as_secs(),
             policy.base.as_secs(),
             policy.cap.as_secs()
+        ),
+    );
+    line(
+        "",
+        format!(
+            "a busy server (503, 429) is waited out within the {}s, using no attempts",
+            c.image.timeout.as_secs()
         ),
     );
     line("", format!("mounted read-only under a tmpfs overlay of {}", c.overlay_size));
@@ -428,6 +435,7 @@ image:    http://***@images.lan/alpine.squashfs
           no digest to check (modloop_sha256=)
           signature checked if the initramfs has trusted keys
           6 attempts within 900s, waits of up to 1s doubling to 30s between them
+          a busy server (503, 429) is waited out within the 900s, using no attempts
           mounted read-only under a tmpfs overlay of 50% of RAM
 modules:  those packed in the initramfs
 init:     /sbin/init

@@ -2,20 +2,25 @@
 //! servers and servers that ignore `Range`. It works on any file path, so host tests drive it
 //! against a scripted HTTP server; the fetch stage gives it a file on the image tmpfs.
 //!
-//! The decisions are pure functions ([`verdict`], [`content_range`], [`on_response`]) with table
-//! tests; [`download_to`] is the loop that applies them.
+//! The decisions are pure functions ([`content_range`], [`on_response`], [`next_hop`], and the
+//! retry [`Schedule`](super::retry::Schedule)) with table tests; [`download_to`] is the loop that
+//! applies them.
 //!
-//! Which failures retry, and how (the table `cmdline-spec.md` refers to):
+//! Which failures retry, and how (the table `cmdline-spec.md` refers to; `retry.rs` says why):
 //!
 //! | failure                                              | what happens                                          |
 //! |------------------------------------------------------|-------------------------------------------------------|
+//! | 503 or 429, with or without `Retry-After`            | busy: waited out within the time budget, the wait drawn from [RA, 2 RA] or jittered; next mirror first; uses no retry |
+//! | connect refused or timed out by a mirror that answered before | busy, as above                               |
 //! | connect refused or timed out, DNS failure            | next mirror; counts as a retry                        |
 //! | no response headers in time, reset before the body  | next mirror; counts as a retry                        |
-//! | 5xx, 408                                             | next mirror; counts as a retry                        |
-//! | 429, 503 with `Retry-After: SECONDS`                 | waits that long (at most 5 min), then as above        |
+//! | other 5xx, 408                                       | next mirror; counts as a retry                        |
 //! | reset, stall or short body after some bytes arrived  | resumes at once from the same mirror with `Range`; does not count |
 //! | 404, 410, 403, 401 and other 4xx                     | that mirror gets one more try later, then is dropped  |
 //! | every mirror dropped                                 | fails at once                                         |
+//! | a redirect loop, more than 10 redirects              | fails at once, naming the first hops                  |
+//! | `Content-Encoding: gzip` (never asked for)           | decoded; a broken transfer starts again from byte 0   |
+//! | any other `Content-Encoding`                         | fails at once, naming it                              |
 //! | 200 to a `Range` request                             | starts again from byte 0 on that response             |
 //! | 206 at another offset, or the file changed           | starts again from byte 0 on the next attempt          |
 //! | 416                                                  | done if the file is whole, else starts again          |
@@ -27,6 +32,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::hasher::{Check, Hasher};
+use super::retry::{self, Failure, Next, Schedule, Verdict};
 use super::{classify, mib, FetchError, Phase, Progress, RetryPolicy};
 use crate::cmdline::Url;
 use crate::sys;
@@ -77,32 +83,6 @@ pub struct Done {
     pub resumes: u32,
 }
 
-/// The most a `Retry-After` may make netinit wait.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
-/// Answers like 404 a mirror may give before it is dropped.
-const PERMANENT_ANSWERS: u32 = 2;
-
-/// What to do after an HTTP status other than 200, 206 and 416.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Try again (another mirror first), after the backoff.
-    Retry,
-    /// Try again after this long, as the server asked.
-    RetryAfter(Duration),
-    /// This mirror does not have it; it gets [`PERMANENT_ANSWERS`] such answers before it is dropped.
-    NotThere,
-}
-
-/// The retry table for statuses. `retry_after` is the header's value, if any.
-pub fn verdict(status: u16, retry_after: Option<&str>) -> Verdict {
-    let asked = retry_after.and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
-    match status {
-        429 | 503 => asked.map_or(Verdict::Retry, |d| Verdict::RetryAfter(d.min(MAX_RETRY_AFTER))),
-        408 | 500..=599 => Verdict::Retry,
-        _ => Verdict::NotThere,
-    }
-}
-
 /// `Content-Range: bytes FIRST-LAST/TOTAL` (TOTAL may be `*`): (first, last, total).
 pub fn content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
     let rest = v.trim().strip_prefix("bytes ")?;
@@ -128,7 +108,7 @@ pub struct Partial {
 
 /// What to do with a response, given what the file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Take {
+pub enum Fit {
     /// Write the body from byte `at` of the file (0: start again; `have`: resume).
     Write { at: u64, total: Option<u64> },
     /// The file is already whole.
@@ -144,26 +124,26 @@ pub fn on_response(
     content_length: Option<u64>,
     range: Option<(u64, u64, Option<u64>)>,
     p: &Partial,
-) -> Take {
+) -> Fit {
     match status {
-        200 => Take::Write { at: 0, total: content_length },
+        200 => Fit::Write { at: 0, total: content_length },
         206 => match range {
             Some((first, _, total)) if first == p.have => {
                 if p.total.is_some() && total.is_some() && p.total != total {
-                    Take::Restart("the image changed size on the server")
+                    Fit::Restart("the image changed size on the server")
                 } else {
-                    Take::Write { at: p.have, total: total.or(p.total) }
+                    Fit::Write { at: p.have, total: total.or(p.total) }
                 }
             }
-            Some(_) => Take::Restart("the server resumed at another offset"),
-            None => Take::Restart("a 206 answer without a usable Content-Range"),
+            Some(_) => Fit::Restart("the server resumed at another offset"),
+            None => Fit::Restart("a 206 answer without a usable Content-Range"),
         },
         _ => match (range, p.total) {
             // 416: the range starts at or past the end.
             (Some((_, _, Some(total))), _) | (None, Some(total)) if total == p.have && p.have > 0 => {
-                Take::Complete
+                Fit::Complete
             }
-            _ => Take::Restart("the server cannot serve the rest (416)"),
+            _ => Fit::Restart("the server cannot serve the rest (416)"),
         },
     }
 }
@@ -203,15 +183,15 @@ impl Sink {
     }
 }
 
-/// How one attempt ended.
+/// How one attempt ended, when it did not end the download.
 enum Attempt {
     Done,
-    /// Failed after writing this many new bytes; `wait` is what the server asked for.
+    /// Failed; `answered` says an HTTP status came back (a later refused connection to this mirror
+    /// then means it is busy, not gone).
     Failed {
         error: FetchError,
-        progress: u64,
-        not_there: bool,
-        wait: Option<Duration>,
+        failure: Failure,
+        answered: bool,
     },
 }
 
@@ -233,27 +213,34 @@ pub(super) fn agent(t: &Timeouts) -> ureq::Agent {
 }
 
 /// Redirects followed in one request, at most.
-const MAX_REDIRECTS: u32 = 10;
+const MAX_REDIRECTS: usize = 10;
 
 /// Why [`get`] returned no response.
-pub(super) enum Got {
+pub(super) enum GetError {
     /// A transfer that may be retried.
     Transfer(Phase, String),
-    /// One that must not be: a certificate error, a redirect from https to http.
+    /// One that must not be: a certificate error, a redirect from https to http, a redirect loop.
     Fatal(FetchError),
 }
 
 /// GET `url` with `headers`, following redirects (301, 302, 303, 307, 308) but never from https to
-/// http. Returns the URL that answered and its response, whatever its status.
+/// http, and never round a loop. Returns the URL that answered and its response, whatever its
+/// status. Asks for the body as it is (`Accept-Encoding: identity`): an image is compressed already.
 pub(super) fn get(
     agent: &ureq::Agent,
     url: &Url,
     headers: &[(&'static str, String)],
     budget: Option<Duration>,
-) -> Result<(Url, ureq::http::Response<ureq::Body>), Got> {
-    let mut at = url.clone();
-    for _ in 0..=MAX_REDIRECTS {
-        let mut request = agent.get(at.as_str()).config().timeout_global(budget).build();
+) -> Result<(Url, ureq::http::Response<ureq::Body>), GetError> {
+    let mut hops = vec![url.clone()];
+    loop {
+        let at = hops.last().unwrap_or(url);
+        let mut request = agent
+            .get(at.as_str())
+            .config()
+            .timeout_global(budget)
+            .build()
+            .header("Accept-Encoding", "identity");
         for (name, value) in headers {
             request = request.header(*name, value);
         }
@@ -262,33 +249,96 @@ pub(super) fn get(
             Err(e) => {
                 let (phase, message, fatal) = classify(&e);
                 return Err(match fatal {
-                    true => Got::Fatal(FetchError::Tls { url: at, message }),
-                    false => Got::Transfer(phase, message),
+                    true => GetError::Fatal(FetchError::Tls { url: at.clone(), message }),
+                    false => GetError::Transfer(phase, message),
                 });
             }
         };
         let status = response.status().as_u16();
         let location = response.headers().get("location").and_then(|v| v.to_str().ok());
-        let Some(next) = next_hop(&at, status, location)? else { return Ok((at, response)) };
+        let Some(next) = next_hop(at, status, location)? else { return Ok((at.clone(), response)) };
         log::info!("{at} redirects ({status}) to {next}");
-        at = next;
+        let looped = hops.contains(&next);
+        hops.push(next);
+        if looped || hops.len() > MAX_REDIRECTS + 1 {
+            return Err(GetError::Fatal(FetchError::Redirects {
+                url: url.clone(),
+                hops: route(&hops),
+                looped,
+            }));
+        }
     }
-    Err(Got::Transfer(Phase::Headers, format!("more than {MAX_REDIRECTS} redirects")))
+}
+
+/// The first hops of a redirect chain, for the error line: `a -> b -> c -> ...`.
+fn route(hops: &[Url]) -> String {
+    let mut shown: Vec<String> = hops.iter().take(4).map(Url::to_string).collect();
+    if hops.len() > 4 {
+        shown.push(format!("... ({} hops)", hops.len() - 1));
+    }
+    shown.join(" -> ")
 }
 
 /// Where a response sends the request next: `None` when it is not a redirect, the next URL when
 /// it is, an error for a bad `Location` or a step from https down to http.
-pub(super) fn next_hop(at: &Url, status: u16, location: Option<&str>) -> Result<Option<Url>, Got> {
+pub(super) fn next_hop(at: &Url, status: u16, location: Option<&str>) -> Result<Option<Url>, GetError> {
     let (true, Some(location)) = (matches!(status, 301 | 302 | 303 | 307 | 308), location) else {
         return Ok(None);
     };
     let next = at
         .join(location)
-        .map_err(|why| Got::Transfer(Phase::Headers, format!("bad redirect to {location:?}: {why}")))?;
+        .map_err(|why| GetError::Transfer(Phase::Headers, format!("bad redirect to {location:?}: {why}")))?;
     if at.is_https() && !next.is_https() {
-        return Err(Got::Fatal(FetchError::Downgrade { from: at.clone(), to: next }));
+        return Err(GetError::Fatal(FetchError::Downgrade { from: at.clone(), to: next }));
     }
     Ok(Some(next))
+}
+
+/// The console while a busy server is waited out: one line when it turns busy, then a summary at
+/// most every [`BUSY_SUMMARY_EVERY`], and one line when it takes the request.
+#[derive(Default)]
+struct BusyLog {
+    /// When the current busy spell began, and the busy answers before it.
+    since: Option<(Duration, u32)>,
+    last_line: Duration,
+}
+
+const BUSY_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+impl BusyLog {
+    fn busy(&mut self, url: &Url, error: &FetchError, s: &Schedule, attempts: u32, left: Duration) {
+        let now = sys::uptime();
+        match self.since {
+            None => {
+                self.since = Some((now, s.busy.saturating_sub(1)));
+                self.last_line = now;
+                log::warn!("{error}");
+                log::info!(
+                    "{url}: the server is busy; waiting it out within netinit.timeout= ({}s left), \
+                     without using up retries",
+                    left.as_secs()
+                );
+            }
+            Some((start, before)) if now.saturating_sub(self.last_line) >= BUSY_SUMMARY_EVERY => {
+                self.last_line = now;
+                log::info!(
+                    "still waiting for a busy server: {} busy answers in {}s, {attempts} attempts so far, {}s left",
+                    s.busy - before,
+                    now.saturating_sub(start).as_secs(),
+                    left.as_secs()
+                );
+            }
+            Some(_) => log::debug!("{error}"),
+        }
+    }
+
+    /// The busy spell, if any, is over.
+    fn over(&mut self, s: &Schedule) {
+        if let Some((start, before)) = self.since.take() {
+            let secs = sys::uptime().saturating_sub(start).as_secs();
+            log::info!("the server took the request after {} busy answers in {secs}s", s.busy - before);
+        }
+    }
 }
 
 /// Downloads the first mirror of `job` that serves the image into `path`, resuming where it can,
@@ -302,63 +352,74 @@ pub fn download_to(path: &Path, job: &Job, check: Option<Check>) -> Result<Done,
         File::options().read(true).write(true).create(true).truncate(true).open(path).map_err(write_error)?;
     let mut sink = Sink { file, partial: Partial::default(), hasher: Hasher::new(super::BUFFER, check) };
     let agent = agent(&job.timeouts);
-    let start = sys::uptime();
-    let deadline = start + job.budget;
-    let mut not_there = vec![0u32; job.urls.len()];
-    let (mut attempts, mut retries, mut resumes) = (0u32, 0u32, 0u32);
-    let mut mirror = 0usize;
+    let deadline = sys::uptime().saturating_add(job.budget);
+    let mut schedule = Schedule::new(job.policy, job.urls.len());
+    let mut busy_log = BusyLog::default();
+    let (mut attempts, mut resumes, mut mirror) = (0u32, 0u32, 0usize);
     loop {
         let left = deadline.saturating_sub(sys::uptime());
         if left.is_zero() {
-            return Err(FetchError::Budget { budget: job.budget, attempts });
+            return Err(FetchError::Budget { budget: job.budget, attempts, busy: schedule.busy });
         }
         let url = &job.urls[mirror];
-        attempts += 1;
-        let resuming = sink.partial.have > 0;
-        if resuming {
+        attempts = attempts.saturating_add(1);
+        if sink.partial.have > 0 {
             resumes += 1;
             let of = sink.partial.total.map(|t| format!(" of {}", mib(t))).unwrap_or_default();
             log::info!("resuming {url} at {}{of} (attempt {attempts})", mib(sink.partial.have));
         } else {
-            log::info!(
-                "fetching {url} (attempt {attempts}, {} retries left)",
-                job.policy.attempts.saturating_sub(retries + 1)
-            );
+            let retries_left = job.policy.attempts.saturating_sub(schedule.retries + 1);
+            let level = if schedule.in_busy_streak() { log::Level::Debug } else { log::Level::Info };
+            log::log!(level, "fetching {url} (attempt {attempts}, {retries_left} retries left)");
         }
-        match attempt(&agent, url, &mut sink, job, left, attempts) {
-            Ok(Attempt::Done) => {
+        let (error, failure, answered) = match attempt(&agent, url, &mut sink, job, left, attempts)? {
+            Attempt::Done => {
+                busy_log.over(&schedule);
                 let digests = sink.hasher.finish().ok_or(FetchError::Hashing)?;
                 let (sha256, signature) = (digests.sha256, digests.signature);
                 let size = sink.partial.have;
                 return Ok(Done { url: url.clone(), size, sha256, signature, attempts, resumes });
             }
-            Ok(Attempt::Failed { error, progress, not_there: gone, wait }) => {
-                log::warn!("{error}");
-                if gone {
-                    not_there[mirror] += 1;
-                }
-                let live: Vec<usize> =
-                    (0..job.urls.len()).filter(|i| not_there[*i] < PERMANENT_ANSWERS).collect();
-                if live.is_empty() {
-                    return Err(error);
-                }
-                if progress > 0 && wait.is_none() {
-                    continue; // bytes arrived: resume at once from the same mirror
-                }
-                retries += 1;
-                if retries >= job.policy.attempts {
-                    return Err(error);
-                }
-                // The next live mirror after this one, coming back round.
-                mirror = live.iter().copied().find(|i| *i > mirror).unwrap_or(live[0]);
-                let backoff = job.policy.next_delay(retries, sys::random_u64());
-                let delay = wait.unwrap_or(backoff).min(deadline.saturating_sub(sys::uptime()));
-                let why = if wait.is_some() { " (the server's Retry-After)" } else { "" };
-                log::info!("retrying in {:.1}s{why}", delay.as_secs_f32());
-                std::thread::sleep(delay);
-            }
-            Err(fatal) => return Err(fatal),
+            Attempt::Failed { error, failure, answered } => (error, failure, answered),
+        };
+        if answered {
+            schedule.answered(mirror);
         }
+        match schedule.after(mirror, failure, sys::uptime(), sys::random_u64()) {
+            Next::OutOfRetries | Next::NowhereToGo => return Err(error),
+            Next::Try { mirror: next, after, busy } => {
+                let left = deadline.saturating_sub(sys::uptime());
+                if busy {
+                    busy_log.busy(url, &error, &schedule, attempts, left);
+                } else {
+                    busy_log.over(&schedule);
+                    log::warn!("{error}");
+                }
+                if after >= left {
+                    log::warn!(
+                        "not waiting {:.1}s: netinit.timeout= ends in {:.1}s",
+                        after.as_secs_f32(),
+                        left.as_secs_f32()
+                    );
+                    return Err(FetchError::Budget { budget: job.budget, attempts, busy: schedule.busy });
+                }
+                if !busy && !after.is_zero() {
+                    log::info!("retrying in {:.1}s", after.as_secs_f32());
+                }
+                mirror = next;
+                std::thread::sleep(after);
+            }
+        }
+    }
+}
+
+/// The body as the image's bytes: decoded when a server gzipped it unasked; `None` for an encoding
+/// netinit cannot decode.
+fn decoded(encoding: Option<&str>, body: ureq::BodyReader<'static>) -> Option<(Box<dyn Read>, bool)> {
+    match encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("" | "identity") => Some((Box::new(body), false)),
+        Some("gzip" | "x-gzip") => Some((Box::new(flate2::read::GzDecoder::new(body)), true)),
+        Some(_) => None,
     }
 }
 
@@ -371,17 +432,21 @@ fn attempt(
     budget: Duration,
     n: u32,
 ) -> Result<Attempt, FetchError> {
-    let failed = |phase: Phase, message: String, progress: u64| Attempt::Failed {
-        error: FetchError::Transfer { url: url.clone(), phase, attempts: n, message },
-        progress,
-        not_there: false,
-        wait: None,
+    let transfer = |phase: Phase, message: String| FetchError::Transfer {
+        url: url.clone(),
+        phase,
+        attempts: n,
+        message,
     };
+    let failed = |error, failure| Ok(Attempt::Failed { error, failure, answered: true });
     let write_error = |source| FetchError::Write { path: "the image file".into(), source };
     let response = match get(agent, url, &resume_headers(&sink.partial), Some(budget)) {
         Ok((_, r)) => r,
-        Err(Got::Fatal(e)) => return Err(e),
-        Err(Got::Transfer(phase, message)) => return Ok(failed(phase, message, 0)),
+        Err(GetError::Fatal(e)) => return Err(e),
+        Err(GetError::Transfer(phase, message)) => {
+            let failure = if phase == Phase::Connect { Failure::Unreachable } else { Failure::Transient };
+            return Ok(Attempt::Failed { error: transfer(phase, message), failure, answered: false });
+        }
     };
     let status = response.status().as_u16();
     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -393,68 +458,115 @@ fn attempt(
     if !matches!(status, 200 | 206 | 416) {
         let reason = response.status().canonical_reason().map(str::to_owned);
         let error = FetchError::Status { url: url.clone(), status, reason };
-        return Ok(match verdict(status, header("retry-after").as_deref()) {
-            Verdict::Retry => Attempt::Failed { error, progress: 0, not_there: false, wait: None },
-            Verdict::RetryAfter(d) => Attempt::Failed { error, progress: 0, not_there: false, wait: Some(d) },
-            Verdict::NotThere => Attempt::Failed { error, progress: 0, not_there: true, wait: None },
-        });
+        let failure =
+            match retry::verdict(status, header("retry-after").as_deref(), header("date").as_deref()) {
+                Verdict::Busy(wait) => Failure::Busy(wait),
+                Verdict::Transient => Failure::Transient,
+                Verdict::NotThere => Failure::NotThere,
+            };
+        return failed(error, failure);
     }
+    let encoding = header("content-encoding");
     let range = header("content-range").as_deref().and_then(content_range);
     let (at, total) = match on_response(status, length, range, &sink.partial) {
-        Take::Complete => return Ok(Attempt::Done),
-        Take::Restart(why) => {
+        Fit::Complete => return Ok(Attempt::Done),
+        Fit::Restart(why) => {
             log::warn!("{url}: {why}; starting again from byte 0");
             sink.restart().map_err(write_error)?;
-            return Ok(failed(Phase::Body, why.to_owned(), 0));
+            return failed(transfer(Phase::Body, why.to_owned()), Failure::Transient);
         }
-        Take::Write { at, total } => (at, total),
+        Fit::Write { at, total } => (at, total),
     };
     if at == 0 && sink.partial.have > 0 {
         log::warn!("{url}: the server sent the whole image instead of the rest; starting again from byte 0");
         sink.restart().map_err(write_error)?;
     }
+    let resumable_by = validator(header("etag").as_deref(), header("last-modified").as_deref());
+    let Some((mut body, gzipped)) = decoded(encoding.as_deref(), response.into_body().into_reader()) else {
+        let encoding = encoding.unwrap_or_default();
+        return Err(FetchError::Encoded { url: url.clone(), encoding });
+    };
+    // A gzipped body's length is not the image's, and its bytes cannot be resumed by range.
+    if gzipped && sink.partial.have > 0 {
+        sink.restart().map_err(write_error)?;
+    }
+    let total = if gzipped { None } else { total };
     if let (Some(total), Some(room)) = (total, job.room) {
         if total > room {
             return Err(FetchError::TooBig { url: url.clone(), size: total, room });
         }
     }
     sink.partial.total = total;
-    sink.partial.validator = validator(header("etag").as_deref(), header("last-modified").as_deref());
-    let mut body = response.into_body().into_reader();
+    sink.partial.validator = if gzipped { None } else { resumable_by };
+    if gzipped {
+        log::warn!("{url}: the server gzipped the image unasked (Content-Encoding: gzip); decoding it");
+    }
+    let (result, progress) = receive(&mut *body, sink, total).map_err(write_error)?;
+    match result {
+        Ok(()) => Ok(Attempt::Done),
+        Err(_) if gzipped => {
+            sink.restart().map_err(write_error)?;
+            failed(
+                transfer(Phase::Body, "the gzipped body broke off; starting again".into()),
+                Failure::Transient,
+            )
+        }
+        Err(Received::Broke(e)) if progress > 0 => {
+            failed(transfer(Phase::Body, format!("{e} after {}", mib(sink.partial.have))), Failure::Progress)
+        }
+        Err(Received::Broke(e)) => failed(transfer(Phase::Body, e.to_string()), Failure::Transient),
+        Err(Received::Short { expected }) => {
+            let error = FetchError::Short { url: url.clone(), got: sink.partial.have, expected };
+            failed(error, if progress > 0 { Failure::Progress } else { Failure::Transient })
+        }
+    }
+}
+
+/// How receiving a body went wrong.
+enum Received {
+    /// A read failed.
+    Broke(io::Error),
+    /// The body ended before the declared length.
+    Short { expected: u64 },
+}
+
+/// Streams `body` into the file and the hashing thread. Returns how it ended and the bytes it
+/// added; `Err` only for a failed write.
+fn receive(
+    body: &mut dyn Read,
+    sink: &mut Sink,
+    total: Option<u64>,
+) -> io::Result<(Result<(), Received>, u64)> {
     let mut progress = Progress::new(total, sink.partial.have);
     let before = sink.partial.have;
     loop {
         let mut buf = sink.hasher.buffer();
-        let (got, read) = fill(&mut body, &mut buf);
+        let (got, read) = fill(body, &mut buf);
         let written = sink.file.write_all(&buf[..got]);
         // Every buffer goes back, even an unused one: the pool is small, and an attempt that kept
         // one would leave the next attempts waiting forever for it.
         sink.hasher.update(buf, if written.is_ok() { got } else { 0 });
-        written.map_err(write_error)?;
+        written?;
         sink.partial.have += got as u64;
         progress.update(sink.partial.have);
+        let added = sink.partial.have - before;
         match read {
             Ok(true) => {}
             Ok(false) => break,
-            Err(e) => {
-                let progress = sink.partial.have - before;
-                let message = format!("{e} after {}", mib(sink.partial.have));
-                return Ok(failed(Phase::Body, message, progress));
-            }
+            Err(e) => return Ok((Err(Received::Broke(e)), added)),
         }
     }
-    if let Some(expected) = total.filter(|t| *t != sink.partial.have) {
-        let error = FetchError::Short { url: url.clone(), got: sink.partial.have, expected };
-        let progress = sink.partial.have - before;
-        return Ok(Attempt::Failed { error, progress, not_there: false, wait: None });
+    let added = sink.partial.have - before;
+    match total.filter(|t| *t != sink.partial.have) {
+        Some(expected) => Ok((Err(Received::Short { expected }), added)),
+        None => Ok((Ok(()), added)),
     }
-    Ok(Attempt::Done)
 }
 
 /// Reads `body` into `buf` until it is full, the body ends or a read fails: the bytes read, and
 /// whether there may be more (`Ok(false)` at the end). One buffer holds several of the HTTP
 /// client's reads (128 KiB each), so the file and the hashing thread take fewer, larger pieces.
-fn fill(body: &mut impl Read, buf: &mut [u8]) -> (usize, io::Result<bool>) {
+fn fill(body: &mut (impl Read + ?Sized), buf: &mut [u8]) -> (usize, io::Result<bool>) {
     let mut filled = 0;
     while filled < buf.len() {
         match body.read(&mut buf[filled..]) {
@@ -472,35 +584,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_retry_table() {
-        let check = |status: u16, retry_after: Option<&str>, expected: Verdict| {
-            assert_eq!(verdict(status, retry_after), expected, "{status} {retry_after:?}");
-        };
-        check(500, None, Verdict::Retry);
-        check(502, None, Verdict::Retry);
-        check(503, None, Verdict::Retry);
-        check(408, None, Verdict::Retry);
-        check(503, Some("7"), Verdict::RetryAfter(Duration::from_secs(7)));
-        check(429, Some(" 2 "), Verdict::RetryAfter(Duration::from_secs(2)));
-        check(429, Some("86400"), Verdict::RetryAfter(MAX_RETRY_AFTER));
-        check(429, Some("Wed, 21 Oct 2015 07:28:00 GMT"), Verdict::Retry);
-        check(429, None, Verdict::Retry);
-        check(500, Some("5"), Verdict::Retry);
-        check(404, None, Verdict::NotThere);
-        check(410, None, Verdict::NotThere);
-        check(403, None, Verdict::NotThere);
-        check(401, None, Verdict::NotThere);
-        check(400, None, Verdict::NotThere);
-    }
-
-    #[test]
     fn redirects() {
         let url = |u: &str| Url::parse(u).unwrap();
         let check = |at: &str, status: u16, location: Option<&str>, expected: Result<Option<&str>, &str>| {
             let got = match next_hop(&url(at), status, location) {
                 Ok(next) => Ok(next.map(|u| u.as_str().to_owned())),
-                Err(Got::Fatal(e)) => Err(e.to_string()),
-                Err(Got::Transfer(_, m)) => Err(m),
+                Err(GetError::Fatal(e)) => Err(e.to_string()),
+                Err(GetError::Transfer(_, m)) => Err(m),
             };
             match expected {
                 Ok(next) => assert_eq!(got, Ok(next.map(str::to_owned)), "{at} {status} {location:?}"),
@@ -541,51 +631,51 @@ mod tests {
     #[test]
     fn responses_against_what_we_have() {
         let p = |have, total: Option<u64>| Partial { have, total, validator: None };
-        let check = |status, len, range, partial: &Partial, expected: Take| {
+        let check = |status, len, range, partial: &Partial, expected: Fit| {
             assert_eq!(on_response(status, len, range, partial), expected, "{status} {range:?} {partial:?}");
         };
-        check(200, Some(1000), None, &p(0, None), Take::Write { at: 0, total: Some(1000) });
-        check(200, None, None, &p(0, None), Take::Write { at: 0, total: None });
-        check(200, Some(1000), None, &p(300, Some(1000)), Take::Write { at: 0, total: Some(1000) });
+        check(200, Some(1000), None, &p(0, None), Fit::Write { at: 0, total: Some(1000) });
+        check(200, None, None, &p(0, None), Fit::Write { at: 0, total: None });
+        check(200, Some(1000), None, &p(300, Some(1000)), Fit::Write { at: 0, total: Some(1000) });
         check(
             206,
             Some(700),
             Some((300, 999, Some(1000))),
             &p(300, Some(1000)),
-            Take::Write { at: 300, total: Some(1000) },
+            Fit::Write { at: 300, total: Some(1000) },
         );
         check(
             206,
             Some(700),
             Some((300, 999, None)),
             &p(300, Some(1000)),
-            Take::Write { at: 300, total: Some(1000) },
+            Fit::Write { at: 300, total: Some(1000) },
         );
         check(
             206,
             Some(700),
             Some((200, 999, Some(1000))),
             &p(300, Some(1000)),
-            Take::Restart("the server resumed at another offset"),
+            Fit::Restart("the server resumed at another offset"),
         );
         check(
             206,
             Some(700),
             Some((300, 1299, Some(1300))),
             &p(300, Some(1000)),
-            Take::Restart("the image changed size on the server"),
+            Fit::Restart("the image changed size on the server"),
         );
         check(
             206,
             Some(700),
             None,
             &p(300, Some(1000)),
-            Take::Restart("a 206 answer without a usable Content-Range"),
+            Fit::Restart("a 206 answer without a usable Content-Range"),
         );
-        check(416, None, None, &p(1000, Some(1000)), Take::Complete);
-        check(416, None, Some((0, 0, Some(1000))), &p(1000, None), Take::Complete);
-        check(416, None, None, &p(300, Some(1000)), Take::Restart("the server cannot serve the rest (416)"));
-        check(416, None, None, &p(0, None), Take::Restart("the server cannot serve the rest (416)"));
+        check(416, None, None, &p(1000, Some(1000)), Fit::Complete);
+        check(416, None, Some((0, 0, Some(1000))), &p(1000, None), Fit::Complete);
+        check(416, None, None, &p(300, Some(1000)), Fit::Restart("the server cannot serve the rest (416)"));
+        check(416, None, None, &p(0, None), Fit::Restart("the server cannot serve the rest (416)"));
     }
 
     #[test]

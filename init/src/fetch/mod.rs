@@ -13,6 +13,7 @@
 
 pub mod engine;
 mod hasher;
+pub mod retry;
 #[cfg(test)]
 mod tests;
 mod tls;
@@ -20,6 +21,8 @@ mod tls;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use retry::RetryPolicy;
 
 use crate::cmdline::{ImageConfig, Url, Verify};
 use crate::sys;
@@ -31,32 +34,6 @@ pub(crate) const BUFFER: usize = 256 * 1024;
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// Where `cargo xtask cpio --trust` will put the public keys images must be signed with.
 pub const TRUSTED_KEYS: &str = "/etc/netinit/keys";
-
-/// When and how often to retry: exponential backoff with full jitter, pure so it is tested.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts in all, across all mirrors.
-    pub attempts: u32,
-    pub base: Duration,
-    pub cap: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy { attempts: 6, base: Duration::from_secs(1), cap: Duration::from_secs(30) }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait before attempt `attempt + 1` after `attempt` (1-based) failed: uniform in
-    /// `0..=min(cap, base * 2^(attempt-1))`, where `random` is any u64. Full jitter spreads a
-    /// thousand machines that failed together.
-    pub fn next_delay(&self, attempt: u32, random: u64) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-        let ceiling = exp.min(self.cap).as_millis() as u64;
-        Duration::from_millis(random % (ceiling + 1))
-    }
-}
 
 /// Which part of a transfer failed: what the operator needs to look at differs for each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,8 +85,12 @@ pub enum FetchError {
     Digest { url: Url, expected: String, actual: String },
     #[error("modloop_verify=yes, but this initramfs has no trusted keys in {TRUSTED_KEYS}")]
     NoTrustedKeys,
-    #[error("the download did not finish within netinit.timeout={}s ({attempts} attempts)", budget.as_secs())]
-    Budget { budget: Duration, attempts: u32 },
+    #[error("the download did not finish within netinit.timeout={}s ({attempts} attempts{})", budget.as_secs(), busy_note(*busy))]
+    Budget { budget: Duration, attempts: u32, busy: u32 },
+    #[error("GET {url}: {} {hops}", if *looped { "the redirects go round in a loop:" } else { "more than 10 redirects:" })]
+    Redirects { url: Url, hops: String, looped: bool },
+    #[error("GET {url}: the server sent the image with Content-Encoding: {encoding}, which netinit did not ask for and cannot decode")]
+    Encoded { url: Url, encoding: String },
     #[error("GET {url}: the image is {} but the RAM disk has {} free", mib(*size), mib(*room))]
     TooBig { url: Url, size: u64, room: u64 },
     #[error("mounting a tmpfs on {IMAGE_DIR}")]
@@ -159,12 +140,29 @@ impl FetchError {
             FetchError::NoTrustedKeys => {
                 "signature checks need keys built into the initramfs; or boot with modloop_verify=no"
             }
-            FetchError::Budget { .. } => {
+            FetchError::Budget { busy: 0, .. } => {
                 "the server or the network is too slow for the budget: raise netinit.timeout="
+            }
+            FetchError::Budget { .. } => {
+                "the image server is overloaded: add mirrors to modloop= or an HTTP cache in front of it, or raise netinit.timeout="
+            }
+            FetchError::Redirects { .. } => {
+                "a redirect that no retry can fix: correct the server's redirects, or name the final URL in modloop="
+            }
+            FetchError::Encoded { .. } => {
+                "turn compression off for the image on the server (a squashfs is compressed already)"
             }
             FetchError::TooBig { .. } => "boot a machine with more RAM, or a smaller image",
             FetchError::Mount(_) => "this is unexpected; the error above names the system's answer",
         }
+    }
+}
+
+/// `, 40 of them answered busy`, when any were.
+fn busy_note(busy: u32) -> String {
+    match busy {
+        0 => String::new(),
+        n => format!(", {n} of them answered busy"),
     }
 }
 
@@ -185,8 +183,8 @@ pub fn get_small(url: &Url, limit: u64) -> Result<Vec<u8>, FetchError> {
     let transfer = |phase, message| FetchError::Transfer { url: url.clone(), phase, attempts: 1, message };
     let agent = engine::agent(&engine::Timeouts::default());
     let (_, response) = engine::get(&agent, url, &[], None).map_err(|e| match e {
-        engine::Got::Fatal(e) => e,
-        engine::Got::Transfer(phase, message) => transfer(phase, message),
+        engine::GetError::Fatal(e) => e,
+        engine::GetError::Transfer(phase, message) => transfer(phase, message),
     })?;
     let status = response.status();
     if status.as_u16() != 200 {
@@ -229,7 +227,7 @@ pub fn download(image: &ImageConfig) -> Result<Fetched, FetchError> {
     let path = Path::new(IMAGE_DIR).join(IMAGE_FILE);
     let job = engine::Job {
         urls: &image.urls,
-        policy: RetryPolicy { attempts: image.retries.saturating_add(1), ..RetryPolicy::default() },
+        policy: RetryPolicy::with_retries(image.retries),
         budget: image.timeout,
         timeouts: engine::Timeouts::default(),
         room,
@@ -333,7 +331,6 @@ fn signature_check(image: &ImageConfig) -> Result<Option<hasher::Check>, FetchEr
     Err(failure.unwrap_or(FetchError::NoUrl))
 }
 
-/// Which phase a ureq error belongs to, and what to say about it.
 /// Which phase a ureq error belongs to, what to say about it, and whether it is fatal (a
 /// certificate that does not verify will not verify on the next try either).
 fn classify(e: &ureq::Error) -> (Phase, String, bool) {
@@ -428,31 +425,6 @@ pub fn progress_line(have: u64, base: u64, total: Option<u64>, elapsed: Duration
 #[cfg(test)]
 mod unit {
     use super::*;
-
-    #[test]
-    fn backoff_is_exponential_capped_and_jittered() {
-        let p = RetryPolicy::default();
-        let check = |attempt: u32, ceiling_ms: u64| {
-            assert_eq!(
-                p.next_delay(attempt, u64::MAX - (u64::MAX % (ceiling_ms + 1)) - 1).as_millis() as u64,
-                ceiling_ms,
-                "attempt {attempt}"
-            );
-            assert_eq!(p.next_delay(attempt, 0), Duration::ZERO, "attempt {attempt}");
-            assert_eq!(
-                p.next_delay(attempt, ceiling_ms),
-                Duration::from_millis(ceiling_ms),
-                "attempt {attempt}"
-            );
-        };
-        check(1, 1000);
-        check(2, 2000);
-        check(3, 4000);
-        check(5, 16000);
-        check(6, 30000);
-        check(40, 30000);
-        assert_eq!(p.next_delay(0, 7), Duration::from_millis(7));
-    }
 
     #[test]
     fn progress_lines() {

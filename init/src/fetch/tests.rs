@@ -20,6 +20,7 @@ struct Seen {
     path: String,
     range: Option<String>,
     if_range: Option<String>,
+    accept_encoding: Option<String>,
 }
 
 /// One scripted answer.
@@ -96,7 +97,7 @@ fn serve(stream: TcpStream, script: &Script, log: &Mutex<Vec<Seen>>) {
         return;
     }
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    let mut seen = Seen { path, range: None, if_range: None };
+    let mut seen = Seen { path, range: None, if_range: None, accept_encoding: None };
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
@@ -106,6 +107,7 @@ fn serve(stream: TcpStream, script: &Script, log: &Mutex<Vec<Seen>>) {
             match k.trim().to_ascii_lowercase().as_str() {
                 "range" => seen.range = Some(v.trim().to_owned()),
                 "if-range" => seen.if_range = Some(v.trim().to_owned()),
+                "accept-encoding" => seen.accept_encoding = Some(v.trim().to_owned()),
                 _ => {}
             }
         }
@@ -185,7 +187,7 @@ fn three_503_then_200() {
 }
 
 #[test]
-fn retry_after_is_honoured() {
+fn retry_after_is_honoured_with_jitter() {
     let data = image();
     let d = data.clone();
     let server = Server::start(move |n, _| match n {
@@ -195,8 +197,75 @@ fn retry_after_is_honoured() {
     let urls = [server.url("/img")];
     let start = Instant::now();
     let done = download_to(&file("429"), &job(&urls), None).unwrap();
-    assert!(start.elapsed() >= Duration::from_secs(1), "waited {:?}", start.elapsed());
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_secs(1) && waited < Duration::from_millis(2500), "waited {waited:?}");
     assert_eq!(done.attempts, 2);
+}
+
+#[test]
+fn a_busy_server_is_waited_out_past_the_retry_count() {
+    // Six attempts allowed; 25 busy answers (503 with Retry-After: 0, 429 without, 503 with a date)
+    // use none of them.
+    let data = image();
+    let d = data.clone();
+    let server = Server::start(move |n, _| match n {
+        0..=9 => Answer { headers: vec![("Retry-After", "0".into())], ..status(503) },
+        10..=19 => status(429),
+        20..=24 => {
+            let date = ("Date", "Wed, 21 Oct 2015 07:28:00 GMT".to_owned());
+            Answer {
+                headers: vec![("Retry-After", "Wed, 21 Oct 2015 07:28:00 GMT".into()), date],
+                ..status(503)
+            }
+        }
+        _ => ok(&d),
+    });
+    let urls = [server.url("/img")];
+    let path = file("busy");
+    let done = download_to(&path, &job(&urls), None).unwrap();
+    assert_eq!((done.attempts, done.sha256), (26, sha(&data)));
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+}
+
+#[test]
+fn a_busy_mirror_sends_the_next_attempt_to_the_next_mirror_at_once() {
+    let data = image();
+    let d = data.clone();
+    let server = Server::start(move |_, seen| match seen.path.as_str() {
+        "/m1/img" => Answer { headers: vec![("Retry-After", "30".into())], ..status(503) },
+        _ => ok(&d),
+    });
+    let urls = [server.url("/m1/img"), server.url("/m2/img")];
+    let start = Instant::now();
+    let done = download_to(&file("busy-mirror"), &job(&urls), None).unwrap();
+    assert!(start.elapsed() < Duration::from_secs(5), "it did not wait for the busy mirror");
+    assert_eq!(done.url, urls[1]);
+    let paths: Vec<String> = server.seen().iter().map(|s| s.path.clone()).collect();
+    assert_eq!(paths, ["/m1/img", "/m2/img"]);
+}
+
+#[test]
+fn a_server_that_answered_then_refuses_connections_is_busy_until_the_budget() {
+    // It answers once (503), then its port is closed: refused connections from then on are a full
+    // server's, not a wrong address, so they do not use up the two attempts.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answered = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf);
+        s.write_all(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    });
+    let urls = [Url::parse(&format!("http://127.0.0.1:{port}/img")).unwrap()];
+    let mut j = job(&urls);
+    j.policy.attempts = 2;
+    j.budget = Duration::from_millis(800);
+    let e = download_to(&file("refused-busy"), &j, None).unwrap_err();
+    answered.join().unwrap();
+    match e {
+        FetchError::Budget { attempts, busy, .. } => assert!(attempts > 2 && busy + 1 >= attempts, "{e}"),
+        other => panic!("{other}"),
+    }
 }
 
 #[test]
@@ -395,7 +464,8 @@ fn the_time_budget_ends_a_hopeless_download() {
     j.budget = Duration::from_millis(600);
     let start = Instant::now();
     let e = download_to(&file("budget"), &j, None).unwrap_err();
-    assert!(matches!(e, FetchError::Budget { .. }), "{e}");
+    assert!(matches!(e, FetchError::Budget { busy, .. } if busy > 2), "{e}");
+    assert!(e.to_string().contains("of them answered busy"), "{e}");
     assert!(start.elapsed() < Duration::from_secs(3));
 }
 
@@ -417,14 +487,78 @@ fn redirects_are_followed_and_resumes_go_where_they_lead() {
 }
 
 #[test]
-fn a_redirect_loop_ends() {
-    let server = Server::start(|_, _| Answer { headers: vec![("Location", "/loop".into())], ..status(302) });
-    let urls = [server.url("/loop")];
-    let mut j = job(&urls);
-    j.policy.attempts = 1;
-    let e = download_to(&file("loop"), &j, None).unwrap_err();
-    assert!(e.to_string().contains("more than 10 redirects"), "{e}");
+fn a_redirect_loop_fails_at_once_naming_its_hops() {
+    let server = Server::start(|_, seen| {
+        let to = if seen.path == "/a" { "/b" } else { "/a" };
+        Answer { headers: vec![("Location", to.into())], ..status(302) }
+    });
+    let urls = [server.url("/a")];
+    let e = download_to(&file("loop"), &job(&urls), None).unwrap_err();
+    let (a, b) = (server.url("/a"), server.url("/b"));
+    assert_eq!(e.to_string(), format!("GET {a}: the redirects go round in a loop: {a} -> {b} -> {a}"));
+    assert_eq!(server.seen().len(), 2, "no retries: a loop is a configuration error");
+}
+
+#[test]
+fn a_chain_of_more_than_ten_redirects_fails_at_once() {
+    let server =
+        Server::start(|n, _| Answer { headers: vec![("Location", format!("/r{}", n + 1))], ..status(301) });
+    let urls = [server.url("/r0")];
+    let e = download_to(&file("chain"), &job(&urls), None).unwrap_err();
+    assert!(matches!(e, FetchError::Redirects { looped: false, .. }), "{e}");
+    let (r0, r1) = (server.url("/r0"), server.url("/r1"));
+    assert!(e.to_string().starts_with(&format!("GET {r0}: more than 10 redirects: {r0} -> {r1} -> ")), "{e}");
+    assert!(e.to_string().ends_with("... (11 hops)"), "{e}");
     assert_eq!(server.seen().len(), 11);
+}
+
+fn gzipped(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn a_body_gzipped_unasked_is_decoded_and_a_broken_one_starts_again() {
+    let data = image();
+    let packed = gzipped(&data);
+    let server = Server::start(move |n, _| {
+        let a = Answer { headers: vec![("Content-Encoding", "gzip".into())], ..ok(&packed) };
+        if n == 0 {
+            Answer { reset_after: Some(packed.len() / 2), ..a }
+        } else {
+            a
+        }
+    });
+    let urls = [server.url("/img")];
+    let path = file("gzip");
+    let done = download_to(&path, &job(&urls), None).unwrap();
+    assert_eq!((done.sha256, done.size), (sha(&data), data.len() as u64), "the image, not its encoding");
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[0].accept_encoding.as_deref(),
+        Some("identity"),
+        "netinit asks for the bytes as they are"
+    );
+    assert_eq!(seen[1].range, None, "a gzipped body is never resumed by range");
+}
+
+#[test]
+fn an_encoding_netinit_cannot_decode_fails_at_once_naming_it() {
+    let server =
+        Server::start(|_, _| Answer { headers: vec![("Content-Encoding", "br".into())], ..ok(b"xx") });
+    let urls = [server.url("/img")];
+    let e = download_to(&file("br"), &job(&urls), None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "GET {}: the server sent the image with Content-Encoding: br, which netinit did not ask for and cannot decode",
+            urls[0]
+        )
+    );
+    assert_eq!(server.seen().len(), 1);
 }
 
 #[test]
