@@ -13,6 +13,7 @@
 
 pub mod engine;
 mod hasher;
+mod http;
 pub mod retry;
 #[cfg(test)]
 mod tests;
@@ -181,10 +182,10 @@ pub fn hex(bytes: &[u8]) -> String {
 /// GETs a small file (an overlay, a key) into memory, once, refusing more than `limit` bytes.
 pub fn get_small(url: &Url, limit: u64) -> Result<Vec<u8>, FetchError> {
     let transfer = |phase, message| FetchError::Transfer { url: url.clone(), phase, attempts: 1, message };
-    let agent = engine::agent(&engine::Timeouts::default());
-    let (_, response) = engine::get(&agent, url, &[], None).map_err(|e| match e {
-        engine::GetError::Fatal(e) => e,
-        engine::GetError::Transfer(phase, message) => transfer(phase, message),
+    let agent = http::agent(&http::Timeouts::default());
+    let (_, response) = http::get(&agent, url, &[], None).map_err(|e| match e {
+        http::GetError::Fatal(e) => e,
+        http::GetError::Transfer(phase, message) => transfer(phase, message),
     })?;
     let status = response.status();
     if status.as_u16() != 200 {
@@ -329,42 +330,6 @@ fn signature_check(image: &ImageConfig) -> Result<Option<hasher::Check>, FetchEr
         return Ok(Some(hasher::Check { key: key.clone(), signature }));
     }
     Err(failure.unwrap_or(FetchError::NoUrl))
-}
-
-/// Which phase a ureq error belongs to, what to say about it, and whether it is fatal (a
-/// certificate that does not verify will not verify on the next try either).
-fn classify(e: &ureq::Error) -> (Phase, String, bool) {
-    use ureq::Timeout;
-    let (phase, message) = match e {
-        ureq::Error::Rustls(tls) => return (Phase::Tls, tls.to_string(), tls::is_fatal(tls)),
-        // The TLS stream reports rustls errors as I/O errors that carry them.
-        ureq::Error::Io(io) if io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()).is_some() => {
-            let tls = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
-            return (
-                Phase::Tls,
-                tls.map_or_else(|| io.to_string(), |t| t.to_string()),
-                tls.is_some_and(tls::is_fatal),
-            );
-        }
-        ureq::Error::Tls(why) => return (Phase::Tls, (*why).to_owned(), false),
-        ureq::Error::HostNotFound => (Phase::Resolve, "host not found".into()),
-        ureq::Error::Timeout(Timeout::Resolve) => (Phase::Resolve, "timed out".into()),
-        ureq::Error::Timeout(Timeout::Connect) => (Phase::Connect, "timed out".into()),
-        ureq::Error::ConnectionFailed => (Phase::Connect, "connection failed".into()),
-        ureq::Error::Timeout(_) => (Phase::Headers, "timed out".into()),
-        ureq::Error::Io(io)
-            if matches!(
-                io.kind(),
-                io::ErrorKind::ConnectionRefused
-                    | io::ErrorKind::NetworkUnreachable
-                    | io::ErrorKind::HostUnreachable
-            ) =>
-        {
-            (Phase::Connect, io.to_string())
-        }
-        other => (Phase::Headers, other.to_string()),
-    };
-    (phase, message, false)
 }
 
 /// Console progress: one line at most every 2 s, with the rate and, when the size is known, percent

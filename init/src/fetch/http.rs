@@ -1,0 +1,214 @@
+//! The HTTP client side of a download: the agent with its per-phase timeouts, one GET that
+//! follows redirects itself (never from https to http, never round a loop), the body decoded when a
+//! server encoded it unasked, and ureq's errors sorted into the phase they belong to. It knows
+//! nothing of attempts, mirrors or files: that is `engine.rs`.
+
+use std::io::{self, Read};
+use std::time::Duration;
+
+use super::{tls, FetchError, Phase};
+use crate::cmdline::Url;
+
+/// Per-phase timeouts of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// From sending the request to the end of the response headers.
+    pub headers: Duration,
+    /// The longest silence in the body.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            headers: Duration::from_secs(30),
+            idle: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The HTTP client: per-phase timeouts, statuses as values (the retry table decides what they mean).
+pub(super) fn agent(t: &Timeouts) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        // netinit follows redirects itself (see `get`), to refuse https -> http.
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .tls_config(tls::config())
+        .timeout_resolve(Some(t.connect))
+        .timeout_connect(Some(t.connect))
+        .timeout_recv_response(Some(t.headers))
+        .timeout_per_read(Some(t.idle))
+        .user_agent(concat!("netinit/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// Redirects followed in one request, at most.
+const MAX_REDIRECTS: usize = 10;
+
+/// Why [`get`] returned no response.
+pub(super) enum GetError {
+    /// A transfer that may be retried.
+    Transfer(Phase, String),
+    /// One that must not be: a certificate error, a redirect from https to http, a redirect loop.
+    Fatal(FetchError),
+}
+
+/// GET `url` with `headers`, following redirects (301, 302, 303, 307, 308) but never from https to
+/// http, and never round a loop. Returns the URL that answered and its response, whatever its
+/// status. Asks for the body as it is (`Accept-Encoding: identity`): an image is compressed already.
+pub(super) fn get(
+    agent: &ureq::Agent,
+    url: &Url,
+    headers: &[(&'static str, String)],
+    budget: Option<Duration>,
+) -> Result<(Url, ureq::http::Response<ureq::Body>), GetError> {
+    let mut hops = vec![url.clone()];
+    loop {
+        let at = hops.last().unwrap_or(url);
+        let mut request = agent
+            .get(at.as_str())
+            .config()
+            .timeout_global(budget)
+            .build()
+            .header("Accept-Encoding", "identity");
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = match request.call() {
+            Ok(r) => r,
+            Err(e) => {
+                let (phase, message, fatal) = classify(&e);
+                return Err(match fatal {
+                    true => GetError::Fatal(FetchError::Tls { url: at.clone(), message }),
+                    false => GetError::Transfer(phase, message),
+                });
+            }
+        };
+        let status = response.status().as_u16();
+        let location = response.headers().get("location").and_then(|v| v.to_str().ok());
+        let Some(next) = next_hop(at, status, location)? else { return Ok((at.clone(), response)) };
+        log::info!("{at} redirects ({status}) to {next}");
+        let looped = hops.contains(&next);
+        hops.push(next);
+        if looped || hops.len() > MAX_REDIRECTS + 1 {
+            return Err(GetError::Fatal(FetchError::Redirects {
+                url: url.clone(),
+                hops: route(&hops),
+                looped,
+            }));
+        }
+    }
+}
+
+/// The first hops of a redirect chain, for the error line: `a -> b -> c -> ...`.
+fn route(hops: &[Url]) -> String {
+    let mut shown: Vec<String> = hops.iter().take(4).map(Url::to_string).collect();
+    if hops.len() > 4 {
+        shown.push(format!("... ({} hops)", hops.len() - 1));
+    }
+    shown.join(" -> ")
+}
+
+/// Where a response sends the request next: `None` when it is not a redirect, the next URL when
+/// it is, an error for a bad `Location` or a step from https down to http.
+pub(super) fn next_hop(at: &Url, status: u16, location: Option<&str>) -> Result<Option<Url>, GetError> {
+    let (true, Some(location)) = (matches!(status, 301 | 302 | 303 | 307 | 308), location) else {
+        return Ok(None);
+    };
+    let next = at
+        .join(location)
+        .map_err(|why| GetError::Transfer(Phase::Headers, format!("bad redirect to {location:?}: {why}")))?;
+    if at.is_https() && !next.is_https() {
+        return Err(GetError::Fatal(FetchError::Downgrade { from: at.clone(), to: next }));
+    }
+    Ok(Some(next))
+}
+
+/// The body as the image's bytes: decoded when a server gzipped it unasked; `None` for an encoding
+/// netinit cannot decode.
+pub(super) fn decoded(
+    encoding: Option<&str>,
+    body: ureq::BodyReader<'static>,
+) -> Option<(Box<dyn Read>, bool)> {
+    match encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("" | "identity") => Some((Box::new(body), false)),
+        Some("gzip" | "x-gzip") => Some((Box::new(flate2::read::GzDecoder::new(body)), true)),
+        Some(_) => None,
+    }
+}
+
+/// Which phase a ureq error belongs to, what to say about it, and whether it is fatal (a
+/// certificate that does not verify will not verify on the next try either).
+pub(super) fn classify(e: &ureq::Error) -> (Phase, String, bool) {
+    use ureq::Timeout;
+    let (phase, message) = match e {
+        ureq::Error::Rustls(tls) => return (Phase::Tls, tls.to_string(), tls::is_fatal(tls)),
+        // The TLS stream reports rustls errors as I/O errors that carry them.
+        ureq::Error::Io(io) if io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()).is_some() => {
+            let tls = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+            return (
+                Phase::Tls,
+                tls.map_or_else(|| io.to_string(), |t| t.to_string()),
+                tls.is_some_and(tls::is_fatal),
+            );
+        }
+        ureq::Error::Tls(why) => return (Phase::Tls, (*why).to_owned(), false),
+        ureq::Error::HostNotFound => (Phase::Resolve, "host not found".into()),
+        ureq::Error::Timeout(Timeout::Resolve) => (Phase::Resolve, "timed out".into()),
+        ureq::Error::Timeout(Timeout::Connect) => (Phase::Connect, "timed out".into()),
+        ureq::Error::ConnectionFailed => (Phase::Connect, "connection failed".into()),
+        ureq::Error::Timeout(_) => (Phase::Headers, "timed out".into()),
+        ureq::Error::Io(io)
+            if matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::NetworkUnreachable
+                    | io::ErrorKind::HostUnreachable
+            ) =>
+        {
+            (Phase::Connect, io.to_string())
+        }
+        other => (Phase::Headers, other.to_string()),
+    };
+    (phase, message, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects() {
+        let url = |u: &str| Url::parse(u).unwrap();
+        let check = |at: &str, status: u16, location: Option<&str>, expected: Result<Option<&str>, &str>| {
+            let got = match next_hop(&url(at), status, location) {
+                Ok(next) => Ok(next.map(|u| u.as_str().to_owned())),
+                Err(GetError::Fatal(e)) => Err(e.to_string()),
+                Err(GetError::Transfer(_, m)) => Err(m),
+            };
+            match expected {
+                Ok(next) => assert_eq!(got, Ok(next.map(str::to_owned)), "{at} {status} {location:?}"),
+                Err(m) => {
+                    assert!(got.as_ref().is_err_and(|e| e.contains(m)), "{at} {status} {location:?}: {got:?}")
+                }
+            }
+        };
+        check("http://a/x", 200, Some("/y"), Ok(None));
+        check("http://a/x", 302, None, Ok(None));
+        check("http://a/x", 301, Some("/y"), Ok(Some("http://a/y")));
+        check("http://a/x", 307, Some("https://b/y"), Ok(Some("https://b/y")));
+        check("https://a/x", 308, Some("https://b/y"), Ok(Some("https://b/y")));
+        check("https://a/x", 302, Some("//b/y"), Ok(Some("https://b/y")));
+        check(
+            "https://a/x",
+            302,
+            Some("http://b/y"),
+            Err("https://a/x redirects to http://b/y: refusing to leave https for http"),
+        );
+        check("http://a/x", 303, Some("gopher://b/"), Err("bad redirect to \"gopher://b/\""));
+    }
+}
