@@ -89,6 +89,8 @@ struct Run {
     clients: Vec<Client>,
     /// Seconds from the first client's start to the last one's exit.
     wall: f64,
+    /// Seconds from the first client's start to the last one's.
+    spread: f64,
     /// The access log of the server the clients talked to.
     front: Served,
     /// The access log of the origin (the same server when there is no proxy).
@@ -289,7 +291,7 @@ fn run_setup(tool: Tool, cached: bool, job: &Job) -> Result<Run> {
     let url = format!("http://127.0.0.1:{front}/{IMAGE}");
     let clients_dir = dir.join("clients");
     std::fs::create_dir_all(&clients_dir).map_err(|e| e.to_string())?;
-    let (clients, wall) = run_clients(tool, job, &url, &clients_dir)?;
+    let (clients, wall, spread) = run_clients(tool, job, &url, &clients_dir)?;
     // Stopped first, so every request is in the logs.
     drop(proxy);
     drop(origin);
@@ -300,19 +302,20 @@ fn run_setup(tool: Tool, cached: bool, job: &Job) -> Result<Run> {
     let origin = log(&origin_dir)?;
     let front = if cached { log(&proxy_dir)? } else { origin.clone() };
     let label = format!("{} {}", if cached { "cached" } else { "direct" }, tool.label());
-    Ok(Run { label, clients, wall, front, origin })
+    Ok(Run { label, clients, wall, spread, front, origin })
 }
 
 /// Starts `o.clients` clients of `tool` at once, each writing to its own file of `dir`; as each
 /// exits, a second thread checks its file's SHA-256 and deletes it. A client running longer than
-/// `o.client_timeout` is killed. Returns the clients and the wall time, from the first start to the
-/// last exit (the checking that follows is not counted).
-fn run_clients(tool: Tool, job: &Job, url: &str, dir: &Path) -> Result<(Vec<Client>, f64)> {
+/// `o.client_timeout` is killed. Returns the clients, the wall time (from the first start to the last
+/// exit; the checking that follows is not counted) and the time it took to start them all.
+fn run_clients(tool: Tool, job: &Job, url: &str, dir: &Path) -> Result<(Vec<Client>, f64, f64)> {
     let Job { init, sha256, o, .. } = *job;
     let files: Vec<(PathBuf, PathBuf)> =
         (0..o.clients).map(|i| (dir.join(format!("{i}.img")), dir.join(format!("{i}.err")))).collect();
     let first = Instant::now();
     let mut running = spawn_all(&files, |out| tool.command(init, url, sha256, out), tool.label())?;
+    let spread = first.elapsed().as_secs_f64();
     let (tx, rx) = std::sync::mpsc::channel::<(usize, PathBuf)>();
     let checker = check_in_turn(rx, sha256.to_owned());
     let mut clients = vec![Client { secs: 0.0, verified: false, note: String::new() }; o.clients];
@@ -347,7 +350,7 @@ fn run_clients(tool: Tool, job: &Job, url: &str, dir: &Path) -> Result<(Vec<Clie
         clients[i].verified = verdict.is_none();
         clients[i].note = verdict.unwrap_or_default();
     }
-    Ok((clients, wall))
+    Ok((clients, wall, spread))
 }
 
 /// Starts one client per `(image file, stderr file)`, as fast as it can; when one cannot start, kills
@@ -450,8 +453,10 @@ pub fn tally<'a>(notes: impl IntoIterator<Item = &'a str>) -> Vec<(usize, &'a st
 fn details(r: &Run, size_mib: u64) -> String {
     let f = &r.front;
     let mut s = format!(
-        "{}: {} answers 200/206, {} 503, {} other; longest request {:.1} s; origin sent {:.2} images' worth\n",
+        "{}: started within {:.1} s; {} answers 200/206, {} 503, {} other; longest request {:.1} s; origin \
+         sent {:.2} images' worth\n",
         r.label,
+        r.spread,
         f.ok,
         f.busy,
         f.requests - f.ok - f.busy,
