@@ -264,7 +264,10 @@ pub fn storm(o: &Options) -> Result<()> {
             runs.push(run);
         }
     }
-    println!();
+    println!(
+        "(p50/p95/max: seconds to a verified image; requests, 503s: the log of the server the clients \
+         ask, the proxy when cached; origin MiB: what the origin sent)\n"
+    );
     for run in &runs {
         print!("{}", details(run, o.size_mib));
     }
