@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use crate::host::{self, Result};
+use crate::nginx::Nginx;
 
 /// Which HTTP server serves the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +28,6 @@ pub fn fetch(size_mib: u64, runs: usize, server: Server) -> Result<()> {
     if !host::on_path("curl") {
         missing.push("curl");
     }
-    if server == Server::Nginx && !host::on_path("nginx") {
-        missing.push("nginx-light");
-    }
     host::apt_install(&missing)?;
     let init = crate::initramfs::build_init()?;
     let dir = host::cache().join("bench");
@@ -42,7 +40,7 @@ pub fn fetch(size_mib: u64, runs: usize, server: Server) -> Result<()> {
     let (port, _nginx) = match server {
         Server::Xtask => (crate::httpd::serve(&dir).map_err(|e| e.to_string())?.port, None),
         Server::Nginx => {
-            let nginx = Nginx::start(&dir)?;
+            let nginx = start_nginx(&dir)?;
             (nginx.port, Some(nginx))
         }
     };
@@ -134,7 +132,7 @@ pub fn fetch(size_mib: u64, runs: usize, server: Server) -> Result<()> {
 }
 
 /// Pseudo-random bytes (xorshift), so no file system or link compresses or dedups them.
-fn write_data(path: &Path, size_mib: u64) -> Result<()> {
+pub fn write_data(path: &Path, size_mib: u64) -> Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| e.to_string())?);
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     let mut chunk = vec![0u8; 1 << 20];
@@ -152,67 +150,13 @@ fn write_data(path: &Path, size_mib: u64) -> Result<()> {
 
 /// Debian's nginx serving one directory on a free port of 127.0.0.1, configured as an image server
 /// would be (`sendfile on`, no access log); stopped when dropped.
-struct Nginx {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Nginx {
-    fn start(root: &Path) -> Result<Nginx> {
-        let prefix = host::cache().join("bench-nginx");
-        std::fs::create_dir_all(&prefix).map_err(|e| e.to_string())?;
-        // A free port: bind it, note it, let it go (nginx binds it a moment later).
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let conf = prefix.join("nginx.conf");
-        let text = format!(
-            "worker_processes 1;\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  \
-             server {{ listen 127.0.0.1:{port}; root {root}; }}\n}}\n",
-            p = prefix.display(),
-            root = root.display(),
-        );
-        std::fs::write(&conf, text).map_err(|e| e.to_string())?;
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(&prefix)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting nginx: {e}"))?;
-        let mut nginx = Nginx { child, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(nginx);
-            }
-            if let Ok(Some(status)) = nginx.child.try_wait() {
-                return Err(format!("nginx exited ({status}); see {}/error.log", prefix.display()));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Err(format!("nginx did not listen on 127.0.0.1:{port} within 5s"))
-    }
-}
-
-impl Drop for Nginx {
-    /// SIGTERM to the master, which stops its worker (SIGKILL would orphan the worker); SIGKILL
-    /// only if it has not exited after 5 s.
-    fn drop(&mut self) {
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill(2) on the PID of our own child, which has not been reaped yet.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_nginx(root: &Path) -> Result<Nginx> {
+    let prefix = host::cache().join("bench-nginx");
+    let port = crate::nginx::free_port()?;
+    let http = format!(
+        "  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  \
+         server {{ listen 127.0.0.1:{port}; root {root}; }}\n",
+        root = root.display(),
+    );
+    Nginx::start(&prefix, port, &crate::nginx::config(&prefix, "1", 64, &http))
 }

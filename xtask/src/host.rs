@@ -36,10 +36,16 @@ pub fn cache() -> PathBuf {
 
 /// Whether `cmd` is on PATH or in an sbin directory (which a non-login root shell may not have on PATH).
 pub fn on_path(cmd: &str) -> bool {
+    find(cmd).is_some()
+}
+
+/// Where `cmd` is, on PATH or in an sbin directory.
+pub fn find(cmd: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .any(|d| d.join(cmd).is_file())
+        .map(|d| d.join(cmd))
+        .find(|p| p.is_file())
 }
 
 pub fn is_root() -> bool {
@@ -136,4 +142,41 @@ pub fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(root());
     c
+}
+
+/// Unpacks Debian's `package` into `dir` once, without installing it: `apt-get download` then
+/// `dpkg -x`, with `dir/.complete` marking a finished unpack.
+pub fn unpack_deb(package: &str, dir: &Path) -> Result<()> {
+    if dir.join(".complete").is_file() {
+        return Ok(());
+    }
+    let sibling = |suffix: &str| {
+        let mut name = dir.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let download = sibling(".download");
+    let _ = std::fs::remove_dir_all(&download);
+    std::fs::create_dir_all(&download).map_err(|e| format!("creating {}: {e}", download.display()))?;
+    eprintln!("xtask: fetching {package}");
+    let fetch = || run(Command::new("apt-get").args(["download", "-q", package]).current_dir(&download));
+    if fetch().is_err() {
+        // A fresh machine may have no package lists yet.
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        fetch()?;
+    }
+    let deb = std::fs::read_dir(&download)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or_else(|| format!("apt-get download {package} left no .deb"))?;
+    let unpack = sibling(".partial");
+    let _ = std::fs::remove_dir_all(&unpack);
+    run(Command::new("dpkg").arg("-x").arg(&deb).arg(&unpack))?;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::rename(&unpack, dir).map_err(|e| format!("renaming {}: {e}", unpack.display()))?;
+    std::fs::write(dir.join(".complete"), package).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&download);
+    Ok(())
 }

@@ -222,7 +222,7 @@ fn sign(file: &Path, signature: &Path) -> Result<()> {
     )
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
+pub fn sha256_file(path: &Path) -> Result<String> {
     use sha2::Digest;
     let data = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     Ok(sha2::Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect())

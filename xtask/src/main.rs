@@ -10,7 +10,9 @@ mod initramfs;
 mod kernel;
 mod kmod;
 mod netlab;
+mod nginx;
 mod scenario;
+mod storm;
 mod vm;
 
 use std::collections::VecDeque;
@@ -30,6 +32,11 @@ const USAGE: &str = "usage: cargo xtask <command>
   bench  fetch [--size-mib N] [--runs N] [--nginx]
                                 the fetcher's throughput on loopback beside curl's (1 GiB, 5 runs;
                                 --nginx: served by Debian's nginx instead of xtask's server)
+  bench  storm [--clients N] [--size-mib M] [--no-cache] [--client-timeout SECS]
+                                a reboot storm: N clients (200) at once fetch an M MiB image (32)
+                                from nginx with a busy server's limits, netinit then curl; then
+                                both through a caching proxy (not with --no-cache); clients still
+                                running after SECS (900) are killed
   cpio   [--modules-dir DIR] [--modules-list FILE] [--output FILE] [--shell] [--trust KEY]... [--ca PEM]...
                                 build the initramfs (DIR: a lib/modules/<release> directory;
                                 default: the test kernel's); --shell adds the host's static
@@ -150,18 +157,32 @@ fn cmd_cpio(args: &[String]) -> Result<()> {
 
 fn cmd_bench(args: &[String]) -> Result<()> {
     let (what, rest) = args.split_first().ok_or(USAGE)?;
-    if what != "fetch" {
-        return Err(format!("unknown benchmark {what:?}\n\n{USAGE}"));
+    match what.as_str() {
+        "fetch" => {
+            let f = flags(rest, &["--size-mib", "--runs"], &["--nginx"])?;
+            let server =
+                if flag(&f, "--nginx").is_some() { bench::Server::Nginx } else { bench::Server::Xtask };
+            bench::fetch(number(&f, "--size-mib", 1024)?, number(&f, "--runs", 5)?.max(1) as usize, server)
+        }
+        "storm" => {
+            let f = flags(rest, &["--clients", "--size-mib", "--client-timeout"], &["--no-cache"])?;
+            storm::storm(&storm::Options {
+                clients: number(&f, "--clients", 200)?.max(1) as usize,
+                size_mib: number(&f, "--size-mib", 32)?.max(1),
+                cache: flag(&f, "--no-cache").is_none(),
+                client_timeout: Duration::from_secs(number(&f, "--client-timeout", 900)?),
+            })
+        }
+        _ => Err(format!("unknown benchmark {what:?}\n\n{USAGE}")),
     }
-    let f = flags(rest, &["--size-mib", "--runs"], &["--nginx"])?;
-    let num = |name: &str, default: u64| -> Result<u64> {
-        flag(&f, name)
-            .map(|v| v.parse::<u64>().map_err(|_| format!("{name} takes a number")))
-            .transpose()
-            .map(|v| v.unwrap_or(default))
-    };
-    let server = if flag(&f, "--nginx").is_some() { bench::Server::Nginx } else { bench::Server::Xtask };
-    bench::fetch(num("--size-mib", 1024)?, num("--runs", 5)?.max(1) as usize, server)
+}
+
+/// A whole-number flag's value, or `default` when it is absent.
+fn number(flags: &[(String, String)], name: &str, default: u64) -> Result<u64> {
+    flag(flags, name)
+        .map(|v| v.parse::<u64>().map_err(|_| format!("{name} takes a whole number")))
+        .transpose()
+        .map(|v| v.unwrap_or(default))
 }
 
 fn cmd_serve(dir: &str, addr: &str) -> Result<()> {
