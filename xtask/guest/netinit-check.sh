@@ -3,7 +3,8 @@
 # a zinit oneshot, the Zero-OS stand-in), it checks from inside the booted system what netinit handed
 # over and prints one line per fact, then NETINIT-<NAME>-OK, or NETINIT-<NAME>-FAILED and what failed.
 # With `modloop`, also that Alpine's modloop service left /lib/modules the image's and fetched nothing.
-# It always exits 0: the verdict is the line, and what runs after it (a poweroff) must still run.
+# It always exits 0: the verdict is the line, and what runs after it (a poweroff) must still run;
+# /run/netinit-check.done says it is done.
 name=$1
 exec >/dev/console 2>&1 # zinit keeps a service's output in memory; the test reads the console
 failed=""
@@ -23,7 +24,7 @@ check "address $ADDRESS/$PREFIX on $INTERFACE" has_address
 check "root is the overlay" mounted / overlay
 check "/dev/pts is devpts" mounted /dev/pts devpts
 check "/dev/shm is tmpfs" mounted /dev/shm tmpfs
-say "pid 1 is $(cat /proc/1/comm)"
+say "pid 1 is $(readlink /proc/1/exe)"
 if [ "$2" = modloop ]; then
 	release=$(uname -r)
 	check "/lib/modules/$release is the image's" [ -f "/lib/modules/$release/modules.builtin" ]
@@ -32,4 +33,5 @@ if [ "$2" = modloop ]; then
 	say "/lib/modules -> $(readlink /lib/modules)"
 fi
 if [ -z "$failed" ]; then echo "NETINIT-$name-OK"; else echo "NETINIT-$name-FAILED:$failed"; fi
+: >/run/netinit-check.done # for whoever waits for the verdict
 exit 0

@@ -1,8 +1,8 @@
 //! The root images of real systems that the target-init scenarios boot, each built from real
 //! packages into `target/netinit-cache/roots/` (rebuilt when its recipe changes) and served as:
 //!
-//! - `openrc.squashfs`: Debian 12's `openrc` and the libraries it needs, busybox-static for the shell
-//!   and the tools, busybox init with an Alpine-style `/etc/inittab` (sysinit, boot, default), a
+//! - `openrc.squashfs`: Debian 12's `openrc` and the libraries it needs, `dash` for `/bin/sh`,
+//!   busybox-static for the tools, busybox init with an Alpine-style `/etc/inittab` (sysinit, boot, default), a
 //!   stand-in for Alpine's `modloop` service in `boot` and the marker service in `default`;
 //! - `zinit.squashfs`: zinit from crates.io built static for musl, `/sbin/init` its PID-1 entry
 //!   (`zinit-pid1`), a oneshot that prints the marker and one that powers off after it;
@@ -144,8 +144,17 @@ fn module_lists(tree: &Path, prefix: &str, kernel: &KernelModules) -> Result<()>
 
 /// Debian's openrc with its libraries, booted by busybox init as Alpine boots it.
 fn openrc(tree: &Path, kernel: &KernelModules) -> Result<()> {
-    let packages = debs::library_closure("openrc")?;
+    // dash for /bin/sh, as on Debian's OpenRC systems: Debian's busybox-static runs its applets
+    // inside ash without exec, so OpenRC's check that /proc works (two `md5sum /proc/self/environ`
+    // under different environments must differ) fails and it mounts a second /proc over netinit's.
+    let mut packages = debs::library_closure("openrc")?;
+    packages.extend(debs::library_closure("dash")?);
+    packages.sort();
+    packages.dedup();
     debs::unpack(&debs::download(&packages)?, tree)?;
+    if std::fs::read_link(tree.join("bin/sh")).map_or(true, |t| t != Path::new("dash")) {
+        return Err("the dash package no longer links /bin/sh to dash".into());
+    }
     for unused in [
         "usr/share/doc",
         "usr/share/man",
@@ -158,6 +167,10 @@ fn openrc(tree: &Path, kernel: &KernelModules) -> Result<()> {
     base(tree)?;
     busybox(tree)?;
     put(tree, "etc/inittab", INITTAB, 0o644)?;
+    put(tree, "etc/fstab", "# netinit mounts the root; nothing else to mount\n", 0o644)?;
+    // Debian's OpenRC reads insserv's facility names for LSB scripts; this root has none.
+    put(tree, "etc/insserv.conf", "", 0o644)?;
+    std::fs::create_dir_all(tree.join("etc/insserv.conf.d")).map_err(|e| e.to_string())?;
     put(tree, "etc/init.d/modloop", MODLOOP_INITD, 0o755)?;
     put(tree, "etc/init.d/netinit-check", CHECK_INITD, 0o755)?;
     link(tree, "etc/runlevels/sysinit/cgroups", "/etc/init.d/cgroups")?;
