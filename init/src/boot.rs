@@ -18,13 +18,37 @@ use crate::{customize, failure, fetch, klog, modules, net, rootfs, switch_root, 
 /// The failure policy from the cmdline, once it is read, for the panic hook.
 static POLICY: OnceLock<FailurePolicy> = OnceLock::new();
 
-/// The API file systems, mounted first, in this order.
-const EARLY_MOUNTS: [(&str, &str, &str, MountFlags, &str); 4] = [
-    ("proc", "/proc", "proc", MountFlags::NOSUID.union(MountFlags::NODEV).union(MountFlags::NOEXEC), ""),
-    ("sysfs", "/sys", "sysfs", MountFlags::NOSUID.union(MountFlags::NODEV).union(MountFlags::NOEXEC), ""),
+const NOSUID_NODEV_NOEXEC: MountFlags = MountFlags::NOSUID.union(MountFlags::NODEV).union(MountFlags::NOEXEC);
+
+/// The API file systems, mounted first, in this order. `/dev/pts` and `/dev/shm` are for the booted
+/// system (zinit mounts nothing itself, sshd needs ptys); they move into the new root with `/dev`.
+/// Their options are dracut's (`99base/init.sh`), with `ptmxmode=0666` so that `/dev/pts/ptmx` works
+/// where `/dev/ptmx` is a link to it.
+const EARLY_MOUNTS: [(&str, &str, &str, MountFlags, &str); 6] = [
+    ("proc", "/proc", "proc", NOSUID_NODEV_NOEXEC, ""),
+    ("sysfs", "/sys", "sysfs", NOSUID_NODEV_NOEXEC, ""),
     ("devtmpfs", "/dev", "devtmpfs", MountFlags::NOSUID, "mode=0755"),
+    (
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        MountFlags::NOSUID.union(MountFlags::NOEXEC),
+        "gid=5,mode=0620,ptmxmode=0666",
+    ),
+    ("tmpfs", "/dev/shm", "tmpfs", NOSUID_NODEV_NOEXEC.union(MountFlags::STRICTATIME), "mode=1777"),
     ("tmpfs", "/run", "tmpfs", MountFlags::NOSUID.union(MountFlags::NODEV), "mode=0755"),
 ];
+
+/// Whether `target` is already a mount point: another file system than its parent's. Mounting
+/// devpts or tmpfs again would stack a second instance rather than fail.
+fn mounted(target: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev());
+    match (dev(target), target.parent().map(dev)) {
+        (Ok(d), Some(Ok(parent))) => d != parent,
+        _ => false,
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 enum BootError {
@@ -140,10 +164,14 @@ fn run() -> Result<Infallible, BootError> {
     let mut timer = Timer::new();
     log::info!("starting, version {}", env!("CARGO_PKG_VERSION"));
     for (source, target, fstype, flags, data) in EARLY_MOUNTS {
-        log::info!("mounting {target}");
         if let Err(e) = std::fs::create_dir_all(target) {
             log::warn!("creating {target}: {e}");
         }
+        if mounted(Path::new(target)) {
+            log::info!("{target} is already mounted");
+            continue;
+        }
+        log::info!("mounting {target}");
         match sys::mount(source, Path::new(target), fstype, flags, data) {
             // EBUSY: already mounted (a kernel with CONFIG_DEVTMPFS_MOUNT mounts /dev itself).
             Ok(()) => {}
@@ -202,16 +230,36 @@ fn run() -> Result<Infallible, BootError> {
         timer.stage("rescue shell");
     }
 
-    log::info!("switching root to {} and starting {}", new_root.display(), cfg.init);
-    switch_root::enter(&new_root, &cfg.init)?;
+    let init = switch_root::choose_in(&new_root, cfg.init.as_deref(), &cfg.init_args)?;
+    log::info!("switching root to {} and starting {init}", new_root.display());
+    switch_root::enter(&new_root, &init)?;
     timer.stage("switch_root");
     log::info!("{}", timer.summary());
-    Ok(switch_root::exec(&cfg.init, &cfg.init_args)?)
+    Ok(switch_root::exec(&init)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_booted_system_gets_ptys_and_shared_memory() {
+        let row = |target: &str| EARLY_MOUNTS.iter().position(|m| m.1 == target).unwrap();
+        let (dev, pts, shm, run) = (row("/dev"), row("/dev/pts"), row("/dev/shm"), row("/run"));
+        assert!(dev < pts && dev < shm, "mounted on /dev, after it");
+        assert!(run > row("/proc"));
+        let pts = EARLY_MOUNTS[pts];
+        assert_eq!((pts.0, pts.2, pts.4), ("devpts", "devpts", "gid=5,mode=0620,ptmxmode=0666"));
+        assert_eq!(pts.3, MountFlags::NOSUID | MountFlags::NOEXEC);
+        let shm = EARLY_MOUNTS[shm];
+        assert_eq!((shm.2, shm.4), ("tmpfs", "mode=1777"));
+        assert_eq!(
+            shm.3,
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC | MountFlags::STRICTATIME
+        );
+        assert!(mounted(Path::new("/proc")), "the host's /proc is a mount point");
+        assert!(!mounted(&std::env::temp_dir().join("netinit-no-such-dir")));
+    }
 
     #[test]
     fn summary() {

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use crate::cmdline::{self, Config, Countdown, FailAction, IpConfig, IpMode, Parsed, SshKey, Verify};
 use crate::fetch::{hex, RetryPolicy};
+use crate::switch_root;
 
 const USAGE: &str = "usage: netinit explain [--json] '<kernel command line>'
        netinit fetch [--sha256 HEX] URL[,URL...] FILE
@@ -213,8 +214,9 @@ pub fn explain(p: &Parsed) -> String {
             if c.alpine.apkovl.is_none() && c.alpine.repositories.is_empty() { "alpine:" } else { "" };
         line(label, text);
     }
-    let args = if c.init_args.is_empty() { String::new() } else { format!(" {}", c.init_args.join(" ")) };
-    line("init:", format!("{}{args}", c.init));
+    let inits = switch_root::candidates(c.init.as_deref(), &c.init_args);
+    let chosen_by = if c.init.is_some() { " (init=)" } else { "" };
+    line("init:", format!("{}{chosen_by}", switch_root::candidates_text(&inits)));
     if c.single {
         line("", "after a rescue shell on the console (single)".into());
     }
@@ -298,9 +300,19 @@ impl Json {
     }
 }
 
+/// One program the boot may exec: `{"path":...,"args":[...],"with_dir":...}`.
+fn candidate_json(c: &switch_root::Candidate) -> Json {
+    Json::Obj(vec![
+        ("path", Json::str(&c.path)),
+        ("args", Json::Arr(c.args.iter().map(Json::str).collect())),
+        ("with_dir", Json::opt(c.with_dir)),
+    ])
+}
+
 /// The same plan as [`explain`], as one JSON object.
 pub fn explain_json(p: &Parsed) -> String {
     let c = &p.config;
+    let inits = switch_root::candidates(c.init.as_deref(), &c.init_args);
     let interfaces = c
         .net
         .interfaces
@@ -398,8 +410,9 @@ pub fn explain_json(p: &Parsed) -> String {
         (
             "init",
             Json::Obj(vec![
-                ("path", Json::str(&c.init)),
+                ("path", Json::opt(c.init.as_ref())),
                 ("args", Json::Arr(c.init_args.iter().map(Json::str).collect())),
+                ("candidates", Json::Arr(inits.iter().map(candidate_json).collect())),
             ]),
         ),
         ("single", Json::Bool(c.single)),
@@ -438,10 +451,33 @@ image:    http://***@images.lan/alpine.squashfs
           a busy server (503, 429) is waited out within the 900s, using no attempts
           mounted read-only under a tmpfs overlay of 50% of RAM
 modules:  those packed in the initramfs
-init:     /sbin/init
+init:     /sbin/zinit init if the image has /etc/zinit/, else /sbin/init, else /sbin/openrc-init
 failure:  reboot after 30s
 this cmdline would boot
 "
+        );
+    }
+
+    #[test]
+    fn the_init_line_states_the_rule() {
+        let init_line = |cmdline: &str| {
+            let out = explain(&cmdline::parse(&format!("modloop=http://a/b {cmdline}")));
+            out.lines().find(|l| l.starts_with("init:")).unwrap_or_default().to_owned()
+        };
+        assert_eq!(
+            init_line(""),
+            "init:     /sbin/zinit init if the image has /etc/zinit/, else /sbin/init, else /sbin/openrc-init"
+        );
+        assert_eq!(
+            init_line("init_args=\"-d init\""),
+            "init:     /sbin/zinit -d init if the image has /etc/zinit/, else /sbin/init -d init, else /sbin/openrc-init -d init"
+        );
+        assert_eq!(init_line("init=/sbin/zinit-pid1"), "init:     /sbin/zinit-pid1 (init=)");
+        assert_eq!(init_line("init=/bin/sh init_args=-x"), "init:     /bin/sh -x (init=)");
+        let json = explain_json(&cmdline::parse("modloop=http://a/b init=/bin/sh"));
+        assert!(
+            json.contains(r#""init":{"path":"/bin/sh","args":[],"candidates":[{"path":"/bin/sh","args":[],"with_dir":null}]}"#),
+            "{json}"
         );
     }
 
@@ -502,7 +538,11 @@ this cmdline would boot
                 r#""dhcp_timeout":90,"hostname":"x"},"#,
                 r#""image":{"urls":["http://a/b"],"sha256":null,"verify":"auto","attempts":6,"timeout":900,"overlay_size":"50%"},"#,
                 r#""modules":{"extra":[],"blacklist":[]},"alpine":{"apkovl":null,"repositories":[],"ssh_key":null},"#,
-                r#""init":{"path":"/sbin/init","args":["a","\\b"]},"single":false,"debug":false,"quiet":false,"#,
+                r#""init":{"path":null,"args":["a","\\b"],"candidates":["#,
+                r#"{"path":"/sbin/zinit","args":["a","\\b"],"with_dir":"/etc/zinit"},"#,
+                r#"{"path":"/sbin/init","args":["a","\\b"],"with_dir":null},"#,
+                r#"{"path":"/sbin/openrc-init","args":["a","\\b"],"with_dir":null}]},"#,
+                r#""single":false,"debug":false,"quiet":false,"#,
                 r#""failure":{"action":"poweroff","countdown":null},"warnings":[],"errors":[]}"#
             )
         );

@@ -117,30 +117,39 @@ const OTHERS: &[&str] = &[
     "splash",
 ];
 
+/// The words of a cmdline as written, quotes kept, by the kernel's rules (`next_arg()` in
+/// lib/cmdline.c): whitespace separates words, and double quotes keep spaces inside one.
+pub fn raw_words(cmdline: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = None;
+    let mut in_quote = false;
+    for (i, c) in cmdline.char_indices() {
+        match (start, c.is_whitespace() && !in_quote) {
+            (None, true) => {}
+            (None, false) => start = Some(i),
+            (Some(s), true) => {
+                out.push(&cmdline[s..i]);
+                start = None;
+            }
+            (Some(_), false) => {}
+        }
+        if c == '"' {
+            in_quote = !in_quote;
+        }
+    }
+    if let Some(s) = start {
+        out.push(&cmdline[s..]);
+    }
+    out
+}
+
 /// Splits a cmdline into `(name, value)` words by the kernel's rules (`next_arg()` in lib/cmdline.c):
 /// whitespace separates words, double quotes keep spaces, a quote pair around the value or the whole
 /// word is removed, a word without `=` has no value. Parsing stops at `--`: what follows is for init.
 pub fn words(cmdline: &str) -> Vec<(String, Option<String>)> {
     let mut out = Vec::new();
-    let mut chars = cmdline.chars().peekable();
-    loop {
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        if chars.peek().is_none() {
-            break;
-        }
-        let mut word = String::new();
-        let mut in_quote = false;
-        while let Some(&c) = chars.peek() {
-            if c.is_whitespace() && !in_quote {
-                break;
-            }
-            if c == '"' {
-                in_quote = !in_quote;
-            } else {
-                word.push(c);
-            }
-            chars.next();
-        }
+    for raw in raw_words(cmdline) {
+        let word = raw.replace('"', "");
         if word == "--" {
             break;
         }
@@ -371,7 +380,7 @@ impl Parser {
             },
             INIT => {
                 if v.starts_with('/') {
-                    c.init = v.to_owned();
+                    c.init = Some(v.to_owned());
                 } else {
                     self.error(param, v, "expected an absolute path like /sbin/init");
                 }

@@ -12,6 +12,7 @@ mod fetch;
 #[cfg(test)]
 mod fuzz;
 mod klog;
+mod modloop_service;
 mod modules;
 mod net;
 mod rootfs;

@@ -6,7 +6,8 @@
 //! `lower/` (the squashfs, read-only), `rw/upper` and `rw/work` (the overlay's writable tmpfs);
 //! the overlay itself is mounted on `/newroot`.
 //!
-//! The superblock check and the mount plan are pure; [`assemble`] carries the plan out.
+//! The superblock check, the check that the image is a root and not Alpine's modules-only modloop,
+//! and the mount plan are pure; [`assemble`] carries the plan out.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -97,6 +98,18 @@ fn describe_start(head: &[u8]) -> String {
     }
 }
 
+/// What a squashfs holds at its top, as far as telling a root from a modules-only modloop goes.
+/// Alpine's modloop has `modules/` (`modules/<release>/...`, `modules/firmware/`) and nothing of a
+/// root file system; any of these names at the top makes it a root.
+const ROOT_MARKERS: [&str; 6] = ["init", "sbin", "bin", "etc", "usr", "lib"];
+
+/// Whether the image's top-level entries, `(name, is a directory)`, are Alpine's modules-only
+/// modloop: a `modules/` directory and nothing a root file system has.
+pub fn modules_only(top: &[(String, bool)]) -> bool {
+    top.iter().any(|(name, dir)| name == "modules" && *dir)
+        && !top.iter().any(|(name, _)| ROOT_MARKERS.contains(&name.as_str()))
+}
+
 /// One mount of the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
@@ -152,6 +165,8 @@ pub enum RootfsError {
     Mount { fstype: &'static str, source_name: String, target: String, source: io::Error },
     #[error("creating {path}")]
     Mkdir { path: PathBuf, source: io::Error },
+    #[error("{url} is Alpine's modules-only modloop (a modules/ directory, no init), not a root image: give modloop= a squashfs of a whole root file system instead")]
+    ModulesOnly { url: String },
 }
 
 impl RootfsError {
@@ -166,6 +181,9 @@ impl RootfsError {
                 "is squashfs in modules-list, with the image's compression built into the kernel?"
             }
             RootfsError::Mount { fstype: "overlay", .. } => "is overlay in modules-list?",
+            RootfsError::ModulesOnly { .. } => {
+                "make one with mksquashfs from a root directory (Alpine's minirootfs with its kernel's /lib/modules); netinit loads the boot's own modules from the initramfs"
+            }
             _ => "this is unexpected; the error above names the step and the system's answer",
         }
     }
@@ -208,8 +226,20 @@ pub fn assemble(image: &Path, url: &str, rw_size: Size) -> Result<PathBuf, Rootf
         for dir in m.then_mkdir {
             mkdir(&Path::new(&m.target).join(dir))?;
         }
+        if m.target == LOWER && modules_only(&top_level(Path::new(LOWER))) {
+            return Err(RootfsError::ModulesOnly { url: url.to_owned() });
+        }
     }
     Ok(PathBuf::from(NEW_ROOT))
+}
+
+/// The entries at the top of a directory, `(name, is a directory)`; empty when it cannot be read.
+fn top_level(dir: &Path) -> Vec<(String, bool)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.file_type().is_ok_and(|t| t.is_dir())))
+        .collect()
 }
 
 fn mkdir(path: &Path) -> Result<(), RootfsError> {
@@ -267,6 +297,26 @@ mod tests {
             &|_| {},
             (1 << 20) - 1,
             Err(NotSquashfs::Truncated { bytes_used: 1 << 20, file_len: (1 << 20) - 1 }),
+        );
+    }
+
+    #[test]
+    fn a_modules_only_modloop_is_not_a_root() {
+        let check = |top: &[(&str, bool)], expected: bool| {
+            let top: Vec<(String, bool)> = top.iter().map(|(n, d)| (n.to_string(), *d)).collect();
+            assert_eq!(modules_only(&top), expected, "{top:?}");
+        };
+        check(&[("modules", true)], true);
+        check(&[("modules", true), ("firmware", true), (".modloop-signature", false)], true);
+        check(&[("modules", true), ("sbin", true), ("etc", true)], false);
+        check(&[("modules", true), ("init", false)], false);
+        check(&[("modules", false)], false); // a file named modules
+        check(&[("bin", true), ("etc", true), ("lib", true)], false);
+        check(&[], false);
+        let e = RootfsError::ModulesOnly { url: "http://h/modloop-virt".into() };
+        assert_eq!(
+            e.to_string(),
+            "http://h/modloop-virt is Alpine's modules-only modloop (a modules/ directory, no init), not a root image: give modloop= a squashfs of a whole root file system instead"
         );
     }
 

@@ -1,7 +1,9 @@
-//! Stage 6: hand the machine to the image's init, as switch_root(8) does. Check the target init
-//! exists in the new root (while a failure can still be reported), move `/dev /proc /sys /run` over, free the initramfs's memory by deleting its files (never
-//! crossing into another mount, and only if `/` really is the initramfs), make the new root `/`, and
-//! exec the target with the console on fds 0-2.
+//! Stage 6: hand the machine to the image's init, as switch_root(8) does. Choose the init (`init=`,
+//! else the first of [`INIT_RULE`] the image has) and check it is executable while a failure can
+//! still be reported, move `/dev /proc /sys /run` over, leave Alpine's `modloop` service what it
+//! looks for (`modloop_service`), free the initramfs's memory by deleting its files (never crossing
+//! into another mount, and only if `/` really is the initramfs), make the new root `/`, and exec the
+//! init with the console on fds 0-2.
 //!
 //! It deliberately does not run any program of the image before exec.
 
@@ -11,7 +13,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::sys;
+use crate::cmdline::{InitCandidate, INIT_RULE};
+use crate::{modloop_service, sys};
 
 /// The API file systems moved into the new root.
 const MOVED: [&str; 4] = ["/dev", "/proc", "/sys", "/run"];
@@ -24,6 +27,8 @@ const MAX_LINKS: usize = 40;
 pub enum SwitchError {
     #[error("the image has no {init}{}", found.as_deref().map(|f| format!(" ({f})")).unwrap_or_default())]
     NoInit { init: String, found: Option<String> },
+    #[error("the image has none of the inits netinit looks for: {}", rule_text())]
+    NoInitFound,
     #[error("{init} in the image is not an executable file")]
     NotExecutable { init: String },
     #[error("moving {from} to {to}")]
@@ -37,7 +42,7 @@ pub enum SwitchError {
 impl SwitchError {
     pub fn hint(&self) -> &'static str {
         match self {
-            SwitchError::NoInit { .. } | SwitchError::NotExecutable { .. } => {
+            SwitchError::NoInit { .. } | SwitchError::NotExecutable { .. } | SwitchError::NoInitFound => {
                 "set init= to the image's init, e.g. init=/sbin/openrc-init or init=/sbin/zinit"
             }
             _ => "this is unexpected; the error above names the step and the system's answer",
@@ -86,6 +91,103 @@ pub fn resolve_in(root: &Path, path: &str) -> io::Result<PathBuf> {
         }
     }
     Ok(root.join(resolved))
+}
+
+/// The program netinit execs in the new root, with its arguments and why it was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Init {
+    pub path: String,
+    pub args: Vec<String>,
+    /// For the log: `init=`, or which rule chose it.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Init {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.path)?;
+        for a in &self.args {
+            write!(f, " {a}")?;
+        }
+        write!(f, " ({})", self.reason)
+    }
+}
+
+/// One program the boot may exec, with the arguments it would get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub path: String,
+    pub args: Vec<String>,
+    /// A directory the image must also have for this one to be chosen.
+    pub with_dir: Option<&'static str>,
+}
+
+/// What the boot will exec, in order of preference: the `init=` program alone, or the candidates of
+/// [`INIT_RULE`]. `init_args`, when not empty, replace each one's own arguments.
+pub fn candidates(explicit: Option<&str>, init_args: &[String]) -> Vec<Candidate> {
+    let args = |own: &[&str]| -> Vec<String> {
+        if init_args.is_empty() {
+            own.iter().map(|a| a.to_string()).collect()
+        } else {
+            init_args.to_vec()
+        }
+    };
+    match explicit {
+        Some(path) => vec![Candidate { path: path.to_owned(), args: args(&[]), with_dir: None }],
+        None => INIT_RULE
+            .iter()
+            .map(|c: &InitCandidate| Candidate {
+                path: c.path.to_owned(),
+                args: args(c.args),
+                with_dir: c.with_dir,
+            })
+            .collect(),
+    }
+}
+
+/// The candidates in words: `/sbin/zinit init if the image has /etc/zinit/, else /sbin/init, else
+/// /sbin/openrc-init`.
+pub fn candidates_text(candidates: &[Candidate]) -> String {
+    let one = |c: &Candidate| {
+        let mut s = std::iter::once(&c.path).chain(&c.args).cloned().collect::<Vec<_>>().join(" ");
+        if let Some(dir) = c.with_dir {
+            s.push_str(&format!(" if the image has {dir}/"));
+        }
+        s
+    };
+    candidates.iter().map(one).collect::<Vec<_>>().join(", else ")
+}
+
+/// The rule without `init=` and `init_args=`, in words.
+pub fn rule_text() -> String {
+    candidates_text(&candidates(None, &[]))
+}
+
+/// Chooses the init: the `init=` program when given, else the first candidate of [`INIT_RULE`]
+/// the image has (`has_file`, `has_dir` answer for paths inside it). `None`: it has none of them.
+pub fn choose(
+    explicit: Option<&str>,
+    init_args: &[String],
+    has_file: impl Fn(&str) -> bool,
+    has_dir: impl Fn(&str) -> bool,
+) -> Option<Init> {
+    let all = candidates(explicit, init_args);
+    if explicit.is_some() {
+        return all.into_iter().next().map(|c| Init { path: c.path, args: c.args, reason: "init=".into() });
+    }
+    let chosen = all.into_iter().find(|c| has_file(&c.path) && c.with_dir.is_none_or(&has_dir))?;
+    let reason = match chosen.with_dir {
+        Some(dir) => format!("the image has {} and {dir}/", chosen.path),
+        None => format!("the image's {}", chosen.path),
+    };
+    Some(Init { path: chosen.path, args: chosen.args, reason })
+}
+
+/// [`choose`] against the new root at `root`, symlinks resolved inside it.
+pub fn choose_in(root: &Path, explicit: Option<&str>, init_args: &[String]) -> Result<Init, SwitchError> {
+    let meta = |p: &str| resolve_in(root, p).and_then(std::fs::metadata).ok();
+    let has_file = |p: &str| meta(p).is_some_and(|m| !m.is_dir());
+    let has_dir = |p: &str| meta(p).is_some_and(|m| m.is_dir());
+    choose(explicit, init_args, has_file, has_dir).ok_or(SwitchError::NoInitFound)
 }
 
 /// Checks that `init` is an executable file in `root`.
@@ -155,8 +257,8 @@ fn free_initramfs(new_root: &Path) {
 }
 
 /// Everything up to the point of no return: after this, `/` is the new root.
-pub fn enter(new_root: &Path, init: &str) -> Result<(), SwitchError> {
-    check_init(new_root, init)?;
+pub fn enter(new_root: &Path, init: &Init) -> Result<(), SwitchError> {
+    check_init(new_root, &init.path)?;
     for from in MOVED {
         let to = new_root.join(&from[1..]);
         if let Err(e) = std::fs::create_dir_all(&to) {
@@ -168,13 +270,14 @@ pub fn enter(new_root: &Path, init: &str) -> Result<(), SwitchError> {
             source,
         })?;
     }
+    modloop_service::prepare(new_root);
     free_initramfs(new_root);
     sys::move_root(new_root).map_err(|e| SwitchError::MoveRoot(new_root.to_owned(), e))?;
     Ok(())
 }
 
 /// Execs the target init with the console as stdin, stdout and stderr. Returns only on failure.
-pub fn exec(init: &str, args: &[String]) -> Result<Infallible, SwitchError> {
+pub fn exec(init: &Init) -> Result<Infallible, SwitchError> {
     match std::fs::File::options().read(true).write(true).open("/dev/console") {
         Ok(console) => {
             if let Err(e) = sys::set_stdio(&console) {
@@ -183,15 +286,15 @@ pub fn exec(init: &str, args: &[String]) -> Result<Infallible, SwitchError> {
         }
         Err(e) => log::warn!("opening /dev/console in the new root: {e}"),
     }
-    let mut cmd = std::process::Command::new(init);
-    cmd.args(args);
+    let mut cmd = std::process::Command::new(&init.path);
+    cmd.args(&init.args);
     // The kernel passes unknown `name=value` words to init as environment variables; netinit's own
     // (image URLs with credentials, keys) stay here rather than reach every service of the system.
     for name in inherited_to_drop(std::env::vars_os().map(|(k, _)| k.to_string_lossy().into_owned())) {
         cmd.env_remove(name);
     }
     let source = cmd.exec();
-    Err(SwitchError::Exec { init: init.to_owned(), source })
+    Err(SwitchError::Exec { init: init.path.clone(), source })
 }
 
 /// The environment variables that are netinit's cmdline parameters.
@@ -219,6 +322,72 @@ mod tests {
         symlink("loop1", root.join("sbin/loop2")).unwrap();
         symlink("../../../../../../bin/busybox", root.join("sbin/deep")).unwrap();
         root
+    }
+
+    #[test]
+    fn the_init_is_chosen_by_the_rule() {
+        let check = |explicit: Option<&str>,
+                     args: &[&str],
+                     files: &[&str],
+                     dirs: &[&str],
+                     expected: Option<&str>| {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let got = choose(explicit, &args, |p| files.contains(&p), |p| dirs.contains(&p));
+            assert_eq!(got.map(|i| i.to_string()).as_deref(), expected, "{explicit:?} {files:?} {dirs:?}");
+        };
+        let zinit = ["/sbin/zinit", "/sbin/init", "/sbin/openrc-init"];
+        check(
+            None,
+            &[],
+            &zinit,
+            &["/etc/zinit"],
+            Some("/sbin/zinit init (the image has /sbin/zinit and /etc/zinit/)"),
+        );
+        check(
+            None,
+            &["-d", "init"],
+            &zinit,
+            &["/etc/zinit"],
+            Some("/sbin/zinit -d init (the image has /sbin/zinit and /etc/zinit/)"),
+        );
+        check(None, &[], &zinit, &[], Some("/sbin/init (the image's /sbin/init)"));
+        check(None, &[], &["/sbin/zinit"], &[], None);
+        check(
+            None,
+            &[],
+            &["/sbin/openrc-init"],
+            &["/etc/zinit"],
+            Some("/sbin/openrc-init (the image's /sbin/openrc-init)"),
+        );
+        check(None, &["a", "b"], &["/sbin/init"], &[], Some("/sbin/init a b (the image's /sbin/init)"));
+        check(None, &[], &[], &["/etc/zinit"], None);
+        check(Some("/bin/sh"), &[], &zinit, &["/etc/zinit"], Some("/bin/sh (init=)"));
+        check(Some("/x"), &["y"], &[], &[], Some("/x y (init=)"));
+        assert_eq!(
+            rule_text(),
+            "/sbin/zinit init if the image has /etc/zinit/, else /sbin/init, else /sbin/openrc-init"
+        );
+    }
+
+    #[test]
+    fn the_rule_looks_inside_the_new_root() {
+        let root = tree("choose");
+        let got = |explicit: Option<&str>| {
+            choose_in(&root, explicit, &[]).map(|i| i.to_string()).map_err(|e| e.to_string())
+        };
+        assert_eq!(got(None), Ok("/sbin/init (the image's /sbin/init)".into()));
+        std::fs::write(root.join("sbin/zinit"), "").unwrap();
+        assert_eq!(got(None), Ok("/sbin/init (the image's /sbin/init)".into()), "no /etc/zinit/ yet");
+        std::fs::create_dir_all(root.join("etc/zinit")).unwrap();
+        assert_eq!(got(None), Ok("/sbin/zinit init (the image has /sbin/zinit and /etc/zinit/)".into()));
+        assert_eq!(got(Some("/sbin/systemd")), Ok("/sbin/systemd (init=)".into()));
+        std::fs::remove_file(root.join("sbin/zinit")).unwrap();
+        std::fs::remove_file(root.join("sbin/init")).unwrap();
+        assert_eq!(
+            got(None),
+            Err("the image has none of the inits netinit looks for: /sbin/zinit init if the image has /etc/zinit/, else /sbin/init, else /sbin/openrc-init".into())
+        );
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -49,6 +49,19 @@ pub fn mount_move(from: &Path, to: &Path) -> io::Result<()> {
     Ok(rustix::mount::mount_move(from, to)?)
 }
 
+/// `mount(source, target, NULL, MS_BIND, NULL)`, mount(2): `source` (a file or a directory) seen
+/// at `target` too.
+pub fn bind_mount(source: &Path, target: &Path) -> io::Result<()> {
+    Ok(rustix::mount::mount_bind(source, target)?)
+}
+
+/// `mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL)`, mount(2): makes a bind
+/// mount read-only without touching the file system below.
+pub fn remount_bind_readonly(target: &Path) -> io::Result<()> {
+    let flags = MountFlags::BIND | MountFlags::RDONLY;
+    Ok(rustix::mount::mount_remount(target, flags, c"")?)
+}
+
 /// `finit_module(fd, "", 0)`, init_module(2). `EEXIST` (already loaded) is reported as such;
 /// deciding that it is fine is the caller's business.
 pub fn load_module(path: &Path) -> io::Result<()> {

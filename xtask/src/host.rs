@@ -21,6 +21,11 @@ const TOOLS: &[(&str, &str)] = &[
     ("minisign", "minisign"),
     ("openssl", "openssl"),
 ];
+/// Files the UEFI scenarios need, and the Debian package that has each: the firmware, and the NIC
+/// option ROM with iPXE's EFI driver.
+pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+pub const EFI_VIRTIO_ROM: &str = "/usr/lib/ipxe/qemu/efi-virtio.rom";
+const FILES: &[(&str, &str)] = &[(OVMF, "ovmf"), (EFI_VIRTIO_ROM, "ipxe-qemu")];
 /// busybox must be the static build: it runs inside the test image, which has no C library.
 const BUSYBOX: (&str, &str) = ("/bin/busybox", "busybox-static");
 
@@ -102,6 +107,7 @@ pub fn apt_install(packages: &[&str]) -> Result<()> {
 /// Makes sure everything the VM tests and the demo need is installed.
 pub fn ensure_vm_tools() -> Result<()> {
     let mut missing: Vec<&str> = TOOLS.iter().filter(|(cmd, _)| !on_path(cmd)).map(|(_, pkg)| *pkg).collect();
+    missing.extend(FILES.iter().filter(|(file, _)| !Path::new(file).is_file()).map(|(_, pkg)| *pkg));
     if !is_static_busybox() {
         missing.push(BUSYBOX.1);
     }

@@ -246,6 +246,6 @@ pub fn mksquashfs(tree: &Path, out: &Path) -> Result<()> {
 }
 
 /// FNV-1a: a stamp to notice that the recipe changed.
-fn fnv(data: &[u8]) -> u64 {
+pub fn fnv(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
 }

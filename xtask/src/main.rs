@@ -2,6 +2,7 @@
 //! the subcommands; each installs what it is missing (or prints the exact command when not root).
 
 mod bench;
+mod debs;
 mod elf;
 mod host;
 mod httpd;
@@ -11,6 +12,7 @@ mod kernel;
 mod kmod;
 mod netlab;
 mod nginx;
+mod roots;
 mod scenario;
 mod storm;
 mod vm;
@@ -251,6 +253,7 @@ fn prepare_vm_env() -> Result<(scenario::Env, Servers)> {
     let list = host::root().join("modules-list");
     build_initramfs(&k.modules_dir, &list, &initrd, &Extras { shell: true, ..Extras::default() })?;
     let images = image::ensure()?;
+    roots::ensure(&images.www, &roots::KernelModules { release: kernel::RELEASE, dir: &k.modules_dir })?;
     // The signature and https scenarios boot an initramfs that trusts the test key and the test CA.
     let initrd_trusted = host::cache().join("initramfs-trusted.cpio.gz");
     let extras = Extras {
@@ -307,6 +310,7 @@ fn cmd_qemu(args: &[String]) -> Result<()> {
         steps: vec![scenario::Step::Expect(image::MARKER.into())],
         nics: vec![netlab::Nic::User],
         ipxe: false,
+        firmware: vm::Firmware::Bios,
         initramfs: scenario::Initramfs::Plain,
         forbids: vec!["Kernel panic".into()],
         timeout: Duration::from_secs(timeout),

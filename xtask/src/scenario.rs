@@ -26,13 +26,15 @@
 //!
 //! `nic:` lines give the guest's NICs in order (`user`, the default; `none`, a bridge without DHCP;
 //! `dhcp`; `dhcp-after SECONDS`). `boot: ipxe` boots through the NIC's iPXE ROM: qemu's DHCP hands it
-//! a script over TFTP, which fetches the kernel and initramfs over HTTP with `cmdline` appended.
+//! a script over TFTP, in README's form, which fetches the kernel and initramfs over HTTP with
+//! `cmdline` appended. `firmware: uefi` boots the machine with OVMF (and iPXE's EFI driver from
+//! qemu's `efi-virtio.rom`) instead of SeaBIOS (`firmware: bios`, the default).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::netlab::{self, Lab, Nic};
-use crate::vm::{Boot, Spec, Vm};
+use crate::vm::{Boot, Firmware, Spec, Vm};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -66,6 +68,8 @@ pub struct Scenario {
     pub nics: Vec<Nic>,
     /// Boot through iPXE instead of qemu's `-kernel`.
     pub ipxe: bool,
+    /// SeaBIOS or OVMF.
+    pub firmware: Firmware,
     /// Which test initramfs to boot.
     pub initramfs: Initramfs,
 }
@@ -83,6 +87,7 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
         timeout: Duration::from_secs(180),
         nics: Vec::new(),
         ipxe: false,
+        firmware: Firmware::Bios,
         initramfs: Initramfs::Plain,
     };
     let mut in_header = true;
@@ -119,6 +124,11 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
                 _ => return Err(format!("{name}:{}: initramfs is plain, trusted or wrong-kernel", n + 1)),
             },
             "nic" => s.nics.push(Nic::parse(&value).map_err(|e| format!("{name}:{}: {e}", n + 1))?),
+            "firmware" => match value.as_str() {
+                "bios" => s.firmware = Firmware::Bios,
+                "uefi" => s.firmware = Firmware::Uefi,
+                _ => return Err(format!("{name}:{}: firmware is bios or uefi", n + 1)),
+            },
             "boot" => match value.as_str() {
                 "ipxe" => s.ipxe = true,
                 "kernel" => s.ipxe = false,
@@ -189,12 +199,13 @@ fn expand(text: &str, env: &Env) -> String {
     out.replace("{root_sha256}", &env.root_sha256)
 }
 
-/// The iPXE script a `boot: ipxe` scenario's VM gets over TFTP: it loads the same kernel and
-/// initramfs over HTTP and passes BOOTIF as iPXE knows it, as an operator's script would.
+/// The iPXE script a `boot: ipxe` scenario's VM gets over TFTP, in README's form: it loads the same
+/// kernel and initramfs over HTTP, names the initramfs on the kernel line (`initrd=`, which the EFI
+/// stub of older iPXE builds needs to find it) and passes BOOTIF as iPXE knows it.
 fn ipxe_script(s: &Scenario, env: &Env) -> String {
     let server = format!("http://10.0.2.2:{}", env.port);
     format!(
-        "#!ipxe\nkernel {server}/vmlinuz {} BOOTIF=01-${{net0/mac:hexhyp}}\ninitrd {server}/initramfs.cpio.gz\nboot\n",
+        "#!ipxe\ndhcp\nkernel {server}/vmlinuz initrd=initramfs.cpio.gz {} BOOTIF=01-${{netX/mac:hexhyp}}\ninitrd {server}/initramfs.cpio.gz\nboot\n",
         kernel_cmdline(s, env)
     )
 }
@@ -227,7 +238,14 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
                 return failed(format!("writing the iPXE script: {e}"));
             }
             let netdev = format!("user,id=n0,tftp={},bootfile=boot.ipxe", tftp.display());
-            vec!["-netdev".into(), netdev, "-device".into(), "virtio-net-pci,netdev=n0".into()]
+            // OVMF runs the NIC's EFI driver: qemu's efi-virtio.rom has iPXE for both firmwares.
+            let device = match s.firmware {
+                Firmware::Bios => "virtio-net-pci,netdev=n0".to_owned(),
+                Firmware::Uefi => {
+                    format!("virtio-net-pci,netdev=n0,romfile={},bootindex=1", crate::host::EFI_VIRTIO_ROM)
+                }
+            };
+            vec!["-netdev".into(), netdev, "-device".into(), device]
         }
     };
     let initrd = match s.initramfs {
@@ -243,7 +261,8 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
             append: kernel_cmdline(s, env),
         },
     };
-    let spec = Spec { boot, memory_mb: 512, nics, netns: lab.as_ref().map(|l| l.ns.clone()) };
+    let spec =
+        Spec { boot, firmware: s.firmware, memory_mb: 512, nics, netns: lab.as_ref().map(|l| l.ns.clone()) };
     let mut vm = match Vm::boot(&spec, echo) {
         Ok(vm) => vm,
         Err(e) => return failed(e),
@@ -278,6 +297,35 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
 mod tests {
     use super::*;
 
+    /// An iPXE script's commands in order, and whether its `kernel` line names, with `initrd=`, the
+    /// image its `initrd` line loads (iPXE names an image after the last part of its URL).
+    fn ipxe_shape(script: &str) -> (Vec<&str>, bool) {
+        let commands: Vec<&str> = script.lines().filter_map(|l| l.split_whitespace().next()).collect();
+        let initrd_name = script
+            .lines()
+            .find_map(|l| l.strip_prefix("initrd "))
+            .and_then(|url| url.split_whitespace().next())
+            .and_then(|url| url.rsplit('/').next());
+        let named = script.lines().filter(|l| l.starts_with("kernel ")).any(|l| {
+            initrd_name.is_some_and(|name| l.split_whitespace().any(|w| w == format!("initrd={name}")))
+        });
+        (commands, named)
+    }
+
+    fn test_env() -> Env {
+        Env {
+            kernel: "k".into(),
+            initrd: "i".into(),
+            initrd_trusted: "t".into(),
+            initrd_wrong_kernel: "w".into(),
+            port: 8080,
+            https_port: 8443,
+            root_sha256: "ab12".into(),
+            www: "w".into(),
+            logs: "l".into(),
+        }
+    }
+
     #[test]
     fn parses_a_transcript() {
         let s = parse(
@@ -289,17 +337,7 @@ mod tests {
         assert_eq!(s.steps, [Step::Expect("a: b".into()), Step::Send("ls".into()), Step::Expect("c".into())]);
         assert_eq!(s.forbids, ["Kernel panic", "netinit crashed", "oops"]);
         assert_eq!(s.timeout, Duration::from_secs(60));
-        let env = Env {
-            kernel: "k".into(),
-            initrd: "i".into(),
-            initrd_trusted: "t".into(),
-            initrd_wrong_kernel: "w".into(),
-            port: 8080,
-            https_port: 8443,
-            root_sha256: "ab12".into(),
-            www: "w".into(),
-            logs: "l".into(),
-        };
+        let env = test_env();
         assert_eq!(
             kernel_cmdline(&s, &env),
             "console=ttyS0,115200 modloop=http://10.0.2.2:8080/r modloop_sha256=ab12"
@@ -310,8 +348,28 @@ mod tests {
         let s = parse("x", "boot: ipxe\ncmdline: ip=dhcp\nexpect: y\n").unwrap();
         assert_eq!(
             ipxe_script(&s, &env),
-            "#!ipxe\nkernel http://10.0.2.2:8080/vmlinuz console=ttyS0,115200 ip=dhcp BOOTIF=01-${net0/mac:hexhyp}\ninitrd http://10.0.2.2:8080/initramfs.cpio.gz\nboot\n"
+            "#!ipxe\ndhcp\nkernel http://10.0.2.2:8080/vmlinuz initrd=initramfs.cpio.gz console=ttyS0,115200 ip=dhcp BOOTIF=01-${netX/mac:hexhyp}\ninitrd http://10.0.2.2:8080/initramfs.cpio.gz\nboot\n"
         );
+        assert_eq!(s.firmware, Firmware::Bios);
+        assert_eq!(parse("x", "firmware: uefi\ncmdline: a\nexpect: b\n").unwrap().firmware, Firmware::Uefi);
+    }
+
+    /// The scenarios boot iPXE with README's script, so README's boots under BIOS and UEFI as written.
+    #[test]
+    fn the_ipxe_script_is_the_readmes() {
+        let readme = include_str!("../../README.md");
+        let block = readme.split("```\n#!ipxe\n").nth(1).and_then(|b| b.split("```").next()).unwrap();
+        let readme_script = format!("#!ipxe\n{block}");
+        let env = test_env();
+        let s = parse("x", "boot: ipxe\ncmdline: ip=dhcp\nexpect: y\n").unwrap();
+        let ours = ipxe_script(&s, &env);
+        assert_eq!(ipxe_shape(&readme_script), ipxe_shape(&ours), "README:\n{readme_script}\nours:\n{ours}");
+        assert_eq!(ipxe_shape(&ours), (vec!["#!ipxe", "dhcp", "kernel", "initrd", "boot"], true));
+        assert!(
+            readme_script.contains("BOOTIF=01-${netX/mac:hexhyp}")
+                && ours.contains("BOOTIF=01-${netX/mac:hexhyp}")
+        );
+        assert!(!ipxe_shape("kernel http://h/vmlinuz ip=dhcp\ninitrd http://h/netinit.cpio.gz\n").1);
     }
 
     #[test]
@@ -324,6 +382,9 @@ mod tests {
         assert!(parse("x", "cmdline: a\nexpect: b\nwait: 3\n").unwrap_err().contains("unknown key \"wait\""));
         assert!(parse("x", "cmdline: a\nexpect: b\ntimeout: soon\n").unwrap_err().contains("whole seconds"));
         assert!(parse("x", "cmdline: a\nexpect: b\nnic: wifi\n").unwrap_err().contains("unknown nic"));
+        assert!(parse("x", "cmdline: a\nexpect: b\nfirmware: coreboot\n")
+            .unwrap_err()
+            .contains("bios or uefi"));
         assert!(parse("x", "cmdline: a\nexpect: b\nnic: dhcp\nboot: ipxe\n")
             .unwrap_err()
             .contains("user network"));

@@ -16,8 +16,18 @@ pub enum Boot {
     Network,
 }
 
+/// The machine's firmware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS, qemu's default.
+    Bios,
+    /// OVMF (Debian's `ovmf`), UEFI as PXE hardware runs it today.
+    Uefi,
+}
+
 pub struct Spec {
     pub boot: Boot,
+    pub firmware: Firmware,
     pub memory_mb: u32,
     /// qemu's `-netdev`/`-device` arguments.
     pub nics: Vec<String>,
@@ -69,6 +79,9 @@ impl Vm {
             "-serial",
             "stdio",
         ]);
+        if spec.firmware == Firmware::Uefi {
+            cmd.arg("-bios").arg(crate::host::OVMF);
+        }
         match &spec.boot {
             Boot::Kernel { kernel, initrd, append } => {
                 cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd).args(["-append", append]);

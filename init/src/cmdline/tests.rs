@@ -346,10 +346,10 @@ fn alpine_parameters() {
 fn init_and_args() {
     let p = parsed("init=/bin/zinit init_args=\"init --debug\"");
     assert_eq!(
-        (p.config.init.as_str(), p.config.init_args.clone()),
-        ("/bin/zinit", vec!["init".into(), "--debug".into()])
+        (p.config.init.as_deref(), p.config.init_args.clone()),
+        (Some("/bin/zinit"), vec!["init".into(), "--debug".into()])
     );
-    assert_eq!(parsed("").config.init, "/sbin/init");
+    assert_eq!(parsed("").config.init, None, "without init=, the image decides");
     one_error(
         &parsed("init=sbin/init"),
         INIT,

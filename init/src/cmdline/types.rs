@@ -345,6 +345,26 @@ impl FailAction {
     }
 }
 
+/// One candidate of [`INIT_RULE`]: the image's init when `init=` is not given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitCandidate {
+    /// The program, inside the image.
+    pub path: &'static str,
+    /// Its arguments, unless `init_args=` gives others.
+    pub args: &'static [&'static str],
+    /// A directory the image must also have for this candidate to be chosen.
+    pub with_dir: Option<&'static str>,
+}
+
+/// Without `init=`, the first of these the image has is its init. Zero-OS's convention first (its
+/// initramfs ends with `switch_root /mnt/root /sbin/zinit init`, services in `/etc/zinit/`), then the
+/// usual `/sbin/init`, then OpenRC's own PID 1 for images that have no `/sbin/init`.
+pub const INIT_RULE: [InitCandidate; 3] = [
+    InitCandidate { path: "/sbin/zinit", args: &["init"], with_dir: Some("/etc/zinit") },
+    InitCandidate { path: "/sbin/init", args: &[], with_dir: None },
+    InitCandidate { path: "/sbin/openrc-init", args: &[], with_dir: None },
+];
+
 /// How long to wait, counting down, before the failure action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Countdown {
@@ -376,7 +396,9 @@ pub struct Config {
     pub modules: Vec<String>,
     pub blacklist: Vec<String>,
     pub alpine: AlpineConfig,
-    pub init: String,
+    /// `init=`: the program to exec in the new root. `None`: the image decides, by [`INIT_RULE`].
+    pub init: Option<String>,
+    /// `init_args=`: when not empty, they replace the chosen init's default arguments.
     pub init_args: Vec<String>,
     pub failure: FailurePolicy,
     pub debug: bool,
@@ -408,7 +430,7 @@ impl Default for Config {
             modules: Vec::new(),
             blacklist: Vec::new(),
             alpine: AlpineConfig::default(),
-            init: "/sbin/init".into(),
+            init: None,
             init_args: Vec::new(),
             failure: FailurePolicy::default(),
             debug: false,
