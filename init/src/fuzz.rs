@@ -17,9 +17,10 @@ use crate::net::dhcp;
 /// that look almost right, which is where parsers break.
 fn cmdlines() -> BoxedStrategy<String> {
     let name = prop_oneof![
-        prop::sample::select(PARAMETERS.to_vec()).prop_map(str::to_owned),
+        prop::sample::select(PARAMETERS.iter().map(|p| p.name).collect::<Vec<_>>()).prop_map(str::to_owned),
         "[a-zA-Z_.-]{1,20}",
-        prop::sample::select(PARAMETERS.to_vec()).prop_map(|p| p.replace('_', "-").to_uppercase()),
+        prop::sample::select(PARAMETERS.iter().map(|p| p.name).collect::<Vec<_>>())
+            .prop_map(|p| p.replace('_', "-").to_uppercase()),
     ];
     let value = prop_oneof![
         "[0-9a-fA-F:.,%/-]{0,80}",
@@ -64,7 +65,8 @@ fn check_cmdline(text: &str) {
         assert!(!parsed.config.image.urls.is_empty(), "a cmdline that boots has an image: {text:?}");
         assert!(!parsed.config.net.interfaces.is_empty());
     }
-    let plan = crate::cli::explain(&parsed);
+    let view = crate::plan::Plan::new(&parsed);
+    let plan = view.text();
     assert!(plan.ends_with("would boot\n") == parsed.errors.is_empty(), "{plan}");
     for e in &parsed.errors {
         assert!(plan.contains(&e.to_string()), "explain shows every error: {e}\n{plan}");
@@ -72,7 +74,7 @@ fn check_cmdline(text: &str) {
     for w in &parsed.warnings {
         assert!(plan.contains(&w.to_string()), "explain shows every warning: {w}\n{plan}");
     }
-    let json = crate::cli::explain_json(&parsed);
+    let json = view.json();
     assert_eq!(json::validate(&json), Ok(()), "explain --json is JSON, whatever the cmdline: {json}");
 }
 

@@ -11,9 +11,11 @@ mod failure;
 mod fetch;
 #[cfg(test)]
 mod fuzz;
+mod json;
 mod klog;
 mod modules;
 mod net;
+mod plan;
 mod rootfs;
 mod switch_root;
 mod sys;
