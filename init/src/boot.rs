@@ -218,9 +218,7 @@ fn run() -> Result<Infallible, BootError> {
     let new_root = rootfs::assemble(&image.path, &image.url.to_string(), cfg.overlay_size)?;
     timer.stage("rootfs");
 
-    let boot_nic = network.first();
-    let hostname = network.iter().find_map(|c| c.hostname.as_deref());
-    customize::apply(&new_root, &cfg, boot_nic.map(|c| c.nic.mac), hostname);
+    customize::apply(&new_root, &cfg.alpine, &network);
     timer.stage("customize");
 
     if cfg.single {

@@ -1,14 +1,16 @@
 //! The kernel command line: from the text of `/proc/cmdline` to a typed boot configuration, plus every
-//! warning and error found in it at once. `cmdline-spec.md` documents each parameter; a test keeps the
-//! two in step through [`PARAMETERS`].
+//! warning and error found in it at once. Each parameter is one entry of [`PARAMETERS`] (in
+//! `params.rs`); `cmdline-spec.md` documents each, and a test keeps the two in step.
 //!
 //! Pure: no I/O, no clock, no environment. It does not decide what to do with a bad cmdline; `boot` does.
 
+mod params;
 mod types;
 
-use std::time::Duration;
-
+pub use params::{Kind, Param, Severity, PARAMETERS};
 pub use types::*;
+
+use params::{Draft, Report};
 
 /// The URL(s) of the root image.
 pub const MODLOOP: &str = "modloop";
@@ -58,37 +60,6 @@ pub const S: &str = "s";
 pub const FAIL: &str = "netinit.fail";
 /// The kernel's panic timeout, read as the countdown on failure.
 pub const PANIC: &str = "panic";
-
-/// Every parameter netinit reads, as `cmdline-spec.md` names them.
-pub const PARAMETERS: &[&str] = &[
-    MODLOOP,
-    MODLOOP_SHA256,
-    MODLOOP_VERIFY,
-    RETRIES,
-    TIMEOUT,
-    OVERLAY_SIZE,
-    ROOT_SIZE,
-    IP,
-    BOOTIF,
-    HOSTNAME,
-    DHCP_TIMEOUT,
-    MODULES,
-    BLACKLIST,
-    APKOVL,
-    ALPINE_REPO,
-    SSH_KEY,
-    INIT,
-    INIT_ARGS,
-    DEBUG_INIT,
-    QUIET,
-    SINGLE,
-    S,
-    FAIL,
-    PANIC,
-];
-
-/// Parameters that are flags (no value).
-const FLAGS: &[&str] = &[DEBUG_INIT, QUIET, SINGLE, S];
 
 /// Words of the kernel and of common inits that must not be mistaken for typos of netinit's.
 const OTHERS: &[&str] = &[
@@ -172,9 +143,9 @@ pub fn is_parameter(name: &str) -> bool {
 }
 
 /// Which known parameter a cmdline name is, if any.
-fn known(name: &str) -> Option<&'static str> {
+fn known(name: &str) -> Option<&'static Param> {
     let name = normalize(name);
-    PARAMETERS.iter().copied().find(|p| normalize(p) == name)
+    PARAMETERS.iter().find(|p| normalize(p.name) == name)
 }
 
 /// Edit distance with adjacent transpositions counted as one edit (optimal string alignment),
@@ -214,7 +185,7 @@ pub fn probably_meant(name: &str) -> Option<&'static str> {
         return None;
     }
     let (best, d) =
-        PARAMETERS.iter().map(|p| (*p, distance(&name, &normalize(p)))).min_by_key(|(_, d)| *d)?;
+        PARAMETERS.iter().map(|p| (p.name, distance(&name, &normalize(p.name)))).min_by_key(|(_, d)| *d)?;
     let limit = match best.len() {
         0..=4 => 0,
         5 | 6 => 1,
@@ -225,8 +196,8 @@ pub fn probably_meant(name: &str) -> Option<&'static str> {
 
 /// Parses a whole cmdline. Every problem is collected; none stops the parse.
 pub fn parse(cmdline: &str) -> Parsed {
-    let mut p =
-        Parser { config: Config::default(), warnings: Vec::new(), errors: Vec::new(), ip_values: Vec::new() };
+    let draft = Draft { config: Config::default(), ip_values: Vec::new() };
+    let mut p = Parser { draft, warnings: Vec::new(), errors: Vec::new() };
     for (name, value) in words(cmdline) {
         match known(&name) {
             Some(param) => p.param(param, value.as_deref()),
@@ -236,11 +207,11 @@ pub fn parse(cmdline: &str) -> Parsed {
                         Some(v) => format!("{name}={v}"),
                         None => name.clone(),
                     };
-                    p.warnings.push(Problem {
-                        param: meant,
-                        value: shown,
-                        message: format!("is not a netinit parameter; did you mean {meant}? ignored"),
-                    });
+                    p.warn(
+                        meant,
+                        &shown,
+                        format!("is not a netinit parameter; did you mean {meant}? ignored"),
+                    );
                 }
             }
         }
@@ -249,11 +220,9 @@ pub fn parse(cmdline: &str) -> Parsed {
 }
 
 struct Parser {
-    config: Config,
+    draft: Draft,
     warnings: Vec<Problem>,
     errors: Vec<Problem>,
-    /// Each `ip=` value with what it parsed to.
-    ip_values: Vec<(String, IpConfig)>,
 }
 
 impl Parser {
@@ -265,148 +234,35 @@ impl Parser {
         self.warnings.push(Problem { param, value: value.to_owned(), message: message.into() });
     }
 
-    fn param(&mut self, param: &'static str, value: Option<&str>) {
-        let c = &mut self.config;
-        let v = match (value, FLAGS.contains(&param)) {
-            (_, true) => {
-                match param {
-                    QUIET => c.quiet = true,
-                    DEBUG_INIT => c.debug = true,
-                    _ => c.single = true,
-                }
+    /// One word naming `param`: its value read as the table says, each problem as its severity.
+    fn param(&mut self, param: &'static Param, value: Option<&str>) {
+        let name = param.name;
+        let mut report = Report::default();
+        match (param.kind, value) {
+            (Kind::Flag(set), value) => {
+                set(&mut self.draft.config);
                 if let Some(v) = value {
-                    self.warn(param, v, "is a flag and takes no value; the value is ignored");
-                }
-                return;
-            }
-            (None, false) => {
-                return self.warn(param, "", "has no value (expected name=value); ignored");
-            }
-            (Some(v), false) => v,
-        };
-        match param {
-            MODLOOP => {
-                c.image.urls.clear();
-                for url in v.split(',').filter(|u| !u.is_empty()) {
-                    match Url::parse(url) {
-                        Ok(url) => self.config.image.urls.push(url),
-                        Err(why) => self.error(param, url, format!("{why}; the image cannot be fetched")),
-                    }
-                }
-                if v.split(',').all(str::is_empty) {
-                    self.error(param, v, "is empty (expected http://server/path.squashfs)");
+                    self.warn(name, v, "is a flag and takes no value; the value is ignored");
                 }
             }
-            MODLOOP_SHA256 => match parse_sha256(v) {
-                Some(digest) => c.image.sha256 = Some(digest),
-                None => self.error(param, v, "expected 64 hexadecimal digits; the image cannot be verified"),
+            (_, None) => self.warn(name, "", "has no value (expected name=value); ignored"),
+            (Kind::Number { unit, min, max, default, set }, Some(v)) => match v.parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => set(&mut self.draft.config, n),
+                _ => report.bad(v, params::number_message(unit, min, max, default)),
             },
-            MODLOOP_VERIFY => match v {
-                "yes" | "1" | "true" => c.image.verify = Verify::Required,
-                "no" | "0" | "false" => c.image.verify = Verify::Off,
-                _ => self.error(param, v, "expected yes or no"),
-            },
-            RETRIES => match v.parse::<u32>() {
-                Ok(n) if n <= MAX_RETRIES => c.image.retries = n,
-                _ => self.warn(
-                    param,
-                    v,
-                    format!("expected a whole number from 0 to {MAX_RETRIES}; using {DEFAULT_RETRIES}"),
-                ),
-            },
-            TIMEOUT => match v.parse::<u64>() {
-                Ok(n) if n > 0 => c.image.timeout = Duration::from_secs(n),
-                _ => self.warn(
-                    param,
-                    v,
-                    format!("expected whole seconds above 0; using {}", DEFAULT_FETCH_TIMEOUT.as_secs()),
-                ),
-            },
-            OVERLAY_SIZE | ROOT_SIZE => match Size::parse(v) {
-                Some(size) => c.overlay_size = size,
-                None => self.warn(param, v, "expected a percentage of RAM like 50% or a size like 512M; using 50%"),
-            },
-            IP => match parse_ip(v) {
-                Ok(ip) => self.ip_values.push((v.to_owned(), ip)),
-                Err(why) => self.error(param, v, format!("{why}; the network cannot be configured")),
-            },
-            BOOTIF => match Mac::parse(v) {
-                Some(mac) => c.net.bootif = Some(mac),
-                None => self.error(
-                    param,
-                    v,
-                    "expected a MAC address like 01-52-54-00-12-34-56 or 52:54:00:12:34:56; the boot NIC cannot be chosen",
-                ),
-            },
-            HOSTNAME => match valid_hostname(v) {
-                true => c.net.hostname = Some(v.to_owned()),
-                false => self.warn(param, v, "is not a valid host name (letters, digits, '-' and '.'); ignored"),
-            },
-            DHCP_TIMEOUT => match v.parse::<u64>() {
-                Ok(n) if n > 0 => c.net.dhcp_timeout = Duration::from_secs(n),
-                _ => self.warn(
-                    param,
-                    v,
-                    format!("expected whole seconds above 0; using {}", DEFAULT_DHCP_TIMEOUT.as_secs()),
-                ),
-            },
-            MODULES | BLACKLIST => {
-                for m in v.split(',').filter(|m| !m.is_empty()) {
-                    if m.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
-                        let list = if param == MODULES { &mut self.config.modules } else { &mut self.config.blacklist };
-                        list.push(m.replace('-', "_"));
-                    } else {
-                        self.warn(param, m, "is not a module name; ignored");
-                    }
-                }
+            (Kind::Value(read), Some(v)) => read(&mut self.draft, v, &mut report),
+        }
+        for (v, message) in report.0 {
+            match param.bad {
+                Severity::Error => self.error(name, &v, message),
+                Severity::Warning => self.warn(name, &v, message),
             }
-            APKOVL => match UrlTemplate::parse(v) {
-                Ok(t) => c.alpine.apkovl = Some(t),
-                Err(why) => self.error(param, v, format!("{why}; the overlay cannot be fetched")),
-            },
-            ALPINE_REPO => {
-                c.alpine.repositories.clear();
-                for url in v.split(',').filter(|u| !u.is_empty()) {
-                    if (url.starts_with("http://") || url.starts_with("https://")) && !url.contains(char::is_whitespace) {
-                        self.config.alpine.repositories.push(url.to_owned());
-                    } else {
-                        self.warn(param, url, "expected an http:// or https:// URL; ignored");
-                    }
-                }
-            }
-            SSH_KEY => match SshKey::parse(v) {
-                Ok(key) => c.alpine.ssh_key = Some(key),
-                Err(why) => self.warn(param, v, format!("{why}; ignored")),
-            },
-            INIT => {
-                if v.starts_with('/') {
-                    c.init = Some(v.to_owned());
-                } else {
-                    self.error(param, v, "expected an absolute path like /sbin/init");
-                }
-            }
-            INIT_ARGS => c.init_args = v.split_whitespace().map(str::to_owned).collect(),
-            FAIL => match FailAction::parse(v) {
-                Some(action) => c.failure.action = action,
-                None => self.warn(param, v, "expected shell, reboot, poweroff or halt; using reboot"),
-            },
-            PANIC => match v.parse::<i64>() {
-                Ok(0) => c.failure.countdown = Countdown::Never,
-                Ok(n) if n < 0 => c.failure.countdown = Countdown::Immediately,
-                Ok(n) => c.failure.countdown = Countdown::After(Duration::from_secs(n as u64)),
-                Err(_) => self.warn(
-                    param,
-                    v,
-                    format!("expected whole seconds; waiting {}s after a failure", DEFAULT_COUNTDOWN.as_secs()),
-                ),
-            },
-            _ => {}
         }
     }
 
     /// Checks that need the whole cmdline.
     fn finish(mut self) -> Parsed {
-        let ips = std::mem::take(&mut self.ip_values);
+        let ips = std::mem::take(&mut self.draft.ip_values);
         if ips.len() > 1 && ips.iter().any(|(_, ip)| ip.device.is_none()) {
             for (value, _) in ips.iter().filter(|(_, ip)| ip.device.is_none()) {
                 let message = format!(
@@ -424,9 +280,9 @@ impl Parser {
                 }
                 configs.push(ip);
             }
-            self.config.net.interfaces = configs;
+            self.draft.config.net.interfaces = configs;
         }
-        let c = &self.config;
+        let c = &self.draft.config;
         if c.image.urls.is_empty() && !self.errors.iter().any(|e| e.param == MODLOOP) {
             self.error(
                 MODLOOP,
@@ -434,12 +290,12 @@ impl Parser {
                 "missing: netinit needs the root image's URL, e.g. modloop=http://server/root.squashfs",
             );
         }
-        if self.config.net.interfaces.iter().all(|i| i.mode == IpMode::Off)
-            && !self.config.image.urls.is_empty()
+        if self.draft.config.net.interfaces.iter().all(|i| i.mode == IpMode::Off)
+            && !self.draft.config.image.urls.is_empty()
         {
             self.error(IP, "off", "turns the network off, but the image must be fetched over it");
         }
-        Parsed { config: self.config, warnings: self.warnings, errors: self.errors }
+        Parsed { config: self.draft.config, warnings: self.warnings, errors: self.errors }
     }
 }
 

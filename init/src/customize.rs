@@ -11,17 +11,19 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use crate::cmdline::{Config, Mac, SshKey};
+use crate::cmdline::{AlpineConfig, SshKey};
 use crate::fetch;
+use crate::net::{self, Configured};
 
 /// The most an `apkovl=` overlay or an `ssh_key=` URL may send.
 const OVERLAY_LIMIT: u64 = 64 << 20;
 const KEY_LIMIT: u64 = 64 << 10;
 
-/// Applies the configuration to the root at `root`. `boot_mac` fills `{MAC}`.
-pub fn apply(root: &Path, cfg: &Config, boot_mac: Option<Mac>, hostname: Option<&str>) {
-    if let Some(template) = &cfg.alpine.apkovl {
-        let mac = boot_mac.map(|m| m.to_string()).unwrap_or_default();
+/// Writes into the root at `root` what `alpine` asks for and what the network stage configured
+/// (`network`, the boot NIC first: its MAC fills `{MAC}`).
+pub fn apply(root: &Path, alpine: &AlpineConfig, network: &[Configured]) {
+    if let Some(template) = &alpine.apkovl {
+        let mac = network.first().map(|c| c.nic.mac.to_string()).unwrap_or_default();
         let uuid = std::fs::read_to_string("/sys/class/dmi/id/product_uuid")
             .map(|u| u.trim().to_lowercase())
             .unwrap_or_default();
@@ -41,17 +43,17 @@ pub fn apply(root: &Path, cfg: &Config, boot_mac: Option<Mac>, hostname: Option<
             Err(e) => log::warn!("apkovl: {e}; booting without it"),
         }
     }
-    write_network_files(root, hostname);
-    if !cfg.alpine.repositories.is_empty() {
-        let text: String = cfg.alpine.repositories.iter().map(|r| format!("{r}\n")).collect();
+    write_network_files(root, network);
+    if !alpine.repositories.is_empty() {
+        let text: String = alpine.repositories.iter().map(|r| format!("{r}\n")).collect();
         match write(root, "etc/apk/repositories", &text, 0o644) {
             Ok(()) => {
-                log::info!("wrote /etc/apk/repositories ({} repositories)", cfg.alpine.repositories.len())
+                log::info!("wrote /etc/apk/repositories ({} repositories)", alpine.repositories.len())
             }
             Err(e) => log::warn!("writing /etc/apk/repositories: {e}"),
         }
     }
-    if let Some(key) = &cfg.alpine.ssh_key {
+    if let Some(key) = &alpine.ssh_key {
         let text = match key {
             SshKey::Inline(k) => Ok(k.clone()),
             SshKey::Fetch(url) => fetch::get_small(url, KEY_LIMIT).map_err(|e| e.to_string()).and_then(|b| {
@@ -65,21 +67,16 @@ pub fn apply(root: &Path, cfg: &Config, boot_mac: Option<Mac>, hostname: Option<
     }
 }
 
-/// Copies netinit's `/etc/resolv.conf` (unless the image links it elsewhere, as systemd-resolved
-/// does) and writes `/etc/hostname`.
-fn write_network_files(root: &Path, hostname: Option<&str>) {
+/// Writes the network's `/etc/resolv.conf` (unless the image links it elsewhere, as
+/// systemd-resolved does) and `/etc/hostname`.
+fn write_network_files(root: &Path, network: &[Configured]) {
     let resolv = root.join("etc/resolv.conf");
     if std::fs::symlink_metadata(&resolv).is_ok_and(|m| m.file_type().is_symlink()) {
         log::info!("leaving the image's /etc/resolv.conf symlink in place");
-    } else {
-        match std::fs::read_to_string("/etc/resolv.conf")
-            .and_then(|t| write(root, "etc/resolv.conf", &t, 0o644))
-        {
-            Ok(()) => {}
-            Err(e) => log::warn!("writing /etc/resolv.conf into the new root: {e}"),
-        }
+    } else if let Err(e) = write(root, "etc/resolv.conf", &net::resolver(network), 0o644) {
+        log::warn!("writing /etc/resolv.conf into the new root: {e}");
     }
-    if let Some(name) = hostname {
+    if let Some(name) = net::hostname(network) {
         if let Err(e) = write(root, "etc/hostname", &format!("{name}\n"), 0o644) {
             log::warn!("writing /etc/hostname into the new root: {e}");
         }

@@ -30,10 +30,9 @@ pub fn debug_on_console() {
     log::set_max_level(LevelFilter::Debug);
 }
 
-/// Installs the logger. With `use_kmsg`, opens `/dev/kmsg` (the initramfs carries the node, so this
-/// works before devtmpfs is mounted) and lifts the kernel's rate limit on writes to it, which would
-/// otherwise drop all but 10 lines every 5 s. A cmdline `printk.devkmsg=` locks that sysctl; then
-/// the operator's choice stands.
+/// Installs the logger. With `use_kmsg`, lines go to `/dev/kmsg` (the initramfs carries the node, so
+/// this works before devtmpfs is mounted); without it, or when it cannot be opened, to stderr. The kernel's
+/// rate limit on `/dev/kmsg` is lifted later, by [`lift_rate_limit`], once `/proc` is mounted.
 pub fn init(use_kmsg: bool) {
     if use_kmsg {
         if let Ok(file) = File::options().write(true).open("/dev/kmsg") {

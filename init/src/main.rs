@@ -11,10 +11,12 @@ mod failure;
 mod fetch;
 #[cfg(test)]
 mod fuzz;
+mod json;
 mod klog;
 mod modloop_service;
 mod modules;
 mod net;
+mod plan;
 mod rootfs;
 mod switch_root;
 mod sys;

@@ -282,34 +282,37 @@ pub fn recv_now(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
     }
 }
 
-/// A NETLINK_ROUTE socket, netlink(7), rtnetlink(7).
+/// A NETLINK_ROUTE socket, netlink(7), rtnetlink(7). It only moves bytes; requests and their
+/// acknowledgements are `net::netlink`'s.
 pub struct Netlink {
     fd: OwnedFd,
-    seq: u32,
 }
 
 impl Netlink {
-    pub fn open() -> io::Result<Self> {
+    /// socket(2) and bind(2), with `SO_RCVTIMEO` at `timeout` (socket(7)), so that a kernel that
+    /// never answers cannot hold PID 1: [`Netlink::recv`] then fails with `WouldBlock`.
+    pub fn open(timeout: Duration) -> io::Result<Self> {
         use rustix::net::{AddressFamily, SocketType};
         let fd = rustix::net::socket(AddressFamily::NETLINK, SocketType::DGRAM, None)?;
         rustix::net::bind(&fd, &rustix::net::netlink::SocketAddrNetlink::new(0, 0))?;
-        Ok(Netlink { fd, seq: 0 })
+        rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, Some(timeout))?;
+        Ok(Netlink { fd })
     }
 
-    /// Sends one request built by `build(seq)` with `NLM_F_ACK` set by the builder, and waits for the
-    /// kernel's acknowledgement: `Ok` for error code 0, the errno otherwise. sendto(2), recv(2).
-    pub fn request(&mut self, build: impl FnOnce(u32) -> Vec<u8>) -> io::Result<()> {
-        self.seq = self.seq.wrapping_add(1);
-        let msg = build(self.seq);
+    /// One message to the kernel: sendto(2).
+    pub fn send(&self, msg: &[u8]) -> io::Result<()> {
         let kernel = rustix::net::netlink::SocketAddrNetlink::new(0, 0);
-        rustix::net::sendto(&self.fd, &msg, rustix::net::SendFlags::empty(), &kernel)?;
-        let mut buf = vec![0u8; 8192];
+        rustix::net::sendto(&self.fd, msg, rustix::net::SendFlags::empty(), &kernel)?;
+        Ok(())
+    }
+
+    /// One datagram from the kernel, waiting at most the socket's timeout: recv(2). EINTR is retried.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            let (n, _) = rustix::net::recv(&self.fd, &mut buf, rustix::net::RecvFlags::empty())?;
-            match crate::net::netlink::parse_ack(&buf[..n], self.seq) {
-                Some(0) => return Ok(()),
-                Some(errno) => return Err(io::Error::from_raw_os_error(errno)),
-                None => continue,
+            match rustix::net::recv(&self.fd, &mut *buf, rustix::net::RecvFlags::empty()) {
+                Ok((n, _)) => return Ok(n.min(buf.len())),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
     }

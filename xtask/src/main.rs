@@ -358,8 +358,14 @@ fn cmd_test(args: &[String]) -> Result<()> {
         ]))?;
     }
     println!("xtask: host tests");
-    host::run(host::cargo().args(["test", "--quiet", "--workspace"]))?;
+    // Host tests that use real tools (cpio, openssl) fail rather than skip when one is missing.
+    host::run(host::cargo().args(["test", "--quiet", "--workspace"]).env("NETINIT_REQUIRE_TOOLS", "1"))?;
 
+    let strays = scenario::strays(&host::root());
+    if !strays.is_empty() {
+        let list: Vec<String> = strays.iter().map(|p| p.display().to_string()).collect();
+        return Err(format!("scenarios outside qemu-tests/ never run; move or remove: {}", list.join(", ")));
+    }
     let mut scenarios = scenario::load_all(&host::root().join("qemu-tests"))?;
     if !only.is_empty() {
         scenarios.retain(|s| only.contains(&s.name.as_str()));

@@ -293,6 +293,25 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
     Outcome { failure, transcript, elapsed: start.elapsed() }
 }
 
+/// `.scenario` files outside `qemu-tests/` (and `target/`): copies that would never run.
+pub fn strays(root: &Path) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for path in entries.flatten().map(|e| e.path()) {
+            let skip = ["target", ".git", "qemu-tests"].map(|d| root.join(d));
+            if path.is_dir() && !skip.contains(&path) {
+                walk(&path, root, out);
+            } else if path.extension().is_some_and(|e| e == "scenario") && path.is_file() {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,5 +413,19 @@ mod tests {
     fn the_repository_scenarios_parse() {
         let all = load_all(&crate::host::root().join("qemu-tests")).unwrap();
         assert!(all.len() >= 3, "{} scenarios", all.len());
+    }
+
+    #[test]
+    fn stray_scenarios_are_found() {
+        let root = std::env::temp_dir().join(format!("xtask-strays-{}", std::process::id()));
+        for dir in ["qemu-tests", "target/x", "docs"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        for file in ["qemu-tests/a.scenario", "target/x/b.scenario", "docs/c.scenario", "d.scenario", "e.txt"]
+        {
+            std::fs::write(root.join(file), "x").unwrap();
+        }
+        assert_eq!(strays(&root), [root.join("d.scenario"), root.join("docs/c.scenario")]);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

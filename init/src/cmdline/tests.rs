@@ -3,6 +3,7 @@
 use std::net::Ipv4Addr;
 
 use super::*;
+use std::time::Duration;
 
 fn ip(a: &str) -> Ipv4Addr {
     a.parse().unwrap()
@@ -464,13 +465,26 @@ fn spec_and_parser_agree() {
         .filter_map(|l| l.split(['`', '=']).next())
         .collect();
     documented.sort_unstable();
-    let mut parsed: Vec<&str> = PARAMETERS.to_vec();
+    let mut parsed: Vec<&str> = PARAMETERS.iter().map(|p| p.name).collect();
     parsed.sort_unstable();
     assert_eq!(documented, parsed);
-    for name in PARAMETERS {
-        assert_eq!(known(name), Some(*name));
-    }
-    for flag in FLAGS {
-        assert!(spec.contains(&format!("### `{flag}`\n")), "{flag} is documented as a flag");
+    for p in PARAMETERS {
+        assert_eq!(known(p.name).map(|k| k.name), Some(p.name));
+        let heading = match matches!(p.kind, Kind::Flag(_)) {
+            true => format!("### `{}`\n", p.name),
+            false => format!("### `{}=`\n", p.name),
+        };
+        assert!(spec.contains(&heading), "{} is documented as {heading:?}", p.name);
+        let rule = match p.bad {
+            Severity::Error => "- Bad value: error",
+            Severity::Warning => "- Bad value: warning",
+        };
+        let section = spec.split(&heading).nth(1).and_then(|rest| rest.split("\n### ").next()).unwrap_or("");
+        let free = section.contains("- Bad value: none possible");
+        assert!(
+            matches!(p.kind, Kind::Flag(_)) || section.contains(rule) || free,
+            "{}: the spec says {rule:?}",
+            p.name
+        );
     }
 }

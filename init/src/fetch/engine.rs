@@ -36,7 +36,7 @@ pub use super::http::Timeouts;
 use super::http::{agent, decoded, get, GetError};
 use super::retry::{self, Failure, Next, Schedule, Verdict};
 use super::{mib, FetchError, Phase, Progress, RetryPolicy};
-use crate::cmdline::Url;
+use crate::cmdline::{ImageConfig, Url};
 use crate::sys;
 
 /// What one download is asked to do.
@@ -49,6 +49,20 @@ pub struct Job<'a> {
     pub timeouts: Timeouts,
     /// Bytes the file may grow to (the RAM disk's free space), if known.
     pub room: Option<u64>,
+}
+
+impl<'a> Job<'a> {
+    /// The download the cmdline's image settings ask for: its mirrors, `netinit.retries=` and
+    /// `netinit.timeout=`, the default per-phase timeouts.
+    pub fn for_image(image: &'a ImageConfig, room: Option<u64>) -> Job<'a> {
+        Job {
+            urls: &image.urls,
+            policy: RetryPolicy::with_retries(image.retries),
+            budget: image.timeout,
+            timeouts: Timeouts::default(),
+            room,
+        }
+    }
 }
 
 /// A finished download.
@@ -331,12 +345,12 @@ fn attempt(
     if !matches!(status, 200 | 206 | 416) {
         let reason = response.status().canonical_reason().map(str::to_owned);
         let error = FetchError::Status { url: url.clone(), status, reason };
-        let failure =
-            match retry::verdict(status, header("retry-after").as_deref(), header("date").as_deref()) {
-                Verdict::Busy(wait) => Failure::Busy(wait),
-                Verdict::Transient => Failure::Transient,
-                Verdict::NotThere => Failure::NotThere,
-            };
+        let (retry_after, date) = (header("retry-after"), header("date"));
+        let failure = match retry::verdict(status, retry_after.as_deref(), date.as_deref()) {
+            Verdict::Busy(wait) => Failure::Busy(wait),
+            Verdict::Transient => Failure::Transient,
+            Verdict::NotThere => Failure::NotThere,
+        };
         return failed(error, failure);
     }
     let encoding = header("content-encoding");
@@ -375,19 +389,32 @@ fn attempt(
         log::warn!("{url}: the server gzipped the image unasked (Content-Encoding: gzip); decoding it");
     }
     let (result, progress) = receive(&mut *body, sink, total).map_err(write_error)?;
+    ended(url, n, sink, result, progress, gzipped)
+}
+
+/// What a body that was received, in whole or in part, means for the download.
+fn ended(
+    url: &Url,
+    n: u32,
+    sink: &mut Sink,
+    result: Result<(), Received>,
+    progress: u64,
+    gzipped: bool,
+) -> Result<Attempt, FetchError> {
+    let transfer =
+        |message: String| FetchError::Transfer { url: url.clone(), phase: Phase::Body, attempts: n, message };
+    let failed = |error, failure| Ok(Attempt::Failed { error, failure, answered: true });
     match result {
         Ok(()) => Ok(Attempt::Done),
         Err(_) if gzipped => {
-            sink.restart().map_err(write_error)?;
-            failed(
-                transfer(Phase::Body, "the gzipped body broke off; starting again".into()),
-                Failure::Transient,
-            )
+            let source = |source| FetchError::Write { path: "the image file".into(), source };
+            sink.restart().map_err(source)?;
+            failed(transfer("the gzipped body broke off; starting again".into()), Failure::Transient)
         }
         Err(Received::Broke(e)) if progress > 0 => {
-            failed(transfer(Phase::Body, format!("{e} after {}", mib(sink.partial.have))), Failure::Progress)
+            failed(transfer(format!("{e} after {}", mib(sink.partial.have))), Failure::Progress)
         }
-        Err(Received::Broke(e)) => failed(transfer(Phase::Body, e.to_string()), Failure::Transient),
+        Err(Received::Broke(e)) => failed(transfer(e.to_string()), Failure::Transient),
         Err(Received::Short { expected }) => {
             let error = FetchError::Short { url: url.clone(), got: sink.partial.have, expected };
             failed(error, if progress > 0 { Failure::Progress } else { Failure::Transient })

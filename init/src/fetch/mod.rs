@@ -226,13 +226,7 @@ pub fn download(image: &ImageConfig) -> Result<Fetched, FetchError> {
     };
     let check = signature_check(image)?;
     let path = Path::new(IMAGE_DIR).join(IMAGE_FILE);
-    let job = engine::Job {
-        urls: &image.urls,
-        policy: RetryPolicy::with_retries(image.retries),
-        budget: image.timeout,
-        timeouts: engine::Timeouts::default(),
-        room,
-    };
+    let job = engine::Job::for_image(image, room);
     let start = sys::uptime();
     let done = engine::download_to(&path, &job, check)?;
     let elapsed = sys::uptime() - start;

@@ -587,10 +587,19 @@ fn a_signed_image_verifies_across_a_resume_and_a_tampered_one_does_not() {
 
 /// A real TLS server (`openssl s_server -WWW`) with a self-signed certificate for 127.0.0.1, which
 /// no root vouches for: the handshake fails, and the download stops at once, saying why. Needs the
-/// openssl tool, which `cargo xtask test` installs before the host tests.
+/// openssl tool, which `cargo xtask test` installs before the host tests (and with
+/// `NETINIT_REQUIRE_TOOLS=1` requires); a plain `cargo test` without it skips this test, saying so.
 #[test]
 fn an_untrusted_certificate_is_fatal_at_once() {
     use std::process::{Command, Stdio};
+    if Command::new("openssl").arg("version").stdout(Stdio::null()).status().is_err() {
+        assert!(
+            std::env::var_os("NETINIT_REQUIRE_TOOLS").is_none(),
+            "openssl is missing (apt-get install openssl)"
+        );
+        eprintln!("skipping: the openssl tool is not installed (apt-get install openssl)");
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("netinit-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("img"), b"not reached").unwrap();

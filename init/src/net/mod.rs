@@ -1,8 +1,9 @@
 //! Stage 3: bring the network up. Choose the NIC (by `BOOTIF`, by the device in `ip=`, or the first
 //! with a link), configure it by DHCP or statically, and leave the result where the booted system
-//! finds it: `/etc/resolv.conf`, the hostname, and `/run/netinit/lease`.
+//! finds it: `/etc/resolv.conf`, the hostname, and `/run/netinit/lease`. With several candidate
+//! NICs, DHCP races on all of them at once and the first lease wins.
 //!
-//! It does not run DHCP on several NICs at once yet, renew leases, or do IPv6.
+//! It does not renew leases, or do IPv6.
 //!
 //! DHCP uses a UDP socket on port 68 bound to the NIC with `SO_BINDTODEVICE`, sending to
 //! 255.255.255.255 with the BROADCAST flag set, so that servers broadcast their replies and the
@@ -10,9 +11,14 @@
 //! with dnsmasq, ISC and qemu's built-in server (see ARCHITECTURE.md).
 
 pub mod dhcp;
+mod files;
 pub mod netlink;
 
-use std::fmt::Write as _;
+use files::write_files;
+pub use files::{hostname, resolver, summary};
+#[cfg(test)]
+use files::{lease_file, resolv_conf};
+
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -96,7 +102,8 @@ impl NetError {
 /// is none), then the files the booted system reads. The first configuration is the boot NIC's.
 pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
     let nics = wait_for_nics(cfg)?;
-    let mut nl = sys::Netlink::open().map_err(|source| netlink_error("opening rtnetlink", "-", source))?;
+    let mut nl =
+        netlink::Rtnetlink::open().map_err(|source| netlink_error("opening rtnetlink", "-", source))?;
     let mut done: Vec<Configured> = Vec::new();
     for ip in &cfg.interfaces {
         let candidates = choose(cfg.bootif, ip.device.as_deref(), &nics)?;
@@ -274,8 +281,7 @@ fn race(
     client_id: Option<&ClientId>,
 ) -> Result<(Nic, dhcp::Lease), NetError> {
     let start = sys::uptime();
-    let deadline = start + cfg.dhcp_timeout;
-    let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, dhcp::SERVER_PORT);
+    let deadline = start.saturating_add(cfg.dhcp_timeout);
     let mut waiting: Vec<Nic> = candidates.to_vec();
     let mut racers: Vec<Racer> = Vec::new();
     let mut buf = vec![0u8; 1600];
@@ -285,19 +291,9 @@ fn race(
         let (joined, still): (Vec<Nic>, Vec<Nic>) = waiting.into_iter().partition(has_carrier);
         waiting = still;
         for nic in joined {
-            let socket = sys::udp_socket_on_device(&nic.name, dhcp::CLIENT_PORT)
-                .map_err(|source| NetError::Socket { nic: nic.name.clone(), source })?;
-            let identity = dhcp::Identity {
-                mac: nic.mac.0,
-                hostname: cfg.hostname().map(str::to_owned),
-                client_id: client_id.map(|c| (c.kind, c.id.as_bytes().to_vec())),
-            };
-            let what = if candidates.len() > 1 { ", joining the DHCP race" } else { "" };
-            log::info!("{}: link up ({}){what}", nic.name, nic.mac);
-            let client = dhcp::Client::new(identity, sys::random_u64(), now);
-            racers.push(Racer { nic, socket, client, discovers: 0, offers: 0 });
+            racers.push(Racer::join(nic, cfg, client_id, candidates.len() > 1, now)?);
         }
-        if racers.is_empty() && now - start >= CARRIER_TIMEOUT {
+        if racers.is_empty() && now.saturating_sub(start) >= CARRIER_TIMEOUT {
             let names = candidates.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
             return Err(NetError::NoCarrier { names });
         }
@@ -310,65 +306,91 @@ fn race(
             });
         }
         for r in &mut racers {
-            if let Some(t) = r.client.poll_transmit(now) {
-                if t.kind == dhcp::MessageType::Discover {
-                    r.discovers += 1;
-                }
-                let elapsed = (now - start).as_secs();
-                log::info!(
-                    "{}: DHCP {} (attempt {}, {elapsed}s elapsed)",
-                    r.nic.name,
-                    t.kind.name(),
-                    t.attempt
-                );
-                if let Err(e) = sys::send_to(&r.socket, &t.packet, broadcast) {
-                    // ENETDOWN and friends while a link flaps: the retransmission will try again.
-                    log::warn!("{}: sending DHCP {}: {e}", r.nic.name, t.kind.name());
-                }
-            }
+            r.transmit(now, now.saturating_sub(start));
         }
         let mut wake =
             racers.iter().map(|r| r.client.next_deadline()).min().unwrap_or(deadline).min(deadline);
         if !waiting.is_empty() {
-            wake = wake.min(now + POLL * 5);
+            wake = wake.min(now.saturating_add(POLL * 5));
         }
         let sockets: Vec<&std::os::fd::OwnedFd> = racers.iter().map(|r| &r.socket).collect();
         let ready = sys::poll_readable(&sockets, wake.saturating_sub(sys::uptime()))
             .map_err(|source| NetError::Receive { nic: "-".into(), source })?;
         for (r, _) in racers.iter_mut().zip(ready).filter(|(_, ready)| *ready) {
-            let receive_error = |source| NetError::Receive { nic: r.nic.name.clone(), source };
-            while let Some(n) = sys::recv_now(&r.socket, &mut buf).map_err(receive_error)? {
-                match r.client.handle(&buf[..n], sys::uptime()) {
-                    dhcp::Event::Offered { server, address } => {
-                        r.offers += 1;
-                        log::info!("{}: DHCP OFFER of {address} from {server}", r.nic.name);
-                    }
-                    dhcp::Event::Nak { server, message } => {
-                        let why = message.as_deref().unwrap_or("no reason given");
-                        log::warn!("{}: DHCP NAK from {server}: {why}; starting over", r.nic.name);
-                    }
-                    dhcp::Event::Bound(lease) => {
-                        if candidates.len() > 1 {
-                            log::info!(
-                                "{}: won the DHCP race: first lease, from {}",
-                                r.nic.name,
-                                lease.server
-                            );
-                        }
-                        return Ok((r.nic.clone(), lease));
-                    }
-                    dhcp::Event::Ignored(why) => log::debug!("{}: ignored a DHCP packet: {why}", r.nic.name),
-                    dhcp::Event::Malformed(why) => {
-                        log::debug!("{}: ignored a malformed DHCP packet: {why:?}", r.nic.name)
-                    }
+            if let Some(lease) = r.receive(&mut buf)? {
+                if candidates.len() > 1 {
+                    log::info!("{}: won the DHCP race: first lease, from {}", r.nic.name, lease.server);
                 }
+                return Ok((r.nic.clone(), lease));
             }
         }
     }
 }
 
+impl Racer {
+    /// `nic` has a link: open its socket and start its client.
+    fn join(
+        nic: Nic,
+        cfg: &NetConfig,
+        client_id: Option<&ClientId>,
+        racing: bool,
+        now: Duration,
+    ) -> Result<Racer, NetError> {
+        let socket = sys::udp_socket_on_device(&nic.name, dhcp::CLIENT_PORT)
+            .map_err(|source| NetError::Socket { nic: nic.name.clone(), source })?;
+        let identity = dhcp::Identity {
+            mac: nic.mac.0,
+            hostname: cfg.hostname().map(str::to_owned),
+            client_id: client_id.map(|c| (c.kind, c.id.as_bytes().to_vec())),
+        };
+        let what = if racing { ", joining the DHCP race" } else { "" };
+        log::info!("{}: link up ({}){what}", nic.name, nic.mac);
+        let client = dhcp::Client::new(identity, sys::random_u64(), now);
+        Ok(Racer { nic, socket, client, discovers: 0, offers: 0 })
+    }
+
+    /// Sends what the client has to send now, if anything.
+    fn transmit(&mut self, now: Duration, elapsed: Duration) {
+        let Some(t) = self.client.poll_transmit(now) else { return };
+        if t.kind == dhcp::MessageType::Discover {
+            self.discovers += 1;
+        }
+        let (name, kind) = (&self.nic.name, t.kind.name());
+        log::info!("{name}: DHCP {kind} (attempt {}, {}s elapsed)", t.attempt, elapsed.as_secs());
+        let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, dhcp::SERVER_PORT);
+        if let Err(e) = sys::send_to(&self.socket, &t.packet, broadcast) {
+            // ENETDOWN and friends while a link flaps: the retransmission will try again.
+            log::warn!("{name}: sending DHCP {kind}: {e}");
+        }
+    }
+
+    /// Reads every waiting reply; the lease, once one binds.
+    fn receive(&mut self, buf: &mut [u8]) -> Result<Option<dhcp::Lease>, NetError> {
+        let name = &self.nic.name;
+        let receive_error = |source| NetError::Receive { nic: name.clone(), source };
+        while let Some(n) = sys::recv_now(&self.socket, buf).map_err(receive_error)? {
+            match self.client.handle(buf.get(..n).unwrap_or(&[]), sys::uptime()) {
+                dhcp::Event::Offered { server, address } => {
+                    self.offers += 1;
+                    log::info!("{name}: DHCP OFFER of {address} from {server}");
+                }
+                dhcp::Event::Nak { server, message } => {
+                    let why = message.as_deref().unwrap_or("no reason given");
+                    log::warn!("{name}: DHCP NAK from {server}: {why}; starting over");
+                }
+                dhcp::Event::Bound(lease) => return Ok(Some(lease)),
+                dhcp::Event::Ignored(why) => log::debug!("{name}: ignored a DHCP packet: {why}"),
+                dhcp::Event::Malformed(why) => {
+                    log::debug!("{name}: ignored a malformed DHCP packet: {why:?}")
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
 /// Applies address, routes, MTU, DNS and hostname.
-fn apply(nl: &mut sys::Netlink, c: &Configured) -> Result<(), NetError> {
+fn apply(nl: &mut netlink::Rtnetlink, c: &Configured) -> Result<(), NetError> {
     let nic = &c.nic;
     let err = |step: &str| {
         let step = step.to_owned();
@@ -400,110 +422,9 @@ fn apply(nl: &mut sys::Netlink, c: &Configured) -> Result<(), NetError> {
     Ok(())
 }
 
-/// `/etc/resolv.conf` (the DNS servers of every configured NIC, the first one's domain), the
-/// hostname, and `/run/netinit/lease` (the boot NIC) plus `/run/netinit/lease.<nic>` for each.
-fn write_files(done: &[Configured]) -> Result<(), NetError> {
-    let mut dns: Vec<Ipv4Addr> = Vec::new();
-    for server in done.iter().flat_map(|c| &c.dns) {
-        if !dns.contains(server) {
-            dns.push(*server);
-        }
-    }
-    let mut search: Vec<&str> = Vec::new();
-    for name in done.iter().flat_map(|c| c.domain.iter().chain(&c.search)) {
-        if !search.contains(&name.as_str()) {
-            search.push(name);
-        }
-    }
-    write_file(Path::new("/etc/resolv.conf"), &resolv_conf(&dns, &search))?;
-    if let Some(name) = done.iter().find_map(|c| c.hostname.as_deref()) {
-        match sys::set_hostname(name) {
-            Ok(()) => log::info!("hostname {name}"),
-            Err(e) => log::warn!("setting the hostname to {name}: {e}"),
-        }
-    }
-    for (i, c) in done.iter().enumerate() {
-        let text = lease_file(c);
-        if i == 0 {
-            write_file(Path::new("/run/netinit/lease"), &text)?;
-        }
-        write_file(&Path::new("/run/netinit").join(format!("lease.{}", c.nic.name)), &text)?;
-    }
-    Ok(())
-}
-
 fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
     let mask = netlink::prefix_mask(prefix);
     u32::from(a) & mask == u32::from(b) & mask
-}
-
-fn write_file(path: &Path, text: &str) -> Result<(), NetError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| NetError::Write { path: dir.into(), source })?;
-    }
-    std::fs::write(path, text).map_err(|source| NetError::Write { path: path.into(), source })
-}
-
-/// `/etc/resolv.conf`, resolv.conf(5): the domain (option 15) and search list (119) as one `search`.
-pub fn resolv_conf(dns: &[Ipv4Addr], search: &[&str]) -> String {
-    let mut out = String::from("# written by netinit\n");
-    if !search.is_empty() {
-        let _ = writeln!(out, "search {}", search.join(" "));
-    }
-    for server in dns {
-        let _ = writeln!(out, "nameserver {server}");
-    }
-    out
-}
-
-/// `/run/netinit/lease`: shell-sourceable `KEY=value` lines, values single-quoted.
-pub fn lease_file(c: &Configured) -> String {
-    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
-    let mut lines = vec![
-        ("INTERFACE", c.nic.name.clone()),
-        ("MAC", c.nic.mac.to_string()),
-        ("ADDRESS", c.address.to_string()),
-        ("PREFIX", c.prefix.to_string()),
-        ("GATEWAY", c.gateway().map(|g| g.to_string()).unwrap_or_default()),
-        ("DNS", c.dns.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(" ")),
-        ("DOMAIN", c.domain.clone().unwrap_or_default()),
-        ("SEARCH", c.search.join(" ")),
-        ("HOSTNAME", c.hostname.clone().unwrap_or_default()),
-        ("MTU", c.mtu.map(|m| m.to_string()).unwrap_or_default()),
-    ];
-    match c.dhcp {
-        Some((server, lease_time)) => {
-            lines.push(("METHOD", "dhcp".into()));
-            lines.push(("SERVER", server.to_string()));
-            lines.push(("LEASE_TIME", lease_time.map(|t| t.as_secs().to_string()).unwrap_or_default()));
-        }
-        None => lines.push(("METHOD", "static".into())),
-    }
-    lines.iter().map(|(k, v)| format!("{k}={}\n", quote(v))).collect()
-}
-
-/// One line saying what was configured.
-pub fn summary(c: &Configured) -> String {
-    let mut s = format!("{}: {}/{}", c.nic.name, c.address, c.prefix);
-    if let Some(gw) = c.gateway() {
-        let _ = write!(s, " via {gw}");
-    }
-    if !c.dns.is_empty() {
-        let _ = write!(s, ", dns {}", c.dns.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(" "));
-    }
-    if let Some(m) = c.mtu {
-        let _ = write!(s, ", mtu {m}");
-    }
-    match c.dhcp {
-        Some((server, Some(t))) => {
-            let _ = write!(s, ", from DHCP server {server} for {}s", t.as_secs());
-        }
-        Some((server, None)) => {
-            let _ = write!(s, ", from DHCP server {server}");
-        }
-        None => s.push_str(", static"),
-    }
-    s
 }
 
 #[cfg(test)]

@@ -1,8 +1,50 @@
 //! rtnetlink requests, encoded by hand (rtnetlink(7), <linux/rtnetlink.h>): link up, MTU, address,
-//! route. Four message shapes do not earn a netlink crate. Pure: it builds and parses bytes; the
-//! socket is in `sys::Netlink`.
+//! route. Four message shapes do not earn a netlink crate. The builders and [`parse_ack`] are pure;
+//! [`Rtnetlink`] sends a request through `sys::Netlink` and waits, with a deadline, for its answer.
 
+use std::io;
 use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use crate::sys;
+
+/// How long the kernel may take to acknowledge one request.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A NETLINK_ROUTE socket and the sequence number of its last request.
+pub struct Rtnetlink {
+    socket: sys::Netlink,
+    seq: u32,
+}
+
+impl Rtnetlink {
+    pub fn open() -> io::Result<Self> {
+        Ok(Rtnetlink { socket: sys::Netlink::open(ANSWER_TIMEOUT)?, seq: 0 })
+    }
+
+    /// Sends one request built by `build(seq)` and waits for the kernel's acknowledgement: `Ok` for
+    /// error code 0, the errno otherwise, `TimedOut` when none comes within [`ANSWER_TIMEOUT`].
+    pub fn request(&mut self, build: impl FnOnce(u32) -> Vec<u8>) -> io::Result<()> {
+        self.seq = self.seq.wrapping_add(1);
+        self.socket.send(&build(self.seq))?;
+        let deadline = sys::uptime().saturating_add(ANSWER_TIMEOUT);
+        let mut buf = vec![0u8; 8192];
+        while sys::uptime() < deadline {
+            let n = match self.socket.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            };
+            match parse_ack(buf.get(..n).unwrap_or(&[]), self.seq) {
+                Some(0) => return Ok(()),
+                Some(errno) => return Err(io::Error::from_raw_os_error(errno)),
+                None => continue,
+            }
+        }
+        let secs = ANSWER_TIMEOUT.as_secs();
+        Err(io::Error::new(io::ErrorKind::TimedOut, format!("the kernel did not answer within {secs}s")))
+    }
+}
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_NEWADDR: u16 = 20;
@@ -153,20 +195,21 @@ pub fn add_route(
 }
 
 /// The kernel's answer to request `seq` in `buf`: `Some(0)` for success, `Some(errno)` for failure,
-/// `None` when `buf` holds no acknowledgement for `seq`.
+/// `None` when `buf` holds no acknowledgement for `seq`. Total: whatever the bytes, it never reads
+/// past them (the last message may be unpadded, or lie about its length).
 pub fn parse_ack(mut buf: &[u8], seq: u32) -> Option<i32> {
-    while buf.len() >= 16 {
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-        let msg_seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
+    let u32_at = |b: &[u8], at: usize| Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?));
+    // A message is at least 16 bytes (`struct nlmsghdr`), and the next one starts 4-aligned.
+    while let (Some(len), Some(kind), Some(msg_seq)) = (u32_at(buf, 0), buf.get(4..6), u32_at(buf, 8)) {
+        let len = usize::try_from(len).ok()?;
         if len < 16 || len > buf.len() {
             return None;
         }
-        if kind == NLMSG_ERROR && msg_seq == seq && len >= 20 {
-            let error = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
-            return Some(-error);
+        if u16::from_ne_bytes([kind[0], kind[1]]) == NLMSG_ERROR && msg_seq == seq && len >= 20 {
+            let error = i32::from_ne_bytes(buf.get(16..20)?.try_into().ok()?);
+            return Some(error.checked_neg().unwrap_or(i32::MAX));
         }
-        buf = &buf[(len + 3) & !3..];
+        buf = buf.get(len.checked_add(3)? & !3..).unwrap_or(&[]);
     }
     None
 }
@@ -281,5 +324,16 @@ mod tests {
         assert_eq!(parse_ack(&two, 7), Some(22));
         assert_eq!(parse_ack(&ack(7, 0)[..20], 7), None, "truncated");
         assert_eq!(parse_ack(&[], 7), None);
+        // A last message of 17 bytes: the next one would start at 20, past the end.
+        let mut odd = ack(6, 0);
+        odd[0] = 17;
+        odd.truncate(17);
+        assert_eq!(parse_ack(&odd, 7), None);
+        let mut odd_then_ack = ack(6, 0);
+        odd_then_ack[0] = 17;
+        odd_then_ack.truncate(20);
+        odd_then_ack.extend_from_slice(&ack(7, -13));
+        assert_eq!(parse_ack(&odd_then_ack, 7), Some(13));
+        assert_eq!(parse_ack(&ack(7, i32::MIN), 7), Some(i32::MAX), "an errno no kernel sends");
     }
 }

@@ -1,0 +1,115 @@
+//! The plan of a cmdline, as text and as JSON: whole renderings pinned, and README's cmdlines.
+
+use super::*;
+use crate::cmdline;
+
+#[test]
+fn a_plan() {
+    let p = cmdline::parse(
+        "modloop=http://u:p@images.lan/alpine.squashfs,http://backup/alpine.squashfs ip=dhcp BOOTIF=01-52-54-00-12-34-56 panic=30",
+    );
+    assert_eq!(
+        Plan::new(&p).text(),
+        "network:  the NIC with MAC 52:54:00:12:34:56 (BOOTIF)
+          DHCP, giving up after 90s
+image:    http://***@images.lan/alpine.squashfs
+          http://backup/alpine.squashfs
+          no digest to check (modloop_sha256=)
+          signature checked if the initramfs has trusted keys
+          6 attempts within 900s, waits of up to 1s doubling to 30s between them
+          a busy server (503, 429) is waited out within the 900s, using no attempts
+          mounted read-only under a tmpfs overlay of 50% of RAM
+modules:  those packed in the initramfs
+init:     /sbin/zinit init if the image has /etc/zinit/, else /sbin/init, else /sbin/openrc-init
+failure:  reboot after 30s
+this cmdline would boot
+"
+    );
+}
+
+#[test]
+fn a_bad_cmdline() {
+    let p = cmdline::parse("ip=10.0.0.300::::::off modlop=http://x/y");
+    let out = Plan::new(&p).text();
+    assert!(
+        out.contains("error:    ip: \"10.0.0.300::::::off\": bad client address \"10.0.0.300\""),
+        "{out}"
+    );
+    assert!(out.contains("error:    modloop: missing"), "{out}");
+    assert!(
+        out.contains(
+            "warning:  modloop: \"modlop=http://x/y\": is not a netinit parameter; did you mean modloop?"
+        ),
+        "{out}"
+    );
+    assert!(out.ends_with("this cmdline would NOT boot\n"), "{out}");
+}
+
+/// Every kernel command line README.md shows explains as a cmdline that boots, with iPXE's
+/// `${...}` filled in as iPXE would.
+#[test]
+fn the_readme_cmdlines_boot() {
+    let readme = include_str!("../../../README.md");
+    let mut seen = 0;
+    for line in readme.lines() {
+        let Some(start) = line.find("modloop=") else { continue };
+        let text = line[start..].split(['`', '\'']).next().unwrap_or("");
+        if !text.starts_with("modloop=http") || text.contains("...") {
+            continue; // prose naming the parameter, not a cmdline
+        }
+        let cmdline = text.replace("${netX/mac:hexhyp}", "52-54-00-12-34-56");
+        let p = cmdline::parse(&cmdline);
+        assert_eq!(p.errors, [], "README: {cmdline}");
+        assert!(Plan::new(&p).text().ends_with("this cmdline would boot\n"));
+        seen += 1;
+    }
+    assert!(seen >= 3, "found {seen} cmdlines in README.md");
+}
+
+#[test]
+fn json() {
+    let p = cmdline::parse(
+        "modloop=http://a/b ip=eth0:dhcp ip=10.0.0.5::10.0.0.1:24:n5:eth1:off hostname=x netinit.fail=poweroff panic=0 init_args=\"a \\\"b\"",
+    );
+    assert_eq!(
+        Plan::new(&p).json(),
+        concat!(
+            r#"{"boots":true,"network":{"bootif":null,"interfaces":["#,
+            r#"{"device":"eth0","choice":"eth0 (ip=)","method":"dhcp","client_id":null},"#,
+            r#"{"device":"eth1","choice":"eth1 (ip=)","method":"static","address":"10.0.0.5","prefix":24,"gateway":"10.0.0.1","dns":[]}],"#,
+            r#""dhcp_timeout":90,"hostname":"x"},"#,
+            r#""image":{"urls":["http://a/b"],"sha256":null,"verify":"auto","attempts":6,"timeout":900,"overlay_size":"50%"},"#,
+            r#""modules":{"extra":[],"blacklist":[]},"alpine":{"apkovl":null,"repositories":[],"ssh_key":null},"#,
+            r#""init":{"path":null,"args":["a","\\b"],"candidates":["#,
+            r#"{"path":"/sbin/zinit","args":["a","\\b"],"with_dir":"/etc/zinit"},"#,
+            r#"{"path":"/sbin/init","args":["a","\\b"],"with_dir":null},"#,
+            r#"{"path":"/sbin/openrc-init","args":["a","\\b"],"with_dir":null}]},"#,
+            r#""single":false,"debug":false,"quiet":false,"#,
+            r#""failure":{"action":"poweroff","countdown":null},"warnings":[],"errors":[]}"#
+        )
+    );
+}
+
+#[test]
+fn the_init_line_states_the_rule() {
+    let init_line = |cmdline: &str| {
+        let parsed = cmdline::parse(&format!("modloop=http://a/b {cmdline}"));
+        let out = Plan::new(&parsed).text();
+        out.lines().find(|l| l.starts_with("init:")).unwrap_or_default().to_owned()
+    };
+    assert_eq!(
+        init_line(""),
+        "init:     /sbin/zinit init if the image has /etc/zinit/, else /sbin/init, else /sbin/openrc-init"
+    );
+    assert_eq!(
+        init_line("init_args=\"-d init\""),
+        "init:     /sbin/zinit -d init if the image has /etc/zinit/, else /sbin/init -d init, else /sbin/openrc-init -d init"
+    );
+    assert_eq!(init_line("init=/sbin/zinit-pid1"), "init:     /sbin/zinit-pid1 (init=)");
+    assert_eq!(init_line("init=/bin/sh init_args=-x"), "init:     /bin/sh -x (init=)");
+    let json = Plan::new(&cmdline::parse("modloop=http://a/b init=/bin/sh")).json();
+    assert!(
+        json.contains(r#""init":{"path":"/bin/sh","args":[],"candidates":[{"path":"/bin/sh","args":[],"with_dir":null}]}"#),
+        "{json}"
+    );
+}
