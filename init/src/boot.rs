@@ -15,6 +15,49 @@ use rustix::mount::MountFlags;
 use crate::cmdline::{self, FailurePolicy};
 use crate::{customize, failure, fetch, klog, modules, net, rootfs, switch_root, sys};
 
+/// The stages of the boot, in order: the names the console, the timings and the errors use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Mounts,
+    Cmdline,
+    Modules,
+    Network,
+    Fetch,
+    Rootfs,
+    Customize,
+    RescueShell,
+    SwitchRoot,
+}
+
+impl Stage {
+    #[cfg(test)]
+    const ALL: [Stage; 9] = [
+        Stage::Mounts,
+        Stage::Cmdline,
+        Stage::Modules,
+        Stage::Network,
+        Stage::Fetch,
+        Stage::Rootfs,
+        Stage::Customize,
+        Stage::RescueShell,
+        Stage::SwitchRoot,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Mounts => "mounts",
+            Stage::Cmdline => "cmdline",
+            Stage::Modules => "modules",
+            Stage::Network => "network",
+            Stage::Fetch => "fetch",
+            Stage::Rootfs => "rootfs",
+            Stage::Customize => "customize",
+            Stage::RescueShell => "rescue shell",
+            Stage::SwitchRoot => "switch_root",
+        }
+    }
+}
+
 /// The failure policy from the cmdline, once it is read, for the panic hook.
 static POLICY: OnceLock<FailurePolicy> = OnceLock::new();
 
@@ -71,15 +114,15 @@ enum BootError {
 }
 
 impl BootError {
-    fn stage(&self) -> &'static str {
+    fn stage(&self) -> Stage {
         match self {
-            BootError::EarlyMount { .. } => "mounts",
-            BootError::ReadCmdline(_) | BootError::Cmdline(_) => "cmdline",
-            BootError::Modules(_) => "modules",
-            BootError::Net(_) => "network",
-            BootError::Fetch(_) => "fetch",
-            BootError::Rootfs(_) => "rootfs",
-            BootError::Switch(_) => "switch_root",
+            BootError::EarlyMount { .. } => Stage::Mounts,
+            BootError::ReadCmdline(_) | BootError::Cmdline(_) => Stage::Cmdline,
+            BootError::Modules(_) => Stage::Modules,
+            BootError::Net(_) => Stage::Network,
+            BootError::Fetch(_) => Stage::Fetch,
+            BootError::Rootfs(_) => Stage::Rootfs,
+            BootError::Switch(_) => Stage::SwitchRoot,
         }
     }
 
@@ -98,25 +141,10 @@ impl BootError {
     }
 }
 
-/// An error and its causes on one line: `outer: inner: innermost`.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !s.ends_with(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        source = cause.source();
-    }
-    s
-}
-
 /// Stage durations, for the summary line before exec.
 struct Timer {
     last: Duration,
-    stages: Vec<(&'static str, Duration)>,
+    stages: Vec<(Stage, Duration)>,
 }
 
 impl Timer {
@@ -124,9 +152,9 @@ impl Timer {
         Timer { last: sys::uptime(), stages: Vec::new() }
     }
 
-    fn stage(&mut self, name: &'static str) {
+    fn stage(&mut self, stage: Stage) {
         let now = sys::uptime();
-        self.stages.push((name, now - self.last));
+        self.stages.push((stage, now.saturating_sub(self.last)));
         self.last = now;
     }
 
@@ -136,8 +164,9 @@ impl Timer {
 }
 
 /// `boot took 5.21s since the kernel started: mounts 0.01s, modules 0.40s, ...`.
-fn summary_line(stages: &[(&str, Duration)], uptime: Duration) -> String {
-    let parts: Vec<String> = stages.iter().map(|(n, d)| format!("{n} {:.2}s", d.as_secs_f64())).collect();
+fn summary_line(stages: &[(Stage, Duration)], uptime: Duration) -> String {
+    let parts: Vec<String> =
+        stages.iter().map(|(s, d)| format!("{} {:.2}s", s.name(), d.as_secs_f64())).collect();
     format!("boot took {:.2}s since the kernel started: {}", uptime.as_secs_f64(), parts.join(", "))
 }
 
@@ -154,9 +183,12 @@ pub fn pid1() -> ! {
     }));
     match run() {
         Ok(never) => match never {},
-        Err(e) => {
-            failure::fail(e.stage(), &chain(&e), e.hint(), POLICY.get().unwrap_or(&FailurePolicy::default()))
-        }
+        Err(e) => failure::fail(
+            e.stage().name(),
+            &failure::chain(&e),
+            e.hint(),
+            POLICY.get().unwrap_or(&FailurePolicy::default()),
+        ),
     }
 }
 
@@ -180,7 +212,7 @@ fn run() -> Result<Infallible, BootError> {
         }
     }
     klog::lift_rate_limit();
-    timer.stage("mounts");
+    timer.stage(Stage::Mounts);
 
     let text = std::fs::read_to_string("/proc/cmdline").map_err(BootError::ReadCmdline)?;
     let parsed = cmdline::parse(&text);
@@ -207,31 +239,31 @@ fn run() -> Result<Infallible, BootError> {
         loaded.already,
         loaded.failed.len()
     );
-    timer.stage("modules");
+    timer.stage(Stage::Modules);
 
     let network = net::up(&cfg.net)?;
-    timer.stage("network");
+    timer.stage(Stage::Network);
 
     let image = fetch::download(&cfg.image)?;
-    timer.stage("fetch");
+    timer.stage(Stage::Fetch);
 
     let new_root = rootfs::assemble(&image.path, &image.url.to_string(), cfg.overlay_size)?;
-    timer.stage("rootfs");
+    timer.stage(Stage::Rootfs);
 
     customize::apply(&new_root, &cfg.alpine, &network);
-    timer.stage("customize");
+    timer.stage(Stage::Customize);
 
     if cfg.single {
         if let Err(why) = failure::rescue_shell("single") {
             log::warn!("{why}; going on with the boot");
         }
-        timer.stage("rescue shell");
+        timer.stage(Stage::RescueShell);
     }
 
     let init = switch_root::choose_in(&new_root, cfg.init.as_deref(), &cfg.init_args)?;
     log::info!("switching root to {} and starting {init}", new_root.display());
     switch_root::enter(&new_root, &init)?;
-    timer.stage("switch_root");
+    timer.stage(Stage::SwitchRoot);
     log::info!("{}", timer.summary());
     Ok(switch_root::exec(&init)?)
 }
@@ -263,7 +295,10 @@ mod tests {
     fn summary() {
         let ms = Duration::from_millis;
         assert_eq!(
-            summary_line(&[("mounts", ms(12)), ("modules", ms(400)), ("fetch", ms(2346))], ms(5210)),
+            summary_line(
+                &[(Stage::Mounts, ms(12)), (Stage::Modules, ms(400)), (Stage::Fetch, ms(2346))],
+                ms(5210)
+            ),
             "boot took 5.21s since the kernel started: mounts 0.01s, modules 0.40s, fetch 2.35s"
         );
     }
@@ -271,13 +306,20 @@ mod tests {
     #[test]
     fn error_chains() {
         let e = BootError::EarlyMount { target: "/proc", source: io::Error::from_raw_os_error(libc::ENODEV) };
-        assert_eq!(chain(&e), "mounting /proc: No such device (os error 19)");
-        assert_eq!(e.stage(), "mounts");
+        assert_eq!(failure::chain(&e), "mounting /proc: No such device (os error 19)");
+        assert_eq!(e.stage(), Stage::Mounts);
         let e = BootError::from(rootfs::RootfsError::LoopAttach {
             path: "/run/netinit/image/root.squashfs".into(),
             source: io::Error::from_raw_os_error(libc::ENOENT),
         });
-        assert_eq!(chain(&e), "attaching /run/netinit/image/root.squashfs to a loop device: No such file or directory (os error 2)");
+        assert_eq!(failure::chain(&e), "attaching /run/netinit/image/root.squashfs to a loop device: No such file or directory (os error 2)");
         assert_eq!(e.hint(), "is loop in modules-list?");
+    }
+
+    #[test]
+    fn the_file_opening_names_the_stages_in_order() {
+        let doc = include_str!("boot.rs").lines().nth(1).unwrap_or_default();
+        let named: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).filter(|n| *n != "rescue shell").collect();
+        assert_eq!(doc, format!("//! `{}`.", named.join(" -> ")));
     }
 }

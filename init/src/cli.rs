@@ -81,7 +81,7 @@ fn fetch(args: &[&str]) -> i32 {
             }
         }
         Err(e) => {
-            eprintln!("netinit: {}", crate::boot::chain(&e));
+            eprintln!("netinit: {}", crate::failure::chain(&e));
             1
         }
     }

@@ -1,4 +1,4 @@
-//! Stage 5b: write into the new root what the booted system needs from this boot, before
+//! The customize stage: write into the new root what the booted system needs from this boot, before
 //! switch_root. In order, so that the more specific wins: Alpine's `apkovl=` overlay (a tar.gz of
 //! saved configuration, `{MAC}` and `{UUID}` filled in), then the network's files (`/etc/resolv.conf`,
 //! `/etc/hostname`), then `alpine_repo=` (`/etc/apk/repositories`) and `ssh_key=`

@@ -91,6 +91,21 @@ pub fn rescue_shell(why: &str) -> Result<(), String> {
     }
 }
 
+/// An error and its causes on one line: `outer: inner: innermost`.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = cause.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,4 @@
-//! Stage 2: load the kernel modules packed in the initramfs, each after its dependencies.
+//! The modules stage: load the kernel modules packed in the initramfs, each after its dependencies.
 //!
 //! `cargo xtask cpio` packs the modules of `modules-list` and their dependencies under
 //! `/lib/modules/<release>/`, with a `modules.dep` in depmod's format. Every packed module is loaded

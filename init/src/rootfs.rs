@@ -1,4 +1,4 @@
-//! Stage 5: turn the downloaded image into the new root. Check the squashfs superblock, attach the
+//! The rootfs stage: turn the downloaded image into the new root. Check the squashfs superblock, attach the
 //! file read-only to a loop device, mount it, and put a tmpfs-backed overlay on top, so that the
 //! booted system can write anywhere and every write lives in RAM.
 //!

@@ -1,4 +1,4 @@
-//! Stage 6: hand the machine to the image's init, as switch_root(8) does. Choose the init (`init=`,
+//! The switch_root stage: hand the machine to the image's init, as switch_root(8) does. Choose the init (`init=`,
 //! else the first of [`INIT_RULE`] the image has) and check it is executable while a failure can
 //! still be reported, move `/dev /proc /sys /run` over, leave Alpine's `modloop` service what it
 //! looks for (`modloop_service`), free the initramfs's memory by deleting its files (never crossing

@@ -1,4 +1,4 @@
-//! Stage 4: download the root image into a file on its own tmpfs, checked before anything mounts it.
+//! The fetch stage: download the root image into a file on its own tmpfs, checked before anything mounts it.
 //! The stage mounts the tmpfs, measures its room, runs the [`engine`] (mirrors, retries, resume,
 //! per-phase timeouts, progress), compares the SHA-256 with `modloop_sha256=`, and prints one line
 //! with size, time, rate and digest.

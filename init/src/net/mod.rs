@@ -1,4 +1,4 @@
-//! Stage 3: bring the network up. Choose the NIC (by `BOOTIF`, by the device in `ip=`, or the first
+//! The network stage: bring the network up. Choose the NIC (by `BOOTIF`, by the device in `ip=`, or the first
 //! with a link), configure it by DHCP or statically, and leave the result where the booted system
 //! finds it: `/etc/resolv.conf`, the hostname, and `/run/netinit/lease`. With several candidate
 //! NICs, DHCP races on all of them at once and the first lease wins.
