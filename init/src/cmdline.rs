@@ -424,14 +424,5 @@ fn parse_netmask(s: &str) -> Result<u8, String> {
     Ok(mask.leading_ones() as u8)
 }
 
-/// The kernel's default when `ip=` gives an address but no netmask: the address's old class.
-pub fn classful_prefix(a: std::net::Ipv4Addr) -> u8 {
-    match a.octets()[0] {
-        0..=127 => 8,
-        128..=191 => 16,
-        _ => 24,
-    }
-}
-
 #[cfg(test)]
 mod tests;

@@ -466,3 +466,12 @@ pub struct Parsed {
     pub warnings: Vec<Problem>,
     pub errors: Vec<Problem>,
 }
+
+/// The kernel's default when `ip=` gives an address but no netmask: the address's old class.
+pub fn classful_prefix(a: std::net::Ipv4Addr) -> u8 {
+    match a.octets()[0] {
+        0..=127 => 8,
+        128..=191 => 16,
+        _ => 24,
+    }
+}
