@@ -13,7 +13,7 @@ use std::time::Duration;
 use rustix::mount::MountFlags;
 
 use crate::cmdline::{self, FailurePolicy};
-use crate::{customize, failure, fetch, klog, modules, net, rootfs, switch_root, sys};
+use crate::{customize, failure, fetch, klog, modloop_service, modules, net, rootfs, switch_root, sys};
 
 /// The stages of the boot, in order: the names the console, the timings and the errors use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,7 +262,7 @@ fn run() -> Result<Infallible, BootError> {
 
     let init = switch_root::choose_in(&new_root, cfg.init.as_deref(), &cfg.init_args)?;
     log::info!("switching root to {} and starting {init}", new_root.display());
-    switch_root::enter(&new_root, &init)?;
+    switch_root::enter(&new_root, &init, modloop_service::prepare)?;
     timer.stage(Stage::SwitchRoot);
     log::info!("{}", timer.summary());
     Ok(switch_root::exec(&init)?)

@@ -14,7 +14,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::cmdline::{InitCandidate, INIT_RULE};
-use crate::{modloop_service, sys};
+use crate::sys;
 
 /// The API file systems moved into the new root.
 const MOVED: [&str; 4] = ["/dev", "/proc", "/sys", "/run"];
@@ -256,8 +256,10 @@ fn free_initramfs(new_root: &Path) {
     }
 }
 
-/// Everything up to the point of no return: after this, `/` is the new root.
-pub fn enter(new_root: &Path, init: &Init) -> Result<(), SwitchError> {
+/// Everything up to the point of no return: after this, `/` is the new root. `prepare` runs once the
+/// API file systems are in the new root and before the initramfs is freed (the boot passes
+/// `modloop_service::prepare`).
+pub fn enter(new_root: &Path, init: &Init, prepare: fn(&Path)) -> Result<(), SwitchError> {
     check_init(new_root, &init.path)?;
     for from in MOVED {
         let to = new_root.join(&from[1..]);
@@ -270,7 +272,7 @@ pub fn enter(new_root: &Path, init: &Init) -> Result<(), SwitchError> {
             source,
         })?;
     }
-    modloop_service::prepare(new_root);
+    prepare(new_root);
     free_initramfs(new_root);
     sys::move_root(new_root).map_err(|e| SwitchError::MoveRoot(new_root.to_owned(), e))?;
     Ok(())
