@@ -10,7 +10,7 @@
 //!
 //! | failure                                              | what happens                                          |
 //! |------------------------------------------------------|-------------------------------------------------------|
-//! | 503 or 429, with or without `Retry-After`            | busy: waited out within the time budget, the wait drawn from [RA, 2 RA] or jittered; next mirror first; uses no retry |
+//! | 503 or 429, with or without `Retry-After`            | busy: waited out within the time budget, the wait drawn from [RA, 1.5 RA] or jittered; next mirror first; uses no retry |
 //! | connect refused or timed out by a mirror that answered before | busy, as above                               |
 //! | connect refused or timed out, DNS failure            | next mirror; counts as a retry                        |
 //! | no response headers in time, reset before the body  | next mirror; counts as a retry                        |
