@@ -20,6 +20,9 @@ const TOOLS: &[(&str, &str)] = &[
     ("dnsmasq", "dnsmasq-base"),
     ("minisign", "minisign"),
     ("openssl", "openssl"),
+    // The host tests compress small modules as kernel builds do.
+    ("xz", "xz-utils"),
+    ("zstd", "zstd"),
 ];
 /// busybox must be the static build: it runs inside the test image, which has no C library.
 const BUSYBOX: (&str, &str) = ("/bin/busybox", "busybox-static");
