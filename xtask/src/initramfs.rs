@@ -162,13 +162,9 @@ const RESCUE_APPLETS: &[&str] = &[
     "switch_root",
 ];
 
-/// Writes the initramfs to `output`. With a shell, a static busybox from the host goes in as
-/// `/bin/busybox` with `/bin/sh` and the rescue applets linked to it.
-pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
-    let Contents { init, modules_dir, list, shell, trust, ca } = *contents;
-    let init_bytes = std::fs::read(init).map_err(|e| format!("reading {}: {e}", init.display()))?;
-    let list_text = std::fs::read_to_string(list).map_err(|e| format!("reading {}: {e}", list.display()))?;
-    let wanted = kmod::parse_list(&list_text);
+/// The kernel's modules that `list` (its text `list_text`) names, with their dependencies; says which
+/// names are aliases and which modules the kernel lacks. A kernel that cannot unpack gzip is refused.
+fn resolve_modules(modules_dir: &Path, list: &Path, list_text: &str) -> Result<(kmod::Tree, kmod::Resolved)> {
     let tree = kmod::Tree::open(modules_dir)?;
     let release = &tree.release;
     if let Some((path, config)) = tree.config() {
@@ -179,7 +175,7 @@ pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
             ));
         }
     }
-    let resolved = tree.index.resolve(&wanted, &mut |name| tree.depends(name))?;
+    let resolved = tree.index.resolve(&kmod::parse_list(list_text), &mut |name| tree.depends(name))?;
     for (alias, module) in &resolved.aliased {
         eprintln!("xtask: {} names {alias}, an alias of {module}", list.display());
     }
@@ -191,6 +187,17 @@ pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
             resolved.missing.join(" ")
         );
     }
+    Ok((tree, resolved))
+}
+
+/// Writes the initramfs to `output`. With a shell, a static busybox from the host goes in as
+/// `/bin/busybox` with `/bin/sh` and the rescue applets linked to it.
+pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
+    let Contents { init, modules_dir, list, shell, trust, ca } = *contents;
+    let init_bytes = std::fs::read(init).map_err(|e| format!("reading {}: {e}", init.display()))?;
+    let list_text = std::fs::read_to_string(list).map_err(|e| format!("reading {}: {e}", list.display()))?;
+    let (tree, resolved) = resolve_modules(modules_dir, list, &list_text)?;
+    let release = &tree.release;
 
     let mut a = mkcpio::Archive::new(0);
     let e = |e: mkcpio::PathError| e.to_string();

@@ -385,21 +385,7 @@ fn cmd_test(args: &[String]) -> Result<()> {
     let kernels: Vec<&'static kernel::Spec> =
         kernel::ALL.into_iter().filter(|k| scenarios.iter().any(|s| s.kernel == *k)).collect();
     let (env, _server) = prepare_vm_env(&kernels)?;
-    println!("xtask: checking that each initramfs is reproducible and that cpio lists it");
-    let list = host::root().join("modules-list");
-    let init = initramfs::init_path();
-    for boots in &env.boots {
-        let modules_dir = kernel::ensure(boots.spec)?.modules_dir;
-        let contents = initramfs::Contents {
-            init: &init,
-            modules_dir: &modules_dir,
-            list: &list,
-            shell: Some(Path::new(BUSYBOX)),
-            trust: &[],
-            ca: &[],
-        };
-        initramfs::verify(&boots.initrd, &contents)?;
-    }
+    verify_initramfs(&env)?;
     println!("xtask: {} VM scenarios, {jobs} at a time", scenarios.len());
     let logs = env.logs.clone();
     let queue = Mutex::new(scenarios.iter().collect::<VecDeque<_>>());
@@ -427,6 +413,26 @@ fn cmd_test(args: &[String]) -> Result<()> {
     println!("scenarios: {passed} passed, {failed} failed");
     if failed > 0 || results.len() != scenarios.len() {
         return Err(format!("{failed} VM scenario(s) failed"));
+    }
+    Ok(())
+}
+
+/// Checks each kernel's plain test initramfs (see [`initramfs::verify`]).
+fn verify_initramfs(env: &scenario::Env) -> Result<()> {
+    println!("xtask: checking that each initramfs is reproducible and that cpio lists it");
+    let list = host::root().join("modules-list");
+    let init = initramfs::init_path();
+    for boots in &env.boots {
+        let modules_dir = kernel::ensure(boots.spec)?.modules_dir;
+        let contents = initramfs::Contents {
+            init: &init,
+            modules_dir: &modules_dir,
+            list: &list,
+            shell: Some(Path::new(BUSYBOX)),
+            trust: &[],
+            ca: &[],
+        };
+        initramfs::verify(&boots.initrd, &contents)?;
     }
     Ok(())
 }
