@@ -284,6 +284,14 @@ fn prepare_vm_env(kernels: &[&'static kernel::Spec]) -> Result<(scenario::Env, S
     let mut boots = Vec::new();
     for &spec in kernels {
         boots.push(build_boots(&init, &kernel::ensure(spec)?, &images)?);
+        // `by-kernel/<name>/` serves the test files again, so that each kernel's run of a scenario
+        // can have a fault path of its own (the server cuts the first request for a path only).
+        let link = images.www.join("by-kernel").join(spec.name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::fs::create_dir_all(images.www.join("by-kernel")).map_err(|e| e.to_string())?;
+            std::os::unix::fs::symlink("..", &link)
+                .map_err(|e| format!("linking {}: {e}", link.display()))?;
+        }
     }
     // The iPXE scenario fetches the default kernel and its initramfs from the same server.
     let default = boots.iter().find(|b| b.spec == kernel::ALL[0]);

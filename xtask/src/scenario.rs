@@ -27,7 +27,8 @@
 //! `kernels:` names the test kernels to boot (`all`, or names such as `6.1 6.12`; the default is the
 //! first of `kernel::ALL`). The scenario runs once on each, each kernel with initramfs built from its
 //! own modules; runs on other kernels than the default are named `NAME@6.12`. `{release}` is the
-//! booted kernel's release.
+//! booted kernel's release, `{kernel}` its name; the test server serves its files under
+//! `by-kernel/{kernel}/` too, for a fault path of each run's own.
 //!
 //! `nic:` lines give the guest's NICs in order (`user`, the default; `none`, a bridge without DHCP;
 //! `dhcp`; `dhcp-after SECONDS`). `boot: ipxe` boots through the NIC's iPXE ROM: qemu's DHCP hands it
@@ -228,10 +229,11 @@ pub struct Env {
     pub logs: std::path::PathBuf,
 }
 
-/// Fills in `{server}`, `{gw0}`..., `{root_sha256}` and `{release}`.
+/// Fills in `{server}`, `{gw0}`..., `{root_sha256}`, `{release}` and `{kernel}`.
 fn expand(text: &str, s: &Scenario, env: &Env) -> String {
     let mut out = text
         .replace("{release}", s.kernel.release)
+        .replace("{kernel}", s.kernel.name)
         .replace("{server}", &format!("http://10.0.2.2:{}", env.port))
         .replace("{https}", &format!("https://10.0.2.2:{}", env.https_port));
     for i in 0..4 {
@@ -359,6 +361,7 @@ mod tests {
         assert_eq!(expand("modloop=http://{gw1}/x", &s, &env), "modloop=http://10.0.11.1/x");
         assert_eq!(expand("{https}/x", &s, &env), "https://10.0.2.2:8443/x");
         assert_eq!(expand("for {release}", &s, &env), format!("for {}", kernel::ALL[0].release));
+        assert_eq!(expand("by-kernel/{kernel}/", &s, &env), "by-kernel/6.1/");
         let s = parse("x", "boot: ipxe\ncmdline: ip=dhcp\nexpect: y\n").unwrap();
         assert_eq!(
             ipxe_script(&s, &env),
