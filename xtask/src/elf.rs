@@ -79,9 +79,73 @@ pub fn modinfo(d: &[u8]) -> Result<Vec<(String, String)>, String> {
         .collect())
 }
 
+/// A minimal ELF64 little-endian relocatable file (`ET_REL`, x86-64) with these sections and a
+/// section name table: the shape of a kernel module, for tests.
+#[cfg(test)]
+pub fn relocatable(sections: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut names = vec![0u8];
+    let mut name_offsets = Vec::new();
+    for (name, _) in sections.iter().copied().chain([(".shstrtab", &[][..])]) {
+        name_offsets.push(names.len() as u32);
+        names.extend_from_slice(name.as_bytes());
+        names.push(0);
+    }
+    let mut body = vec![0u8; 64];
+    let mut headers = vec![0u8; 64]; // section 0: SHN_UNDEF
+    let datas = sections.iter().map(|(_, d)| *d).chain([&names[..]]);
+    for (i, data) in datas.enumerate() {
+        let kind: u32 = if i == sections.len() { 3 } else { 1 }; // SHT_STRTAB, SHT_PROGBITS
+        let at = body.len() as u64;
+        body.extend_from_slice(data);
+        let mut h = Vec::with_capacity(64);
+        h.extend_from_slice(&name_offsets[i].to_le_bytes());
+        h.extend_from_slice(&kind.to_le_bytes());
+        h.extend_from_slice(&[0; 16]); // flags, addr
+        h.extend_from_slice(&at.to_le_bytes());
+        h.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        h.extend_from_slice(&[0; 8]); // link, info
+        h.extend_from_slice(&1u64.to_le_bytes()); // addralign
+        h.extend_from_slice(&[0; 8]); // entsize
+        headers.extend_from_slice(&h);
+    }
+    while !body.len().is_multiple_of(8) {
+        body.push(0);
+    }
+    let shoff = body.len() as u64;
+    let shnum = (sections.len() + 2) as u16;
+    let mut header = b"\x7fELF\x02\x01\x01".to_vec();
+    header.resize(16, 0);
+    header.extend_from_slice(&1u16.to_le_bytes()); // ET_REL
+    header.extend_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    header.extend_from_slice(&1u32.to_le_bytes());
+    header.extend_from_slice(&[0; 16]); // entry, phoff
+    header.extend_from_slice(&shoff.to_le_bytes());
+    header.extend_from_slice(&0u32.to_le_bytes()); // flags
+    for half in [64u16, 0, 0, 64, shnum, shnum - 1] {
+        header.extend_from_slice(&half.to_le_bytes()); // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
+    }
+    body[..64].copy_from_slice(&header);
+    body.extend_from_slice(&headers);
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relocatable_with_modinfo() {
+        let m = relocatable(&[(".text", b"\xc3"), (".modinfo", b"license=GPL\0depends=a,b\0name=x\0")]);
+        assert_eq!(section(&m, ".text").unwrap(), Some(&b"\xc3"[..]));
+        assert!(!has_interpreter(&m).unwrap());
+        assert_eq!(
+            modinfo(&m).unwrap(),
+            [("license", "GPL"), ("depends", "a,b"), ("name", "x")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        // Cut short, the section headers are out of the file: an error, not a panic.
+        assert_eq!(modinfo(&m[..m.len() - 48]).unwrap_err(), "malformed section headers");
+    }
 
     #[test]
     fn this_test_binary_is_elf() {

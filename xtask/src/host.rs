@@ -20,6 +20,9 @@ const TOOLS: &[(&str, &str)] = &[
     ("dnsmasq", "dnsmasq-base"),
     ("minisign", "minisign"),
     ("openssl", "openssl"),
+    // The host tests compress small modules as kernel builds do.
+    ("xz", "xz-utils"),
+    ("zstd", "zstd"),
 ];
 /// Files the UEFI scenarios need, and the Debian package that has each: the firmware, and the NIC
 /// option ROM with iPXE's EFI driver.
@@ -153,6 +156,19 @@ pub fn cargo() -> Command {
 /// Unpacks Debian's `package` into `dir` once, without installing it: `apt-get download` then
 /// `dpkg -x`, with `dir/.complete` marking a finished unpack.
 pub fn unpack_deb(package: &str, dir: &Path) -> Result<()> {
+    unpack_deb_with(package, dir, &|download: &Path| {
+        let fetch = || run(Command::new("apt-get").args(["download", "-q", package]).current_dir(download));
+        if fetch().is_err() {
+            // A fresh machine may have no package lists yet.
+            run(Command::new("apt-get").args(["update", "-q"]))?;
+            fetch()?;
+        }
+        Ok(())
+    })
+}
+
+/// [`unpack_deb`] with the download step given: `get` leaves the `.deb` in the directory it is passed.
+pub fn unpack_deb_with(package: &str, dir: &Path, get: &dyn Fn(&Path) -> Result<()>) -> Result<()> {
     if dir.join(".complete").is_file() {
         return Ok(());
     }
@@ -165,12 +181,7 @@ pub fn unpack_deb(package: &str, dir: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(&download);
     std::fs::create_dir_all(&download).map_err(|e| format!("creating {}: {e}", download.display()))?;
     eprintln!("xtask: fetching {package}");
-    let fetch = || run(Command::new("apt-get").args(["download", "-q", package]).current_dir(&download));
-    if fetch().is_err() {
-        // A fresh machine may have no package lists yet.
-        run(Command::new("apt-get").args(["update", "-q"]))?;
-        fetch()?;
-    }
+    get(&download)?;
     let deb = std::fs::read_dir(&download)
         .map_err(|e| e.to_string())?
         .flatten()

@@ -1,11 +1,17 @@
 //! `cargo xtask cpio`: build `/init` for musl, check it is static, resolve `modules-list` against a
-//! kernel's modules, and write a reproducible, gzip-compressed newc archive.
+//! kernel's modules, and write a reproducible, gzip-compressed newc archive with the modules
+//! decompressed (see ARCHITECTURE.md for why gzip, and why modules are decompressed here).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::host::{self, Result};
 use crate::kmod;
+
+/// Where [`build_init`] leaves `/init`.
+pub fn init_path() -> PathBuf {
+    host::root().join("target").join(host::MUSL_TARGET).join("release/netinit")
+}
 
 /// Builds the init for musl in release mode and returns its path.
 pub fn build_init() -> Result<PathBuf> {
@@ -16,7 +22,7 @@ pub fn build_init() -> Result<PathBuf> {
             .args(["build", "--quiet", "--release", "--package", "netinit", "--target", host::MUSL_TARGET])
             .env("CC_x86_64_unknown_linux_musl", "musl-gcc"),
     )?;
-    let path = host::root().join("target").join(host::MUSL_TARGET).join("release/netinit");
+    let path = init_path();
     let data = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     if crate::elf::has_interpreter(&data)? {
         return Err(format!(
@@ -31,7 +37,7 @@ pub fn build_init() -> Result<PathBuf> {
 pub struct Contents<'a> {
     /// The `/init` binary.
     pub init: &'a Path,
-    /// A kernel's `lib/modules/<release>` directory.
+    /// A kernel's `lib/modules/<release>` directory, or what [`kmod::find_release_dir`] accepts.
     pub modules_dir: &'a Path,
     /// The `modules-list` file.
     pub list: &'a Path,
@@ -47,7 +53,6 @@ pub struct Contents<'a> {
 /// second build from the same inputs gives the same bytes.
 pub fn verify(built: &Path, contents: &Contents) -> Result<()> {
     use std::io::Read;
-    let modules_dir = contents.modules_dir;
     let again = built.with_extension("again");
     write(contents, &again)?;
     let (a, b) =
@@ -74,7 +79,7 @@ pub fn verify(built: &Path, contents: &Contents) -> Result<()> {
     }
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
     let listed = String::from_utf8_lossy(&out.stdout);
-    let release = kmod::release_of(modules_dir)?;
+    let release = kmod::Tree::open(contents.modules_dir)?.release;
     for needed in [
         "init".to_string(),
         "dev/console".into(),
@@ -104,6 +109,16 @@ pub struct Built {
     pub init_size: u64,
     pub archive_size: u64,
     pub modules: usize,
+    /// The packed modules' size, decompressed.
+    pub modules_size: u64,
+    pub release: String,
+    /// Where their dependencies were read.
+    pub dependency_source: &'static str,
+}
+
+/// Whether a kernel built with this configuration unpacks a gzip initramfs (`CONFIG_RD_GZIP`).
+fn unpacks_gzip(config: &str) -> bool {
+    config.lines().any(|l| l.trim() == "CONFIG_RD_GZIP=y")
 }
 
 /// busybox applets linked in the initramfs with `--shell`: enough to look around and mend a boot.
@@ -147,18 +162,23 @@ const RESCUE_APPLETS: &[&str] = &[
     "switch_root",
 ];
 
-/// Writes the initramfs to `output`. With a shell, a static busybox from the host goes in as
-/// `/bin/busybox` with `/bin/sh` and the rescue applets linked to it.
-pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
-    let Contents { init, modules_dir, list, shell, trust, ca } = *contents;
-    let init_bytes = std::fs::read(init).map_err(|e| format!("reading {}: {e}", init.display()))?;
-    let list_text = std::fs::read_to_string(list).map_err(|e| format!("reading {}: {e}", list.display()))?;
-    let wanted = kmod::parse_list(&list_text);
-    let release = kmod::release_of(modules_dir)?;
-    let files = kmod::index(modules_dir)?;
-    let builtin = kmod::builtin(modules_dir);
-    let resolved =
-        kmod::resolve(&wanted, &files, &builtin, &mut |rel| kmod::read_depends(&modules_dir.join(rel)))?;
+/// The kernel's modules that `list` (its text `list_text`) names, with their dependencies; says which
+/// names are aliases and which modules the kernel lacks. A kernel that cannot unpack gzip is refused.
+fn resolve_modules(modules_dir: &Path, list: &Path, list_text: &str) -> Result<(kmod::Tree, kmod::Resolved)> {
+    let tree = kmod::Tree::open(modules_dir)?;
+    let release = &tree.release;
+    if let Some((path, config)) = tree.config() {
+        if !unpacks_gzip(&config) {
+            return Err(format!(
+                "kernel {release} cannot unpack a gzip initramfs ({} has no CONFIG_RD_GZIP=y)",
+                path.display()
+            ));
+        }
+    }
+    let resolved = tree.index.resolve(&kmod::parse_list(list_text), &mut |name| tree.depends(name))?;
+    for (alias, module) in &resolved.aliased {
+        eprintln!("xtask: {} names {alias}, an alias of {module}", list.display());
+    }
     if !resolved.missing.is_empty() {
         eprintln!(
             "xtask: {} names {} modules that kernel {release} does not have; skipped: {}",
@@ -167,6 +187,17 @@ pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
             resolved.missing.join(" ")
         );
     }
+    Ok((tree, resolved))
+}
+
+/// Writes the initramfs to `output`. With a shell, a static busybox from the host goes in as
+/// `/bin/busybox` with `/bin/sh` and the rescue applets linked to it.
+pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
+    let Contents { init, modules_dir, list, shell, trust, ca } = *contents;
+    let init_bytes = std::fs::read(init).map_err(|e| format!("reading {}: {e}", init.display()))?;
+    let list_text = std::fs::read_to_string(list).map_err(|e| format!("reading {}: {e}", list.display()))?;
+    let (tree, resolved) = resolve_modules(modules_dir, list, &list_text)?;
+    let release = &tree.release;
 
     let mut a = mkcpio::Archive::new(0);
     let e = |e: mkcpio::PathError| e.to_string();
@@ -204,10 +235,11 @@ pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
         a.file(&format!("etc/netinit/ca/{name}"), 0o644, text.into_bytes()).map_err(e)?;
     }
     let base = format!("lib/modules/{release}");
+    let mut modules_size = 0;
     for m in resolved.modules.values() {
-        let data = std::fs::read(kmod::module_path(modules_dir, m))
-            .map_err(|err| format!("reading {}: {err}", m.path))?;
-        a.file(&format!("{base}/{}", m.path), 0o644, data).map_err(e)?;
+        let data = tree.read(&m.path)?;
+        modules_size += data.len() as u64;
+        a.file(&format!("{base}/{}", kmod::packed_path(&m.path)), 0o644, data).map_err(e)?;
     }
     a.file(&format!("{base}/modules.dep"), 0o644, kmod::modules_dep(&resolved.modules).into_bytes())
         .map_err(e)?;
@@ -224,12 +256,80 @@ pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
     gz.finish().and_then(|mut w| w.flush()).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, output).map_err(|e| format!("renaming to {}: {e}", output.display()))?;
     let archive_size = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
-    Ok(Built { init_size: init_bytes.len() as u64, archive_size, modules: resolved.modules.len() })
+    Ok(Built {
+        init_size: init_bytes.len() as u64,
+        archive_size,
+        modules: resolved.modules.len(),
+        modules_size,
+        dependency_source: tree.dependency_source(),
+        release: tree.release,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kmod::tests::{unpacked_package, RELEASE};
+
+    /// The archive's `lib/modules` as the real `cpio` extracts it into `dir`.
+    fn extract_modules(archive: &Path, dir: &Path) {
+        use std::io::Read;
+        let mut cpio = Vec::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(archive).unwrap()).read_to_end(&mut cpio).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let mut child = std::process::Command::new("cpio")
+            .args(["-id", "--quiet", "--no-absolute-filenames", "lib/modules/*"])
+            .current_dir(dir)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&cpio).unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+
+    #[test]
+    fn compressed_modules_are_packed_decompressed() {
+        let (root, plain) = unpacked_package("initramfs-pack");
+        let (init, list, out) = (root.join("init"), root.join("modules-list"), root.join("out.cpio.gz"));
+        std::fs::write(&init, b"\x7fELF not really").unwrap();
+        std::fs::write(&list, "virtio_net\nsquashfs\noverlay\nvirtio_pci\ne1000e\n").unwrap();
+        let contents =
+            Contents { init: &init, modules_dir: &root, list: &list, shell: None, trust: &[], ca: &[] };
+        let built = write(&contents, &out).unwrap();
+        assert_eq!((built.modules, built.release.as_str()), (5, RELEASE));
+        let x = root.join("x");
+        extract_modules(&out, &x);
+        let packed = x.join("lib/modules").join(RELEASE);
+        for (rel, bytes) in plain.iter().filter(|(rel, _)| !rel.contains("loop")) {
+            let path = packed.join(kmod::packed_path(rel));
+            assert_eq!(&std::fs::read(&path).unwrap(), bytes, "{}", path.display());
+        }
+        assert!(!packed.join("kernel/drivers/block/loop.ko").exists(), "loop is not listed");
+        assert_eq!(
+            std::fs::read_to_string(packed.join("modules.dep")).unwrap(),
+            "kernel/net/core/failover.ko:
+kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
+kernel/fs/overlayfs/overlay.ko:
+kernel/fs/squashfs/squashfs.ko:
+kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko
+"
+        );
+        // A kernel that cannot unpack gzip is refused.
+        std::fs::write(
+            root.join(format!("boot/config-{RELEASE}")),
+            "# CONFIG_RD_GZIP is not set\nCONFIG_RD_ZSTD=y\n",
+        )
+        .unwrap();
+        let e = write(&contents, &out).err().unwrap();
+        assert_eq!(
+            e,
+            format!(
+                "kernel {RELEASE} cannot unpack a gzip initramfs ({} has no CONFIG_RD_GZIP=y)",
+                root.join(format!("boot/config-{RELEASE}")).display()
+            )
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn minisign_keys() {

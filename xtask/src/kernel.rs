@@ -1,33 +1,175 @@
-//! The test kernel: a Debian kernel package, fetched with `apt-get download` and unpacked with
-//! `dpkg -x` into `target/netinit-cache/kernel/`, once. Its version is pinned here and nowhere else.
+//! The test kernels: Debian kernel packages, fetched with `apt-get download` and unpacked with
+//! `dpkg -x` into `target/netinit-cache/kernel/<package>/`, once each. Their versions are pinned
+//! here and nowhere else. Debian 12's comes through the machine's own apt sources; Debian 13's
+//! through a sources file and package lists of xtask's own (`target/netinit-cache/apt/`), so the
+//! machine's apt configuration is never changed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use crate::host::{self, Result};
-use std::path::PathBuf;
+use crate::kmod;
 
-/// The Debian kernel the VM tests boot. The cloud flavour is small (26 MB) and has virtio, loop,
-/// squashfs and overlay as modules, so the init must really load them.
-pub const PACKAGE: &str = "linux-image-6.1.0-56-cloud-amd64";
-pub const RELEASE: &str = "6.1.0-56-cloud-amd64";
+/// A pinned test kernel.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Spec {
+    /// What scenarios call it: `boot-dhcp-http@6.12`.
+    pub name: &'static str,
+    pub package: &'static str,
+    pub release: &'static str,
+    /// `None`: from the machine's apt sources; `Some(suite)`: from that Debian suite, through
+    /// xtask's own sources file.
+    pub suite: Option<&'static str>,
+}
+
+/// Debian 12's cloud kernel: small (26 MB) with virtio, loop, squashfs and overlay as plain `.ko`
+/// modules, so the init must really load them. The default: every scenario boots it.
+pub const DEBIAN_12: Spec = Spec {
+    name: "6.1",
+    package: "linux-image-6.1.0-56-cloud-amd64",
+    release: "6.1.0-56-cloud-amd64",
+    suite: None,
+};
+
+/// Debian 13's cloud kernel: usr-merged (`usr/lib/modules`), its modules `.ko.xz`.
+pub const DEBIAN_13: Spec = Spec {
+    name: "6.12",
+    package: "linux-image-6.12.117+deb13-cloud-amd64",
+    release: "6.12.117+deb13-cloud-amd64",
+    suite: Some("trixie"),
+};
+
+/// Every test kernel, the default first.
+pub const ALL: [&Spec; 2] = [&DEBIAN_12, &DEBIAN_13];
+
+pub fn by_name(name: &str) -> Option<&'static Spec> {
+    ALL.into_iter().find(|k| k.name == name)
+}
 
 pub struct Kernel {
+    pub spec: &'static Spec,
     pub vmlinuz: PathBuf,
-    /// `lib/modules/<release>`.
+    /// `lib/modules/<release>` or `usr/lib/modules/<release>`.
     pub modules_dir: PathBuf,
 }
 
-pub fn ensure() -> Result<Kernel> {
-    let dir = host::cache().join("kernel").join(PACKAGE);
-    let kernel = Kernel {
-        vmlinuz: dir.join(format!("boot/vmlinuz-{RELEASE}")),
-        modules_dir: dir.join(format!("lib/modules/{RELEASE}")),
-    };
-    host::unpack_deb(PACKAGE, &dir)?;
-    if !kernel.vmlinuz.is_file() || !kernel.modules_dir.is_dir() {
+/// The kernel, fetched and unpacked if it is not in the cache yet.
+pub fn ensure(spec: &'static Spec) -> Result<Kernel> {
+    let dir = host::cache().join("kernel").join(spec.package);
+    if !dir.join(".complete").is_file() {
+        fetch(spec, &dir)?;
+    }
+    let vmlinuz = dir.join(format!("boot/vmlinuz-{}", spec.release));
+    let modules_dir = kmod::find_release_dir(&dir)?;
+    if !vmlinuz.is_file() || kmod::release_of(&modules_dir)? != spec.release {
         return Err(format!(
-            "{PACKAGE} unpacked without {} or {}",
-            kernel.vmlinuz.display(),
-            kernel.modules_dir.display()
+            "{} unpacked without {} or modules for {}",
+            spec.package,
+            vmlinuz.display(),
+            spec.release
         ));
     }
-    Ok(kernel)
+    Ok(Kernel { spec, vmlinuz, modules_dir })
+}
+
+fn fetch(spec: &Spec, dir: &Path) -> Result<()> {
+    match spec.suite {
+        None => host::unpack_deb(spec.package, dir),
+        Some(suite) => {
+            let apt = own_apt(suite)?;
+            host::unpack_deb_with(spec.package, dir, &|download: &Path| {
+                host::run(apt().args(["update", "-q"]))?;
+                host::run(apt().args(["download", "-q", spec.package]).current_dir(download))
+            })
+        }
+    }
+}
+
+/// The archive key that signs Debian's suites. Debian 12's keyring verifies Debian 13 too: trixie's
+/// `InRelease` is signed with the 12/bookworm automatic key as well as 13's (and 2023.3+deb12u2 has
+/// 13's keys).
+const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+/// An `apt-get` that reads only xtask's sources file for `suite` and keeps its lists and cache
+/// under `target/netinit-cache/apt/`. The mirror is the machine's own (the one its apt sources use
+/// for its release), or `NETINIT_DEBIAN_MIRROR`.
+fn own_apt(suite: &str) -> Result<impl Fn() -> Command> {
+    let mirror = match std::env::var("NETINIT_DEBIAN_MIRROR") {
+        Ok(m) if !m.is_empty() => m,
+        _ => machine_mirror()?,
+    };
+    if !Path::new(KEYRING).is_file() {
+        return Err(format!("{KEYRING} is missing: install debian-archive-keyring"));
+    }
+    let root = host::cache().join("apt");
+    for d in ["lists/partial", "cache/archives/partial"] {
+        std::fs::create_dir_all(root.join(d)).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    }
+    let sources = root.join(format!("{suite}.sources"));
+    let text = format!(
+        "Types: deb\nURIs: {mirror}\nSuites: {suite}\nComponents: main\nArchitectures: amd64\n\
+         Targets: Packages\nSigned-By: {KEYRING}\n"
+    );
+    std::fs::write(&sources, text).map_err(|e| format!("writing {}: {e}", sources.display()))?;
+    Ok(move || {
+        let mut c = Command::new("apt-get");
+        let dir = |name: &str| root.join(name).display().to_string();
+        c.arg("-o").arg(format!("Dir::Etc::sourcelist={}", sources.display()));
+        c.args(["-o", "Dir::Etc::sourceparts=-"]);
+        c.arg("-o").arg(format!("Dir::State::Lists={}", dir("lists")));
+        c.arg("-o").arg(format!("Dir::Cache={}", dir("cache")));
+        c
+    })
+}
+
+/// The Debian mirror the machine's apt uses for its own release's main component.
+fn machine_mirror() -> Result<String> {
+    let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let codename =
+        os.lines().find_map(|l| l.strip_prefix("VERSION_CODENAME=")).unwrap_or("").trim_matches('"');
+    let targets = host::output(Command::new("apt-get").args([
+        "indextargets",
+        "--no-release-info",
+        "--format",
+        "$(RELEASE) $(COMPONENT) $(REPO_URI)",
+        "Identifier: Packages",
+    ]))?;
+    mirror_for(&targets, codename).ok_or_else(|| {
+        format!(
+            "no Debian mirror for this machine's release ({codename:?}) in its apt sources, to fetch \
+             Debian's kernels from: set NETINIT_DEBIAN_MIRROR to a Debian mirror's URL"
+        )
+    })
+}
+
+/// From `apt-get indextargets` lines `RELEASE COMPONENT URI`, the URI of `codename`'s main.
+fn mirror_for(targets: &str, codename: &str) -> Option<String> {
+    targets.lines().find_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+        [release, "main", uri] if release == codename && !codename.is_empty() => Some(uri.to_owned()),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirrors() {
+        let targets = "bookworm-security main http://security.example/debian-security/\n\
+                       bookworm contrib http://contrib.example/debian/\n\
+                       bookworm main http://mirror.example/debian/\n\
+                       bookworm main http://second.example/debian/\n";
+        assert_eq!(mirror_for(targets, "bookworm").as_deref(), Some("http://mirror.example/debian/"));
+        assert_eq!(mirror_for(targets, "trixie"), None);
+        assert_eq!(mirror_for(targets, ""), None);
+    }
+
+    #[test]
+    fn kernels_have_distinct_names() {
+        assert_eq!(by_name("6.12"), Some(&DEBIAN_13));
+        assert_eq!(ALL[0], &DEBIAN_12, "the default comes first");
+        assert!(ALL.iter().all(|k| k.package.ends_with(k.release)));
+        assert_eq!(by_name("5.10"), None);
+    }
 }

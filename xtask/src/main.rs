@@ -39,9 +39,12 @@ const USAGE: &str = "usage: cargo xtask <command>
                                 from nginx with a busy server's limits, netinit then curl; then
                                 both through a caching proxy (not with --no-cache); clients still
                                 running after SECS (900) are killed
-  cpio   [--modules-dir DIR] [--modules-list FILE] [--output FILE] [--shell] [--trust KEY]... [--ca PEM]...
-                                build the initramfs (DIR: a lib/modules/<release> directory;
-                                default: the test kernel's); --shell adds the host's static
+  cpio   [--modules-dir DIR | --kernel NAME] [--modules-list FILE] [--output FILE] [--shell]
+         [--trust KEY]... [--ca PEM]...
+                                build the initramfs (DIR: a [usr/]lib/modules/<release> directory,
+                                or the root of an unpacked kernel package; modules .ko, .ko.gz,
+                                .ko.xz, .ko.zst; NAME: a test kernel, 6.1 (the default) or 6.12,
+                                fetched into the cache); --shell adds the host's static
                                 busybox as a rescue shell (for `single` and netinit.fail=shell);
                                 --trust packs a minisign public key: images must then be signed;
                                 --ca adds CA certificates for https, beside Mozilla's roots";
@@ -103,11 +106,16 @@ struct Extras<'a> {
     ca: &'a [PathBuf],
 }
 
-/// Builds `/init` and the initramfs; prints what it made.
-fn build_initramfs(modules_dir: &Path, list: &Path, output: &Path, extras: &Extras) -> Result<()> {
-    let init = initramfs::build_init()?;
+/// Builds the initramfs around `init` (from [`initramfs::build_init`]); prints what it made.
+fn build_initramfs(
+    init: &Path,
+    modules_dir: &Path,
+    list: &Path,
+    output: &Path,
+    extras: &Extras,
+) -> Result<()> {
     let contents = initramfs::Contents {
-        init: &init,
+        init,
         modules_dir,
         list,
         shell: extras.shell.then_some(Path::new(BUSYBOX)),
@@ -126,21 +134,30 @@ fn build_initramfs(modules_dir: &Path, list: &Path, output: &Path, extras: &Extr
         notes.push_str(&format!(", {} extra CA file(s)", extras.ca.len()));
     }
     println!(
-        "xtask: {} ({} KiB): /init {} KiB, {} modules for {}{notes}",
+        "xtask: {} ({} KiB): /init {} KiB, {} modules ({} KiB, dependencies from {}) for {}{notes}",
         output.display(),
         built.archive_size / 1024,
         built.init_size / 1024,
         built.modules,
-        kmod::release_of(modules_dir)?,
+        built.modules_size / 1024,
+        built.dependency_source,
+        built.release,
     );
     Ok(())
 }
 
 fn cmd_cpio(args: &[String]) -> Result<()> {
-    let f = flags(args, &["--modules-dir", "--modules-list", "--output", "--trust", "--ca"], &["--shell"])?;
-    let modules_dir = match flag(&f, "--modules-dir") {
-        Some(d) => PathBuf::from(d),
-        None => kernel::ensure()?.modules_dir,
+    let known = ["--modules-dir", "--kernel", "--modules-list", "--output", "--trust", "--ca"];
+    let f = flags(args, &known, &["--shell"])?;
+    let modules_dir = match (flag(&f, "--modules-dir"), flag(&f, "--kernel")) {
+        (Some(_), Some(_)) => return Err("give --modules-dir or --kernel, not both".into()),
+        (Some(d), None) => PathBuf::from(d),
+        (None, name) => {
+            let name = name.unwrap_or(kernel::ALL[0].name);
+            let spec =
+                kernel::by_name(name).ok_or(format!("--kernel: no test kernel {name:?}\n\n{USAGE}"))?;
+            kernel::ensure(spec)?.modules_dir
+        }
     };
     let list =
         flag(&f, "--modules-list").map(PathBuf::from).unwrap_or_else(|| host::root().join("modules-list"));
@@ -150,6 +167,7 @@ fn cmd_cpio(args: &[String]) -> Result<()> {
     };
     let (trust, ca) = (all("--trust"), all("--ca"));
     build_initramfs(
+        &initramfs::build_init()?,
         &modules_dir,
         &list,
         &output,
@@ -244,36 +262,70 @@ struct Servers {
     _https: HttpsServer,
 }
 
-/// Everything a VM needs: tools, kernel, initramfs, test images, the HTTP and HTTPS servers.
-fn prepare_vm_env() -> Result<(scenario::Env, Servers)> {
-    host::ensure_vm_tools()?;
-    let k = kernel::ensure()?;
-    let initrd = default_initramfs();
+/// The test initramfs for one kernel (see `scenario::Initramfs`), built around `init`. The default
+/// kernel's keep their plain names; another's carry its name (`initramfs@6.12.cpio.gz`).
+fn build_boots(init: &Path, k: &kernel::Kernel, images: &image::Images) -> Result<scenario::Boots> {
+    let suffix = if k.spec == kernel::ALL[0] { String::new() } else { format!("@{}", k.spec.name) };
+    let file = |name: &str| host::cache().join(format!("{name}{suffix}.cpio.gz"));
     // The VMs' initramfs has the rescue shell, which the `single` scenarios use.
     let list = host::root().join("modules-list");
-    build_initramfs(&k.modules_dir, &list, &initrd, &Extras { shell: true, ..Extras::default() })?;
-    let images = image::ensure()?;
-    roots::ensure(&images.www, &roots::KernelModules { release: kernel::RELEASE, dir: &k.modules_dir })?;
+    let initrd = file("initramfs");
+    build_initramfs(init, &k.modules_dir, &list, &initrd, &Extras { shell: true, ..Extras::default() })?;
     // The signature and https scenarios boot an initramfs that trusts the test key and the test CA.
-    let initrd_trusted = host::cache().join("initramfs-trusted.cpio.gz");
+    let initrd_trusted = file("initramfs-trusted");
     let extras = Extras {
         shell: true,
         trust: std::slice::from_ref(&images.key),
         ca: std::slice::from_ref(&images.tls.ca_cert),
     };
-    build_initramfs(&k.modules_dir, &list, &initrd_trusted, &extras)?;
+    build_initramfs(init, &k.modules_dir, &list, &initrd_trusted, &extras)?;
     // The wrong-kernel scenario: the same modules, filed under a release that is not the kernel's.
     let elsewhere = host::cache().join("kernel/wrong-release");
-    let fake = elsewhere.join(format!("{}-not-this-one", kernel::RELEASE));
+    let fake = elsewhere.join(format!("{}-not-this-one", k.spec.release));
     if !fake.exists() {
         std::fs::create_dir_all(&elsewhere).map_err(|e| e.to_string())?;
         std::os::unix::fs::symlink(&k.modules_dir, &fake)
             .map_err(|e| format!("linking {}: {e}", fake.display()))?;
     }
-    let initrd_wrong_kernel = host::cache().join("initramfs-wrong-kernel.cpio.gz");
-    build_initramfs(&fake, &list, &initrd_wrong_kernel, &Extras::default())?;
-    // The iPXE scenario fetches the kernel and initramfs from the same server.
-    for (name, target) in [("vmlinuz", &k.vmlinuz), ("initramfs.cpio.gz", &initrd)] {
+    let initrd_wrong_kernel = file("initramfs-wrong-kernel");
+    build_initramfs(init, &fake, &list, &initrd_wrong_kernel, &Extras::default())?;
+    Ok(scenario::Boots {
+        spec: k.spec,
+        kernel: k.vmlinuz.clone(),
+        initrd,
+        initrd_trusted,
+        initrd_wrong_kernel,
+    })
+}
+
+/// Everything the VMs need: tools, each of `kernels` with its initramfs (around one `/init`),
+/// test images, the HTTP and HTTPS servers.
+fn prepare_vm_env(kernels: &[&'static kernel::Spec]) -> Result<(scenario::Env, Servers)> {
+    host::ensure_vm_tools()?;
+    let init = initramfs::build_init()?;
+    let images = image::ensure()?;
+    let mut boots = Vec::new();
+    for &spec in kernels {
+        let k = kernel::ensure(spec)?;
+        if spec == kernel::ALL[0] {
+            // The roots of real systems carry the default kernel's module lists (see roots.rs).
+            roots::ensure(&images.www, &roots::KernelModules { release: spec.release, dir: &k.modules_dir })?;
+        }
+        boots.push(build_boots(&init, &k, &images)?);
+        // `by-kernel/<name>/` serves the test files again, so that each kernel's run of a scenario
+        // can have a fault path of its own (the server cuts the first request for a path only).
+        let link = images.www.join("by-kernel").join(spec.name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::fs::create_dir_all(images.www.join("by-kernel")).map_err(|e| e.to_string())?;
+            std::os::unix::fs::symlink("..", &link)
+                .map_err(|e| format!("linking {}: {e}", link.display()))?;
+        }
+    }
+    // The iPXE scenario fetches the default kernel and its initramfs from the same server.
+    let default = boots.iter().find(|b| b.spec == kernel::ALL[0]);
+    for (name, target) in
+        default.iter().flat_map(|b| [("vmlinuz", &b.kernel), ("initramfs.cpio.gz", &b.initrd)])
+    {
         let link = images.www.join(name);
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(target, &link).map_err(|e| format!("linking {}: {e}", link.display()))?;
@@ -283,10 +335,7 @@ fn prepare_vm_env() -> Result<(scenario::Env, Servers)> {
     let logs = host::cache().join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
     let env = scenario::Env {
-        kernel: k.vmlinuz,
-        initrd,
-        initrd_trusted,
-        initrd_wrong_kernel,
+        boots,
         port: server.port,
         https_port: https.port,
         root_sha256: images.root_sha256,
@@ -302,7 +351,7 @@ fn cmd_qemu(args: &[String]) -> Result<()> {
         .map(|t| t.parse::<u64>().map_err(|_| "--timeout takes seconds"))
         .transpose()?
         .unwrap_or(300);
-    let (env, _server) = prepare_vm_env()?;
+    let (env, _server) = prepare_vm_env(&[kernel::ALL[0]])?;
     let demo = scenario::Scenario {
         name: "demo".into(),
         description: String::new(),
@@ -312,6 +361,8 @@ fn cmd_qemu(args: &[String]) -> Result<()> {
         ipxe: false,
         firmware: vm::Firmware::Bios,
         initramfs: scenario::Initramfs::Plain,
+        kernels: vec![kernel::ALL[0]],
+        kernel: kernel::ALL[0],
         forbids: vec!["Kernel panic".into()],
         timeout: Duration::from_secs(timeout),
     };
@@ -366,27 +417,18 @@ fn cmd_test(args: &[String]) -> Result<()> {
         let list: Vec<String> = strays.iter().map(|p| p.display().to_string()).collect();
         return Err(format!("scenarios outside qemu-tests/ never run; move or remove: {}", list.join(", ")));
     }
-    let mut scenarios = scenario::load_all(&host::root().join("qemu-tests"))?;
+    let loaded = scenario::load_all(&host::root().join("qemu-tests"))?;
+    let mut scenarios: Vec<scenario::Scenario> = loaded.iter().flat_map(scenario::runs).collect();
     if !only.is_empty() {
         scenarios.retain(|s| only.contains(&s.name.as_str()));
         if scenarios.is_empty() {
             return Err(format!("no scenario named {only:?}"));
         }
     }
-    let (env, _server) = prepare_vm_env()?;
-    println!("xtask: checking that the initramfs is reproducible and that cpio lists it");
-    let list = host::root().join("modules-list");
-    let init = initramfs::build_init()?;
-    let modules_dir = kernel::ensure()?.modules_dir;
-    let contents = initramfs::Contents {
-        init: &init,
-        modules_dir: &modules_dir,
-        list: &list,
-        shell: Some(Path::new(BUSYBOX)),
-        trust: &[],
-        ca: &[],
-    };
-    initramfs::verify(&env.initrd, &contents)?;
+    let kernels: Vec<&'static kernel::Spec> =
+        kernel::ALL.into_iter().filter(|k| scenarios.iter().any(|s| s.kernel == *k)).collect();
+    let (env, _server) = prepare_vm_env(&kernels)?;
+    verify_initramfs(&env)?;
     println!("xtask: {} VM scenarios, {jobs} at a time", scenarios.len());
     let logs = env.logs.clone();
     let queue = Mutex::new(scenarios.iter().collect::<VecDeque<_>>());
@@ -414,6 +456,26 @@ fn cmd_test(args: &[String]) -> Result<()> {
     println!("scenarios: {passed} passed, {failed} failed");
     if failed > 0 || results.len() != scenarios.len() {
         return Err(format!("{failed} VM scenario(s) failed"));
+    }
+    Ok(())
+}
+
+/// Checks each kernel's plain test initramfs (see [`initramfs::verify`]).
+fn verify_initramfs(env: &scenario::Env) -> Result<()> {
+    println!("xtask: checking that each initramfs is reproducible and that cpio lists it");
+    let list = host::root().join("modules-list");
+    let init = initramfs::init_path();
+    for boots in &env.boots {
+        let modules_dir = kernel::ensure(boots.spec)?.modules_dir;
+        let contents = initramfs::Contents {
+            init: &init,
+            modules_dir: &modules_dir,
+            list: &list,
+            shell: Some(Path::new(BUSYBOX)),
+            trust: &[],
+            ca: &[],
+        };
+        initramfs::verify(&boots.initrd, &contents)?;
     }
     Ok(())
 }

@@ -24,6 +24,12 @@
 //! `initramfs:` picks the test initramfs: `plain` (the default, with a rescue shell), `trusted` (also
 //! trusting the test signing key and CA), or `wrong-kernel` (its modules filed under another release).
 //!
+//! `kernels:` names the test kernels to boot (`all`, or names such as `6.1 6.12`; the default is the
+//! first of `kernel::ALL`). The scenario runs once on each, each kernel with initramfs built from its
+//! own modules; runs on other kernels than the default are named `NAME@6.12`. `{release}` is the
+//! booted kernel's release, `{kernel}` its name; the test server serves its files under
+//! `by-kernel/{kernel}/` too, for a fault path of each run's own.
+//!
 //! `nic:` lines give the guest's NICs in order (`user`, the default; `none`, a bridge without DHCP;
 //! `dhcp`; `dhcp-after SECONDS`). `boot: ipxe` boots through the NIC's iPXE ROM: qemu's DHCP hands it
 //! a script over TFTP, in README's form, which fetches the kernel and initramfs over HTTP with
@@ -33,6 +39,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::kernel;
 use crate::netlab::{self, Lab, Nic};
 use crate::vm::{Boot, Firmware, Spec, Vm};
 
@@ -72,6 +79,10 @@ pub struct Scenario {
     pub firmware: Firmware,
     /// Which test initramfs to boot.
     pub initramfs: Initramfs,
+    /// The kernels it runs on (`kernels:`).
+    pub kernels: Vec<&'static kernel::Spec>,
+    /// The kernel this run boots.
+    pub kernel: &'static kernel::Spec,
 }
 
 /// Lines every scenario forbids.
@@ -89,6 +100,8 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
         ipxe: false,
         firmware: Firmware::Bios,
         initramfs: Initramfs::Plain,
+        kernels: vec![kernel::ALL[0]],
+        kernel: kernel::ALL[0],
     };
     let mut in_header = true;
     for (n, line) in text.lines().enumerate() {
@@ -123,6 +136,7 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
                 "wrong-kernel" => s.initramfs = Initramfs::WrongKernel,
                 _ => return Err(format!("{name}:{}: initramfs is plain, trusted or wrong-kernel", n + 1)),
             },
+            "kernels" => s.kernels = parse_kernels(&value).map_err(|e| format!("{name}:{}: {e}", n + 1))?,
             "nic" => s.nics.push(Nic::parse(&value).map_err(|e| format!("{name}:{}: {e}", n + 1))?),
             "firmware" => match value.as_str() {
                 "bios" => s.firmware = Firmware::Bios,
@@ -150,6 +164,36 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
     Ok(s)
 }
 
+/// `kernels:`: `all`, or test kernels by name.
+fn parse_kernels(value: &str) -> Result<Vec<&'static kernel::Spec>, String> {
+    if value == "all" {
+        return Ok(kernel::ALL.to_vec());
+    }
+    let names: Vec<&str> = kernel::ALL.iter().map(|k| k.name).collect();
+    let kernels = value
+        .split_whitespace()
+        .map(|n| {
+            kernel::by_name(n).ok_or(format!("no test kernel {n:?}: kernels is all or some of {names:?}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if kernels.is_empty() {
+        return Err(format!("kernels is all or some of {names:?}"));
+    }
+    Ok(kernels)
+}
+
+/// A scenario's runs, one per kernel it names; the default kernel's run keeps the plain name.
+pub fn runs(s: &Scenario) -> Vec<Scenario> {
+    s.kernels
+        .iter()
+        .map(|&k| Scenario {
+            name: if k == kernel::ALL[0] { s.name.clone() } else { format!("{}@{}", s.name, k.name) },
+            kernel: k,
+            ..s.clone()
+        })
+        .collect()
+}
+
 /// Every `*.scenario` file of `dir`, by name.
 pub fn load_all(dir: &Path) -> Result<Vec<Scenario>, String> {
     let mut out = Vec::new();
@@ -172,14 +216,21 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
-/// Where the VMs run: kernel, initramfs, the test files and the server's port, where logs go.
-pub struct Env {
+/// A test kernel and the test initramfs built from its modules.
+pub struct Boots {
+    pub spec: &'static kernel::Spec,
     pub kernel: std::path::PathBuf,
     pub initrd: std::path::PathBuf,
     /// The same initramfs, trusting the test signing key.
     pub initrd_trusted: std::path::PathBuf,
     /// The plain initramfs with its modules filed under another kernel release.
     pub initrd_wrong_kernel: std::path::PathBuf,
+}
+
+/// Where the VMs run: kernels and initramfs, the test files and the server's port, where logs go.
+pub struct Env {
+    /// One for each kernel the scenarios boot.
+    pub boots: Vec<Boots>,
     pub port: u16,
     /// The test HTTPS server's port (`openssl s_server`, certificate from the test CA).
     pub https_port: u16,
@@ -188,9 +239,11 @@ pub struct Env {
     pub logs: std::path::PathBuf,
 }
 
-/// Fills in `{server}`, `{gw0}`... and `{root_sha256}`.
-fn expand(text: &str, env: &Env) -> String {
+/// Fills in `{server}`, `{gw0}`..., `{root_sha256}`, `{release}` and `{kernel}`.
+fn expand(text: &str, s: &Scenario, env: &Env) -> String {
     let mut out = text
+        .replace("{release}", s.kernel.release)
+        .replace("{kernel}", s.kernel.name)
         .replace("{server}", &format!("http://10.0.2.2:{}", env.port))
         .replace("{https}", &format!("https://10.0.2.2:{}", env.https_port));
     for i in 0..4 {
@@ -211,7 +264,7 @@ fn ipxe_script(s: &Scenario, env: &Env) -> String {
 }
 
 pub fn kernel_cmdline(s: &Scenario, env: &Env) -> String {
-    format!("console=ttyS0,115200 {}", expand(&s.cmdline, env))
+    format!("console=ttyS0,115200 {}", expand(&s.cmdline, s, env))
 }
 
 pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
@@ -248,15 +301,18 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
             vec!["-netdev".into(), netdev, "-device".into(), device]
         }
     };
+    let Some(boots) = env.boots.iter().find(|b| b.spec == s.kernel) else {
+        return failed(format!("no initramfs was built for kernel {}", s.kernel.name));
+    };
     let initrd = match s.initramfs {
-        Initramfs::Plain => &env.initrd,
-        Initramfs::Trusted => &env.initrd_trusted,
-        Initramfs::WrongKernel => &env.initrd_wrong_kernel,
+        Initramfs::Plain => &boots.initrd,
+        Initramfs::Trusted => &boots.initrd_trusted,
+        Initramfs::WrongKernel => &boots.initrd_wrong_kernel,
     };
     let boot = match s.ipxe {
         true => Boot::Network,
         false => Boot::Kernel {
-            kernel: env.kernel.clone(),
+            kernel: boots.kernel.clone(),
             initrd: initrd.clone(),
             append: kernel_cmdline(s, env),
         },
@@ -270,8 +326,8 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
     let mut failure = None;
     for step in &s.steps {
         let done = match step {
-            Step::Expect(needle) => vm.expect(&expand(needle, env), deadline).map(|_| ()),
-            Step::Send(text) => vm.send(&expand(text, env)),
+            Step::Expect(needle) => vm.expect(&expand(needle, s, env), deadline).map(|_| ()),
+            Step::Send(text) => vm.send(&expand(text, s, env)),
             Step::Monitor(command) => vm.monitor(command),
         };
         if let Err(e) = done {
@@ -286,7 +342,7 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
     drop(vm);
     drop(lab);
     if failure.is_none() {
-        failure = s.forbids.iter().map(|f| expand(f, env)).find_map(|f| {
+        failure = s.forbids.iter().map(|f| expand(f, s, env)).find_map(|f| {
             transcript.iter().find(|l| l.contains(&f)).map(|l| format!("forbidden line: {l:?}"))
         });
     }
@@ -333,10 +389,7 @@ mod tests {
 
     fn test_env() -> Env {
         Env {
-            kernel: "k".into(),
-            initrd: "i".into(),
-            initrd_trusted: "t".into(),
-            initrd_wrong_kernel: "w".into(),
+            boots: Vec::new(),
             port: 8080,
             https_port: 8443,
             root_sha256: "ab12".into(),
@@ -362,8 +415,10 @@ mod tests {
             "console=ttyS0,115200 modloop=http://10.0.2.2:8080/r modloop_sha256=ab12"
         );
         assert_eq!(s.nics, [Nic::User]);
-        assert_eq!(expand("modloop=http://{gw1}/x", &env), "modloop=http://10.0.11.1/x");
-        assert_eq!(expand("{https}/x", &env), "https://10.0.2.2:8443/x");
+        assert_eq!(expand("modloop=http://{gw1}/x", &s, &env), "modloop=http://10.0.11.1/x");
+        assert_eq!(expand("{https}/x", &s, &env), "https://10.0.2.2:8443/x");
+        assert_eq!(expand("for {release}", &s, &env), format!("for {}", kernel::ALL[0].release));
+        assert_eq!(expand("by-kernel/{kernel}/", &s, &env), "by-kernel/6.1/");
         let s = parse("x", "boot: ipxe\ncmdline: ip=dhcp\nexpect: y\n").unwrap();
         assert_eq!(
             ipxe_script(&s, &env),
@@ -389,6 +444,20 @@ mod tests {
                 && ours.contains("BOOTIF=01-${netX/mac:hexhyp}")
         );
         assert!(!ipxe_shape("kernel http://h/vmlinuz ip=dhcp\ninitrd http://h/netinit.cpio.gz\n").1);
+    }
+
+    #[test]
+    fn one_run_per_kernel() {
+        let s = parse("boot", "kernels: all\ncmdline: ip=dhcp\nexpect: y\n").unwrap();
+        let all = runs(&s);
+        let got: Vec<(&str, &str)> = all.iter().map(|r| (r.name.as_str(), r.kernel.name)).collect();
+        assert_eq!(got, [("boot", "6.1"), ("boot@6.12", "6.12")]);
+        let s = parse("boot", "kernels: 6.12\ncmdline: ip=dhcp\nexpect: y\n").unwrap();
+        assert_eq!(runs(&s).iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["boot@6.12"]);
+        let s = parse("boot", "cmdline: ip=dhcp\nexpect: y\n").unwrap();
+        assert_eq!(runs(&s).iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["boot"]);
+        let e = parse("boot", "kernels: 5.10\ncmdline: ip=dhcp\nexpect: y\n").unwrap_err();
+        assert_eq!(e, "boot:1: no test kernel \"5.10\": kernels is all or some of [\"6.1\", \"6.12\"]");
     }
 
     #[test]
