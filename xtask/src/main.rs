@@ -4,8 +4,10 @@
 mod bench;
 mod debs;
 mod elf;
+mod fixtures;
 mod host;
 mod httpd;
+mod https;
 mod image;
 mod initramfs;
 mod kernel;
@@ -13,14 +15,13 @@ mod kmod;
 mod netlab;
 mod nginx;
 mod roots;
+mod runner;
 mod scenario;
 mod storm;
 mod vm;
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use host::Result;
@@ -213,145 +214,13 @@ fn cmd_serve(dir: &str, addr: &str) -> Result<()> {
     }
 }
 
-/// A real HTTPS server for the scenarios: `openssl s_server -WWW` serving the test files with a
-/// certificate from the test CA. Dropping it stops it.
-struct HttpsServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl HttpsServer {
-    fn start(www: &Path, tls: &image::TestTls) -> Result<HttpsServer> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let child = std::process::Command::new("openssl")
-            .args(["s_server", "-WWW", "-quiet", "-accept", &format!("127.0.0.1:{port}")])
-            .arg("-cert")
-            .arg(&tls.server_cert)
-            .arg("-key")
-            .arg(&tls.server_key)
-            .current_dir(www)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting openssl s_server: {e}"))?;
-        // Wait until it accepts connections.
-        for _ in 0..50 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(HttpsServer { child, port });
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err("openssl s_server did not start listening".into())
-    }
-}
-
-impl Drop for HttpsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// What keeps the scenarios' servers running.
-struct Servers {
-    _http: httpd::Server,
-    _https: HttpsServer,
-}
-
-/// The test initramfs for one kernel (see `scenario::Initramfs`), built around `init`. The default
-/// kernel's keep their plain names; another's carry its name (`initramfs@6.12.cpio.gz`).
-fn build_boots(init: &Path, k: &kernel::Kernel, images: &image::Images) -> Result<scenario::Boots> {
-    let suffix = if k.spec == kernel::ALL[0] { String::new() } else { format!("@{}", k.spec.name) };
-    let file = |name: &str| host::cache().join(format!("{name}{suffix}.cpio.gz"));
-    // The VMs' initramfs has the rescue shell, which the `single` scenarios use.
-    let list = host::root().join("modules-list");
-    let initrd = file("initramfs");
-    build_initramfs(init, &k.modules_dir, &list, &initrd, &Extras { shell: true, ..Extras::default() })?;
-    // The signature and https scenarios boot an initramfs that trusts the test key and the test CA.
-    let initrd_trusted = file("initramfs-trusted");
-    let extras = Extras {
-        shell: true,
-        trust: std::slice::from_ref(&images.key),
-        ca: std::slice::from_ref(&images.tls.ca_cert),
-    };
-    build_initramfs(init, &k.modules_dir, &list, &initrd_trusted, &extras)?;
-    // The wrong-kernel scenario: the same modules, filed under a release that is not the kernel's.
-    let elsewhere = host::cache().join("kernel/wrong-release");
-    let fake = elsewhere.join(format!("{}-not-this-one", k.spec.release));
-    if !fake.exists() {
-        std::fs::create_dir_all(&elsewhere).map_err(|e| e.to_string())?;
-        std::os::unix::fs::symlink(&k.modules_dir, &fake)
-            .map_err(|e| format!("linking {}: {e}", fake.display()))?;
-    }
-    let initrd_wrong_kernel = file("initramfs-wrong-kernel");
-    build_initramfs(init, &fake, &list, &initrd_wrong_kernel, &Extras::default())?;
-    Ok(scenario::Boots {
-        spec: k.spec,
-        kernel: k.vmlinuz.clone(),
-        initrd,
-        initrd_trusted,
-        initrd_wrong_kernel,
-    })
-}
-
-/// Everything the VMs need: tools, each of `kernels` with its initramfs (around one `/init`),
-/// test images, the HTTP and HTTPS servers.
-fn prepare_vm_env(kernels: &[&'static kernel::Spec]) -> Result<(scenario::Env, Servers)> {
-    host::ensure_vm_tools()?;
-    let init = initramfs::build_init()?;
-    let images = image::ensure()?;
-    let mut boots = Vec::new();
-    for &spec in kernels {
-        let k = kernel::ensure(spec)?;
-        if spec == kernel::ALL[0] {
-            // The roots of real systems carry the default kernel's module lists (see roots.rs).
-            roots::ensure(&images.www, &roots::KernelModules { release: spec.release, dir: &k.modules_dir })?;
-        }
-        boots.push(build_boots(&init, &k, &images)?);
-        // `by-kernel/<name>/` serves the test files again, so that each kernel's run of a scenario
-        // can have a fault path of its own (the server cuts the first request for a path only).
-        let link = images.www.join("by-kernel").join(spec.name);
-        if std::fs::symlink_metadata(&link).is_err() {
-            std::fs::create_dir_all(images.www.join("by-kernel")).map_err(|e| e.to_string())?;
-            std::os::unix::fs::symlink("..", &link)
-                .map_err(|e| format!("linking {}: {e}", link.display()))?;
-        }
-    }
-    // The iPXE scenario fetches the default kernel and its initramfs from the same server.
-    let default = boots.iter().find(|b| b.spec == kernel::ALL[0]);
-    for (name, target) in
-        default.iter().flat_map(|b| [("vmlinuz", &b.kernel), ("initramfs.cpio.gz", &b.initrd)])
-    {
-        let link = images.www.join(name);
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(target, &link).map_err(|e| format!("linking {}: {e}", link.display()))?;
-    }
-    let server = httpd::serve(&images.www).map_err(|e| format!("starting the test HTTP server: {e}"))?;
-    let https = HttpsServer::start(&images.www, &images.tls)?;
-    let logs = host::cache().join("logs");
-    std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
-    let env = scenario::Env {
-        boots,
-        port: server.port,
-        https_port: https.port,
-        root_sha256: images.root_sha256,
-        www: images.www,
-        logs,
-    };
-    Ok((env, Servers { _http: server, _https: https }))
-}
-
 fn cmd_qemu(args: &[String]) -> Result<()> {
     let f = flags(args, &["--timeout"], &[])?;
     let timeout = flag(&f, "--timeout")
         .map(|t| t.parse::<u64>().map_err(|_| "--timeout takes seconds"))
         .transpose()?
         .unwrap_or(300);
-    let (env, _server) = prepare_vm_env(&[kernel::ALL[0]])?;
+    let (env, _server) = fixtures::prepare_vm_env(&[kernel::ALL[0]])?;
     let demo = scenario::Scenario {
         name: "demo".into(),
         description: String::new(),
@@ -427,29 +296,11 @@ fn cmd_test(args: &[String]) -> Result<()> {
     }
     let kernels: Vec<&'static kernel::Spec> =
         kernel::ALL.into_iter().filter(|k| scenarios.iter().any(|s| s.kernel == *k)).collect();
-    let (env, _server) = prepare_vm_env(&kernels)?;
-    verify_initramfs(&env)?;
+    let (env, _server) = fixtures::prepare_vm_env(&kernels)?;
+    fixtures::verify_initramfs(&env)?;
     println!("xtask: {} VM scenarios, {jobs} at a time", scenarios.len());
-    let logs = env.logs.clone();
-    let queue = Mutex::new(scenarios.iter().collect::<VecDeque<_>>());
-    let results = Mutex::new(Vec::new());
     let started = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| {
-                while let Some(s) = queue.lock().ok().and_then(|mut q| q.pop_front()) {
-                    let outcome = scenario::run(s, &env, verbose);
-                    let log = logs.join(format!("{}.log", s.name));
-                    let _ = std::fs::write(&log, outcome.transcript.join("\n") + "\n");
-                    report(s, &outcome, &log);
-                    if let Ok(mut r) = results.lock() {
-                        r.push(outcome.failure.is_none());
-                    }
-                }
-            });
-        }
-    });
-    let results = results.into_inner().unwrap_or_default();
+    let results = runner::run_all(&scenarios, &env, jobs, verbose);
     let passed = results.iter().filter(|ok| **ok).count();
     let failed = results.len() - passed;
     println!("xtask: VM scenarios took {:.0}s", started.elapsed().as_secs_f64());
@@ -458,47 +309,4 @@ fn cmd_test(args: &[String]) -> Result<()> {
         return Err(format!("{failed} VM scenario(s) failed"));
     }
     Ok(())
-}
-
-/// Checks each kernel's plain test initramfs (see [`initramfs::verify`]).
-fn verify_initramfs(env: &scenario::Env) -> Result<()> {
-    println!("xtask: checking that each initramfs is reproducible and that cpio lists it");
-    let list = host::root().join("modules-list");
-    let init = initramfs::init_path();
-    for boots in &env.boots {
-        let modules_dir = kernel::ensure(boots.spec)?.modules_dir;
-        let contents = initramfs::Contents {
-            init: &init,
-            modules_dir: &modules_dir,
-            list: &list,
-            shell: Some(Path::new(BUSYBOX)),
-            trust: &[],
-            ca: &[],
-        };
-        initramfs::verify(&boots.initrd, &contents)?;
-    }
-    Ok(())
-}
-
-fn report(s: &scenario::Scenario, outcome: &scenario::Outcome, log: &Path) {
-    let secs = outcome.elapsed.as_secs_f64();
-    match &outcome.failure {
-        None => println!("xtask: PASS {} ({secs:.1}s)", s.name),
-        Some(why) => {
-            let tail: Vec<&String> = outcome.transcript.iter().rev().take(60).collect();
-            let mut text = format!(
-                "xtask: FAIL {} ({secs:.1}s): {why}\n  {}\n  console (last {} lines; all in {}):\n",
-                s.name,
-                s.description,
-                tail.len(),
-                log.display()
-            );
-            for line in tail.into_iter().rev() {
-                text.push_str("    | ");
-                text.push_str(line);
-                text.push('\n');
-            }
-            print!("{text}");
-        }
-    }
 }

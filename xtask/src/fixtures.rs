@@ -1,0 +1,118 @@
+//! Everything the VM scenarios need around them: the tools, /init, each test kernel with its
+//! initramfs files, the test images and the roots of real systems, the HTTP and HTTPS servers, and
+//! the check that each initramfs is reproducible. `cargo xtask test` and `cargo xtask qemu` share it.
+
+use std::path::Path;
+
+use crate::host::{self, Result};
+use crate::https::HttpsServer;
+use crate::{build_initramfs, httpd, image, initramfs, kernel, roots, scenario, Extras, BUSYBOX};
+
+/// What keeps the scenarios' servers running.
+pub struct Servers {
+    _http: httpd::Server,
+    _https: HttpsServer,
+}
+
+/// The test initramfs for one kernel (see `scenario::Initramfs`), built around `init`. The default
+/// kernel's keep their plain names; another's carry its name (`initramfs@6.12.cpio.gz`).
+fn build_boots(init: &Path, k: &kernel::Kernel, images: &image::Images) -> Result<scenario::Boots> {
+    let suffix = if k.spec == kernel::ALL[0] { String::new() } else { format!("@{}", k.spec.name) };
+    let file = |name: &str| host::cache().join(format!("{name}{suffix}.cpio.gz"));
+    // The VMs' initramfs has the rescue shell, which the `single` scenarios use.
+    let list = host::root().join("modules-list");
+    let initrd = file("initramfs");
+    build_initramfs(init, &k.modules_dir, &list, &initrd, &Extras { shell: true, ..Extras::default() })?;
+    // The signature and https scenarios boot an initramfs that trusts the test key and the test CA.
+    let initrd_trusted = file("initramfs-trusted");
+    let extras = Extras {
+        shell: true,
+        trust: std::slice::from_ref(&images.key),
+        ca: std::slice::from_ref(&images.tls.ca_cert),
+    };
+    build_initramfs(init, &k.modules_dir, &list, &initrd_trusted, &extras)?;
+    // The wrong-kernel scenario: the same modules, filed under a release that is not the kernel's.
+    let elsewhere = host::cache().join("kernel/wrong-release");
+    let fake = elsewhere.join(format!("{}-not-this-one", k.spec.release));
+    if !fake.exists() {
+        std::fs::create_dir_all(&elsewhere).map_err(|e| e.to_string())?;
+        std::os::unix::fs::symlink(&k.modules_dir, &fake)
+            .map_err(|e| format!("linking {}: {e}", fake.display()))?;
+    }
+    let initrd_wrong_kernel = file("initramfs-wrong-kernel");
+    build_initramfs(init, &fake, &list, &initrd_wrong_kernel, &Extras::default())?;
+    Ok(scenario::Boots {
+        spec: k.spec,
+        kernel: k.vmlinuz.clone(),
+        initrd,
+        initrd_trusted,
+        initrd_wrong_kernel,
+    })
+}
+
+/// Everything the VMs need: tools, each of `kernels` with its initramfs (around one `/init`),
+/// test images, the HTTP and HTTPS servers.
+pub fn prepare_vm_env(kernels: &[&'static kernel::Spec]) -> Result<(scenario::Env, Servers)> {
+    host::ensure_vm_tools()?;
+    let init = initramfs::build_init()?;
+    let images = image::ensure()?;
+    let mut boots = Vec::new();
+    for &spec in kernels {
+        let k = kernel::ensure(spec)?;
+        if spec == kernel::ALL[0] {
+            // The roots of real systems carry the default kernel's module lists (see roots.rs).
+            roots::ensure(&images.www, &roots::KernelModules { release: spec.release, dir: &k.modules_dir })?;
+        }
+        boots.push(build_boots(&init, &k, &images)?);
+        // `by-kernel/<name>/` serves the test files again, so that each kernel's run of a scenario
+        // can have a fault path of its own (the server cuts the first request for a path only).
+        let link = images.www.join("by-kernel").join(spec.name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::fs::create_dir_all(images.www.join("by-kernel")).map_err(|e| e.to_string())?;
+            std::os::unix::fs::symlink("..", &link)
+                .map_err(|e| format!("linking {}: {e}", link.display()))?;
+        }
+    }
+    // The iPXE scenario fetches the default kernel and its initramfs from the same server.
+    let default = boots.iter().find(|b| b.spec == kernel::ALL[0]);
+    for (name, target) in
+        default.iter().flat_map(|b| [("vmlinuz", &b.kernel), ("initramfs.cpio.gz", &b.initrd)])
+    {
+        let link = images.www.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(target, &link).map_err(|e| format!("linking {}: {e}", link.display()))?;
+    }
+    let server = httpd::serve(&images.www).map_err(|e| format!("starting the test HTTP server: {e}"))?;
+    let https = HttpsServer::start(&images.www, &images.tls)?;
+    let logs = host::cache().join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+    let env = scenario::Env {
+        boots,
+        port: server.port,
+        https_port: https.port,
+        root_sha256: images.root_sha256,
+        www: images.www,
+        logs,
+    };
+    Ok((env, Servers { _http: server, _https: https }))
+}
+
+/// Checks each kernel's plain test initramfs (see [`initramfs::verify`]).
+pub fn verify_initramfs(env: &scenario::Env) -> Result<()> {
+    println!("xtask: checking that each initramfs is reproducible and that cpio lists it");
+    let list = host::root().join("modules-list");
+    let init = initramfs::init_path();
+    for boots in &env.boots {
+        let modules_dir = kernel::ensure(boots.spec)?.modules_dir;
+        let contents = initramfs::Contents {
+            init: &init,
+            modules_dir: &modules_dir,
+            list: &list,
+            shell: Some(Path::new(BUSYBOX)),
+            trust: &[],
+            ca: &[],
+        };
+        initramfs::verify(&boots.initrd, &contents)?;
+    }
+    Ok(())
+}
