@@ -110,6 +110,8 @@ enum BootError {
     #[error(transparent)]
     Rootfs(#[from] rootfs::RootfsError),
     #[error(transparent)]
+    Customize(#[from] customize::CustomizeError),
+    #[error(transparent)]
     Switch(#[from] switch_root::SwitchError),
 }
 
@@ -122,6 +124,7 @@ impl BootError {
             BootError::Net(_) => Stage::Network,
             BootError::Fetch(_) => Stage::Fetch,
             BootError::Rootfs(_) => Stage::Rootfs,
+            BootError::Customize(_) => Stage::Customize,
             BootError::Switch(_) => Stage::SwitchRoot,
         }
     }
@@ -135,6 +138,7 @@ impl BootError {
             BootError::Net(e) => e.hint(),
             BootError::Fetch(e) => e.hint(),
             BootError::Rootfs(e) => e.hint(),
+            BootError::Customize(e) => e.hint(),
             BootError::Switch(e) => e.hint(),
             _ => "this is unexpected; the error above names the step and the system's answer",
         }
@@ -244,13 +248,14 @@ fn run() -> Result<Infallible, BootError> {
     let network = net::up(&cfg.net)?;
     timer.stage(Stage::Network);
 
+    let extras = fetch::Extras::for_image(&cfg.image)?;
     let image = fetch::download(&cfg.image)?;
     timer.stage(Stage::Fetch);
 
     let new_root = rootfs::assemble(&image.path, &image.url.to_string(), cfg.overlay_size)?;
     timer.stage(Stage::Rootfs);
 
-    customize::apply(&new_root, &cfg.alpine, &network);
+    customize::apply(&new_root, &cfg.alpine, &network, &extras)?;
     timer.stage(Stage::Customize);
 
     if cfg.single {

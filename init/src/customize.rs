@@ -5,48 +5,83 @@
 //! (`/root/.ssh/authorized_keys`).
 //!
 //! Every step is best effort: a missing overlay or key is logged as a warning and the boot goes on,
-//! as Alpine's own init does. It never writes outside the new root.
+//! as Alpine's own init does; but when the initramfs checks signatures, a fetched overlay or key that
+//! is not signed by a trusted key stops the boot. It never writes outside the new root: every path is
+//! resolved inside it and no write follows a final symlink (`write.rs`); the overlay's unpacker is
+//! `overlay.rs`.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+mod overlay;
+mod write;
+
+use std::io;
+use std::path::{Path, PathBuf};
 
 use crate::cmdline::{AlpineConfig, SshKey};
-use crate::fetch;
+use crate::fetch::{self, Extras, FetchError};
 use crate::net::{self, Configured};
+use crate::sys::{self, Create, InRoot};
 
 /// The most an `apkovl=` overlay or an `ssh_key=` URL may send.
 const OVERLAY_LIMIT: u64 = 64 << 20;
 const KEY_LIMIT: u64 = 64 << 10;
+/// Skipped overlay entries named one by one on the console; the rest are counted.
+const SKIPS_SHOWN: usize = 10;
+
+/// What stops the boot here: only an extra that must be signed and is not. Everything else is a
+/// warning.
+#[derive(Debug, thiserror::Error)]
+pub enum CustomizeError {
+    #[error("opening the new root {path}")]
+    Root { path: PathBuf, source: io::Error },
+    #[error("apkovl: {0}")]
+    Apkovl(#[source] FetchError),
+    #[error("ssh_key: {0}")]
+    SshKey(#[source] FetchError),
+}
+
+impl CustomizeError {
+    pub fn hint(&self) -> &'static str {
+        match self {
+            CustomizeError::Root { .. } => "this is unexpected; the error above names the system's answer",
+            CustomizeError::Apkovl(e) | CustomizeError::SshKey(e) => e.hint(),
+        }
+    }
+}
+
+/// Whether a failed fetch of an extra stops the boot: a signature that is missing, unknown or
+/// wrong does; a file that is not there, or a transfer that fails, does not (as Alpine's init).
+fn must_stop(e: &FetchError) -> bool {
+    matches!(e, FetchError::Unsigned { .. } | FetchError::UnknownKey { .. } | FetchError::BadSignature { .. })
+}
 
 /// Writes into the root at `root` what `alpine` asks for and what the network stage configured
-/// (`network`, the boot NIC first: its MAC fills `{MAC}`).
-pub fn apply(root: &Path, alpine: &AlpineConfig, network: &[Configured]) {
+/// (`network`, the boot NIC first: its MAC fills `{MAC}`), fetching extras as `extras` says.
+pub fn apply(
+    root: &Path,
+    alpine: &AlpineConfig,
+    network: &[Configured],
+    extras: &Extras,
+) -> Result<(), CustomizeError> {
+    let in_root =
+        InRoot::open(root).map_err(|source| CustomizeError::Root { path: root.to_owned(), source })?;
     if let Some(template) = &alpine.apkovl {
         let mac = network.first().map(|c| c.nic.mac.to_string()).unwrap_or_default();
         let uuid = std::fs::read_to_string("/sys/class/dmi/id/product_uuid")
             .map(|u| u.trim().to_lowercase())
             .unwrap_or_default();
         match template.fill(&mac, &uuid) {
-            Ok(url) => match fetch::get_small(&url, OVERLAY_LIMIT) {
-                Ok(bytes) => match unpack_overlay(&bytes, root) {
-                    Ok((files, skipped)) => {
-                        log::info!("apkovl: unpacked {files} entries from {url}");
-                        if skipped > 0 {
-                            log::warn!("apkovl: skipped {skipped} entries whose paths lead outside the root");
-                        }
-                    }
-                    Err(e) => log::warn!("apkovl: {url} is not a readable tar.gz: {e}; booting without it"),
-                },
+            Ok(url) => match extras.get(&url, OVERLAY_LIMIT) {
+                Ok(extra) => apply_overlay(&in_root, &url, &extra),
+                Err(e) if must_stop(&e) => return Err(CustomizeError::Apkovl(e)),
                 Err(e) => log::warn!("apkovl: {e}; booting without it"),
             },
             Err(e) => log::warn!("apkovl: {e}; booting without it"),
         }
     }
-    write_network_files(root, network);
+    write_network_files(&in_root, network);
     if !alpine.repositories.is_empty() {
         let text: String = alpine.repositories.iter().map(|r| format!("{r}\n")).collect();
-        match write(root, "etc/apk/repositories", &text, 0o644) {
+        match write::write_file(&in_root, "etc/apk/repositories", text.as_bytes(), 0o644, Create::Truncate) {
             Ok(()) => {
                 log::info!("wrote /etc/apk/repositories ({} repositories)", alpine.repositories.len())
             }
@@ -55,118 +90,97 @@ pub fn apply(root: &Path, alpine: &AlpineConfig, network: &[Configured]) {
     }
     if let Some(key) = &alpine.ssh_key {
         let text = match key {
+            // As trusted as the cmdline it came on.
             SshKey::Inline(k) => Ok(k.clone()),
-            SshKey::Fetch(url) => fetch::get_small(url, KEY_LIMIT).map_err(|e| e.to_string()).and_then(|b| {
-                String::from_utf8(b).map_err(|_| format!("{url} sent something that is not text"))
-            }),
+            SshKey::Fetch(url) => match extras.get(url, KEY_LIMIT) {
+                Ok(extra) => String::from_utf8(extra.bytes)
+                    .map_err(|_| format!("{url} sent something that is not text")),
+                Err(e) if must_stop(&e) => return Err(CustomizeError::SshKey(e)),
+                Err(e) => Err(e.to_string()),
+            },
         };
-        match text.and_then(|t| add_authorized_key(root, &t).map_err(|e| e.to_string())) {
+        match text.and_then(|t| add_authorized_key(&in_root, &t).map_err(|e| e.to_string())) {
             Ok(()) => log::info!("added the ssh_key to /root/.ssh/authorized_keys"),
             Err(e) => log::warn!("ssh_key: {e}; not added"),
         }
+    }
+    Ok(())
+}
+
+/// Unpacks a fetched overlay and says what it did and what it skipped.
+fn apply_overlay(root: &InRoot, url: &crate::cmdline::Url, extra: &fetch::Extra) {
+    let signed = extra.signed_by.is_some();
+    match overlay::unpack(&extra.bytes, root, signed, &overlay::LIMITS) {
+        Ok(done) => {
+            log::info!("apkovl: unpacked {} entries from {url}", done.entries);
+            for (name, why) in done.skipped.iter().take(SKIPS_SHOWN) {
+                log::warn!("apkovl: skipped {name}: {why}");
+            }
+            if done.skipped.len() > SKIPS_SHOWN {
+                log::warn!("apkovl: skipped {} more entries", done.skipped.len() - SKIPS_SHOWN);
+            }
+            if done.cleared > 0 {
+                log::warn!(
+                    "apkovl: cleared the setuid/setgid bits of {} entries: the overlay is not signed",
+                    done.cleared
+                );
+            }
+        }
+        Err(e) => log::warn!("apkovl: {url} could not be unpacked: {e}; booting with what was unpacked"),
     }
 }
 
 /// Writes the network's `/etc/resolv.conf` (unless the image links it elsewhere, as
 /// systemd-resolved does) and `/etc/hostname`.
-fn write_network_files(root: &Path, network: &[Configured]) {
-    let resolv = root.join("etc/resolv.conf");
-    if std::fs::symlink_metadata(&resolv).is_ok_and(|m| m.file_type().is_symlink()) {
+fn write_network_files(root: &InRoot, network: &[Configured]) {
+    if root.kind("etc/resolv.conf").is_ok_and(|k| k == Some(sys::Kind::Symlink)) {
         log::info!("leaving the image's /etc/resolv.conf symlink in place");
-    } else if let Err(e) = write(root, "etc/resolv.conf", &net::resolver(network), 0o644) {
+    } else if let Err(e) =
+        write::write_file(root, "etc/resolv.conf", net::resolver(network).as_bytes(), 0o644, Create::Truncate)
+    {
         log::warn!("writing /etc/resolv.conf into the new root: {e}");
     }
     if let Some(name) = net::hostname(network) {
-        if let Err(e) = write(root, "etc/hostname", &format!("{name}\n"), 0o644) {
+        let text = format!("{name}\n");
+        if let Err(e) = write::write_file(root, "etc/hostname", text.as_bytes(), 0o644, Create::Truncate) {
             log::warn!("writing /etc/hostname into the new root: {e}");
         }
     }
 }
 
-fn write(root: &Path, rel: &str, text: &str, mode: u32) -> std::io::Result<()> {
-    let path = root.join(rel);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&path, text)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-}
-
 /// Appends one key line to `/root/.ssh/authorized_keys`, with the modes sshd insists on.
-fn add_authorized_key(root: &Path, key: &str) -> std::io::Result<()> {
-    let dir = root.join("root/.ssh");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-    let mut file =
-        std::fs::File::options().create(true).append(true).mode(0o600).open(dir.join("authorized_keys"))?;
-    file.write_all(format!("{}\n", key.trim_end()).as_bytes())
-}
-
-/// Unpacks a tar.gz into `root`; returns (entries unpacked, entries refused). The tar crate's
-/// `unpack_in` refuses any entry whose path would land outside `root`.
-pub fn unpack_overlay(bytes: &[u8], root: &Path) -> std::io::Result<(usize, usize)> {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
-    archive.set_preserve_permissions(true);
-    archive.set_overwrite(true);
-    let (mut files, mut skipped) = (0, 0);
-    for entry in archive.entries()? {
-        if entry?.unpack_in(root)? {
-            files += 1;
-        } else {
-            skipped += 1;
-        }
-    }
-    Ok((files, skipped))
+fn add_authorized_key(root: &InRoot, key: &str) -> io::Result<()> {
+    write::create_dirs(root, "root/.ssh", 0o700)?;
+    sys::set_mode(root.dir("root/.ssh")?, 0o700)?;
+    let line = format!("{}\n", key.trim_end());
+    write::write_file(root, "root/.ssh/authorized_keys", line.as_bytes(), 0o600, Create::Append)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::write::tests::Hostile;
     use super::*;
-
-    fn tempdir(name: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("netinit-customize-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut builder =
-            tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
-        for (path, data) in entries {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(data.len() as u64);
-            header.set_mode(0o640);
-            // set_path refuses "..", so write the raw name as a hostile archive would.
-            let name = header.as_old_mut().name.as_mut();
-            name[..path.len()].copy_from_slice(path.as_bytes());
-            header.set_cksum();
-            builder.append(&header, *data).unwrap();
-        }
-        builder.into_inner().unwrap().finish().unwrap()
-    }
-
-    #[test]
-    fn overlays_unpack_inside_the_root_only() {
-        let root = tempdir("ovl");
-        let bytes =
-            tar_gz(&[("etc/motd", b"hello\n"), ("../escaped", b"x"), ("etc/apk/world", b"openssh\n")]);
-        assert_eq!(unpack_overlay(&bytes, &root).unwrap(), (2, 1));
-        assert_eq!(std::fs::read_to_string(root.join("etc/motd")).unwrap(), "hello\n");
-        assert!(!root.parent().unwrap().join("escaped").exists());
-        assert!(unpack_overlay(b"not gzip", &root).is_err());
-        std::fs::remove_dir_all(&root).unwrap();
-    }
 
     #[test]
     fn keys_are_appended_with_sshd_modes() {
-        let root = tempdir("key");
-        add_authorized_key(&root, "ssh-ed25519 AAAA one").unwrap();
-        add_authorized_key(&root, "ssh-ed25519 BBBB two\n").unwrap();
-        let file = root.join("root/.ssh/authorized_keys");
+        let h = Hostile::new("key");
+        add_authorized_key(&h.in_root(), "ssh-ed25519 AAAA one").unwrap();
+        add_authorized_key(&h.in_root(), "ssh-ed25519 BBBB two\n").unwrap();
+        let file = h.root.join("root/.ssh/authorized_keys");
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "ssh-ed25519 AAAA one\nssh-ed25519 BBBB two\n");
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(std::fs::metadata(root.join("root/.ssh")).unwrap().permissions().mode() & 0o777, 0o700);
-        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(std::fs::metadata(h.root.join("root/.ssh")).unwrap().permissions().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn only_signature_failures_stop_the_boot() {
+        let url = crate::cmdline::Url::parse("http://10.0.2.2/ovl.tar.gz").unwrap();
+        let why = String::from("x");
+        assert!(must_stop(&FetchError::Unsigned { url: url.clone(), why: why.clone() }));
+        assert!(must_stop(&FetchError::UnknownKey { url: url.clone(), why: why.clone() }));
+        assert!(must_stop(&FetchError::BadSignature { url: url.clone(), why }));
+        assert!(!must_stop(&FetchError::Status { url, status: 404, reason: None }));
     }
 }

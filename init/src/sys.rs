@@ -3,7 +3,8 @@
 //! and its man page. Stages call these; they never call rustix or libc for such things themselves.
 //!
 //! It deliberately holds no policy: which mounts, which order, what to do on failure is the stages'.
-//! Reading and writing ordinary files is not wrapped: `std::fs` is already that thin layer.
+//! Reading and writing ordinary files is not wrapped: `std::fs` is already that thin layer. Writing
+//! into the new root is: [`InRoot`] resolves every path inside it (`in_root.rs`).
 
 use std::fs::File;
 use std::io;
@@ -15,6 +16,9 @@ use rustix::io::Errno;
 use rustix::mount::MountFlags;
 
 pub use rustix::system::RebootCommand;
+
+mod in_root;
+pub use in_root::{set_mode, set_mtime, set_owner_mode, Create, InRoot, Kind};
 
 /// Time since boot, suspend included: `clock_gettime(CLOCK_BOOTTIME)`, clock_gettime(2).
 pub fn uptime() -> Duration {

@@ -67,8 +67,13 @@ const fn value(name: &'static str, bad: Severity, read: fn(&mut Draft, &str, &mu
     Param { name, kind: Kind::Value(read), bad }
 }
 
+/// The longest wait any parameter may ask for: a day. Every deadline is computed with checked
+/// arithmetic anyway; the bound keeps a typo from meaning "forever".
+pub const MAX_SECONDS: u64 = 86_400;
+
 const fn seconds(name: &'static str, default: Duration, set: fn(&mut Config, u64)) -> Param {
-    let kind = Kind::Number { unit: Unit::Seconds, min: 1, max: u64::MAX, default: default.as_secs(), set };
+    let kind =
+        Kind::Number { unit: Unit::Seconds, min: 1, max: MAX_SECONDS, default: default.as_secs(), set };
     Param { name, kind, bad: Severity::Warning }
 }
 
@@ -145,7 +150,13 @@ pub const PARAMETERS: &[Param] = &[
     value(PANIC, Severity::Warning, |d, v, r| match v.parse::<i64>() {
         Ok(0) => d.config.failure.countdown = Countdown::Never,
         Ok(n) if n < 0 => d.config.failure.countdown = Countdown::Immediately,
-        Ok(n) => d.config.failure.countdown = Countdown::After(Duration::from_secs(n.unsigned_abs())),
+        Ok(n) => {
+            let secs = n.unsigned_abs();
+            if secs > MAX_SECONDS {
+                r.bad(v, format!("is more than a day; counting down {MAX_SECONDS}s"));
+            }
+            d.config.failure.countdown = Countdown::After(Duration::from_secs(secs.min(MAX_SECONDS)))
+        }
         Err(_) => r.bad(
             v,
             format!("expected whole seconds; waiting {}s after a failure", DEFAULT_COUNTDOWN.as_secs()),
@@ -156,7 +167,6 @@ pub const PARAMETERS: &[Param] = &[
 /// The message for a number out of its bound, naming the bound and the default kept.
 pub fn number_message(unit: Unit, min: u64, max: u64, default: u64) -> String {
     match (unit, max) {
-        (Unit::Seconds, u64::MAX) if min == 1 => format!("expected whole seconds above 0; using {default}"),
         (Unit::Seconds, _) => format!("expected whole seconds from {min} to {max}; using {default}"),
         (Unit::Count, _) => format!("expected a whole number from {min} to {max}; using {default}"),
     }

@@ -152,7 +152,11 @@ fn image_verification_and_tuning() {
     one_error(&parsed("modloop_verify=maybe"), MODLOOP_VERIFY, "expected yes or no");
     one_warning(&parsed("netinit.retries=-1"), RETRIES, "expected a whole number from 0 to 1000; using 5");
     one_warning(&parsed("netinit.retries=1001"), RETRIES, "from 0 to 1000");
-    one_warning(&parsed("netinit.timeout=0"), TIMEOUT, "expected whole seconds above 0; using 900");
+    one_warning(&parsed("netinit.timeout=0"), TIMEOUT, "expected whole seconds from 1 to 86400; using 900");
+    // A value the parser once took, and the fetch then overflowed an Instant with (issue #10).
+    one_warning(&parsed("netinit.timeout=18446744073709551615"), TIMEOUT, "from 1 to 86400; using 900");
+    one_warning(&parsed("netinit.timeout=86401"), TIMEOUT, "from 1 to 86400; using 900");
+    assert_eq!(parsed("netinit.timeout=86400").config.image.timeout, Duration::from_secs(86400));
     assert_eq!(parsed("netinit.retries=0").config.image.retries, 0);
 }
 
@@ -382,6 +386,9 @@ fn failure_policy() {
     check("panic=0", FailAction::Reboot, Countdown::Never, false);
     check("panic=-1", FailAction::Reboot, Countdown::Immediately, false);
     check("panic=soon", FailAction::Reboot, after(10), true);
+    check("panic=86400", FailAction::Reboot, after(86400), false);
+    check("panic=9223372036854775807", FailAction::Reboot, after(86400), true);
+    check("panic=-9223372036854775808", FailAction::Reboot, Countdown::Immediately, false);
     check("netinit.fail=poweroff", FailAction::Poweroff, after(10), false);
     check("netinit.fail=halt panic=3", FailAction::Halt, after(3), false);
     check("netinit.fail=shell", FailAction::Shell, after(10), false);
@@ -402,6 +409,8 @@ fn tuning_knobs_warn_and_keep_defaults() {
     check("netinit.dhcp_timeout=0", 90, true);
     check("netinit.dhcp_timeout=-3", 90, true);
     check("netinit.dhcp_timeout", 90, true);
+    check("netinit.dhcp_timeout=18446744073709551615", 90, true);
+    check("netinit.dhcp_timeout=86400", 86400, false);
 }
 
 #[test]

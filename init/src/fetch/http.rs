@@ -46,6 +46,9 @@ pub(super) fn agent(t: &Timeouts) -> ureq::Agent {
         .into()
 }
 
+/// The longest budget ureq is given: far beyond any cmdline bound, far below what overflows an `Instant`.
+pub(super) const MAX_BUDGET: Duration = Duration::from_secs(1 << 32);
+
 /// Redirects followed in one request, at most.
 const MAX_REDIRECTS: usize = 10;
 
@@ -60,6 +63,7 @@ pub(super) enum GetError {
 /// GET `url` with `headers`, following redirects (301, 302, 303, 307, 308) but never from https to
 /// http, and never round a loop. Returns the URL that answered and its response, whatever its
 /// status. Asks for the body as it is (`Accept-Encoding: identity`): an image is compressed already.
+/// `budget` bounds the whole exchange, every redirect and the reading of the final body included.
 pub(super) fn get(
     agent: &ureq::Agent,
     url: &Url,
@@ -67,12 +71,24 @@ pub(super) fn get(
     budget: Option<Duration>,
 ) -> Result<(Url, ureq::http::Response<ureq::Body>), GetError> {
     let mut hops = vec![url.clone()];
+    let start = crate::sys::uptime();
     loop {
         let at = hops.last().unwrap_or(url);
+        // The budget covers every hop: each gets what the earlier ones left.
+        // ureq adds the budget to an `Instant`, which panics past i64 seconds: hand it no more than
+        // MAX_BUDGET, whatever the caller's arithmetic gave.
+        let left =
+            budget.map(|b| b.saturating_sub(crate::sys::uptime().saturating_sub(start)).min(MAX_BUDGET));
+        if left == Some(Duration::ZERO) {
+            return Err(GetError::Transfer(
+                Phase::Headers,
+                "the time budget ran out while following redirects".into(),
+            ));
+        }
         let mut request = agent
             .get(at.as_str())
             .config()
-            .timeout_global(budget)
+            .timeout_global(left)
             .build()
             .header("Accept-Encoding", "identity");
         for (name, value) in headers {

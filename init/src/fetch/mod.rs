@@ -76,6 +76,8 @@ pub enum FetchError {
     Key { path: PathBuf, why: String },
     #[error("no signature for the image: {why}")]
     NoSignature { why: String },
+    #[error("{url} is not signed ({why}), and this initramfs checks signatures")]
+    Unsigned { url: Url, why: String },
     #[error("{url} is signed by a key this initramfs does not trust ({why})")]
     UnknownKey { url: Url, why: String },
     #[error("the signature of {url} does not verify: {why}")]
@@ -131,8 +133,11 @@ impl FetchError {
             FetchError::NoSignature { .. } => {
                 "sign the image (minisign -Sm root.squashfs) and put the .minisig beside it, or boot with modloop_verify=no"
             }
+            FetchError::Unsigned { .. } => {
+                "sign it with an image key (minisign -Sm FILE) and put FILE.minisig beside it, or boot with modloop_verify=no"
+            }
             FetchError::UnknownKey { .. } | FetchError::BadSignature { .. } => {
-                "the image is not the one its publisher signed: do not boot it; re-sign it or check the mirror"
+                "the file is not the one its publisher signed: do not boot it; re-sign it or check the mirror"
             }
             FetchError::Hashing => "this is a bug in netinit: please report it with this console log",
             FetchError::Digest { .. } => {
@@ -179,11 +184,22 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// GETs a small file (an overlay, a key) into memory, once, refusing more than `limit` bytes.
-pub fn get_small(url: &Url, limit: u64) -> Result<Vec<u8>, FetchError> {
+/// The longest any smaller download (the image's `.minisig`, `apkovl=`, `ssh_key=`, and their
+/// signatures) may take in all, when `netinit.timeout=` is longer: a server trickling a byte a minute
+/// cannot hold the boot.
+pub const SMALL_BUDGET: Duration = Duration::from_secs(120);
+
+/// The total budget of one smaller download: `netinit.timeout=`, at most [`SMALL_BUDGET`].
+pub fn small_budget(image: &ImageConfig) -> Duration {
+    image.timeout.min(SMALL_BUDGET)
+}
+
+/// GETs a small file (an overlay, a key, a signature) into memory, once, refusing more than
+/// `limit` bytes and giving up when `budget` is spent, redirects and the body included.
+pub fn get_small(url: &Url, limit: u64, budget: Duration) -> Result<Vec<u8>, FetchError> {
     let transfer = |phase, message| FetchError::Transfer { url: url.clone(), phase, attempts: 1, message };
     let agent = http::agent(&http::Timeouts::default());
-    let (_, response) = http::get(&agent, url, &[], None).map_err(|e| match e {
+    let (_, response) = http::get(&agent, url, &[], Some(budget)).map_err(|e| match e {
         http::GetError::Fatal(e) => e,
         http::GetError::Transfer(phase, message) => transfer(phase, message),
     })?;
@@ -192,12 +208,105 @@ pub fn get_small(url: &Url, limit: u64) -> Result<Vec<u8>, FetchError> {
         let reason = status.canonical_reason().map(str::to_owned);
         return Err(FetchError::Status { url: url.clone(), status: status.as_u16(), reason });
     }
-    response
-        .into_body()
-        .into_with_config()
-        .limit(limit)
-        .read_to_vec()
-        .map_err(|e| transfer(Phase::Body, e.to_string()))
+    response.into_body().into_with_config().limit(limit).read_to_vec().map_err(|e| {
+        let message = match e {
+            ureq::Error::Timeout(_) => format!("not done within its budget of {}s", budget.as_secs()),
+            other => other.to_string(),
+        };
+        transfer(Phase::Body, message)
+    })
+}
+
+/// How the files fetched besides the image (`apkovl=`, `ssh_key=`) are fetched and checked.
+pub struct Extras {
+    /// Each one's total time budget, its signature's included: [`small_budget`].
+    pub budget: Duration,
+    /// The trusted keys when signatures are checked; then every extra must be signed by one of them.
+    keys: Option<Vec<(PathBuf, minisign_verify::PublicKey)>>,
+}
+
+/// A file fetched besides the image.
+#[derive(Debug)]
+pub struct Extra {
+    pub bytes: Vec<u8>,
+    /// The trusted key whose signature it carries, when signatures are checked.
+    pub signed_by: Option<PathBuf>,
+}
+
+impl Extras {
+    /// As the image is checked: signatures are required of extras exactly when the image's is checked
+    /// (trusted keys in the initramfs, and no `modloop_verify=no`).
+    pub fn for_image(image: &ImageConfig) -> Result<Extras, FetchError> {
+        let keys = trusted_keys()?;
+        let checked = image.verify != Verify::Off && !keys.is_empty();
+        Ok(Extras { budget: small_budget(image), keys: checked.then_some(keys) })
+    }
+
+    /// GETs `url` (at most `limit` bytes) and then, when signatures are checked, `<url>.minisig`,
+    /// which must be a trusted key's signature of exactly those bytes: else [`FetchError::Unsigned`],
+    /// [`FetchError::UnknownKey`] or [`FetchError::BadSignature`]. Both within [`Extras::budget`].
+    pub fn get(&self, url: &Url, limit: u64) -> Result<Extra, FetchError> {
+        let deadline = sys::uptime().saturating_add(self.budget);
+        let left = || deadline.saturating_sub(sys::uptime());
+        let Some(keys) = &self.keys else {
+            return Ok(Extra { bytes: get_small(url, limit, self.budget)?, signed_by: None });
+        };
+        // The file first: one that is not there is the caller's to judge, as without signatures.
+        let bytes = get_small(url, limit, left())?;
+        let sig_url = signature_url(url).ok_or_else(|| FetchError::Unsigned {
+            url: url.clone(),
+            why: "no URL for its signature".into(),
+        })?;
+        let text = get_small(&sig_url, SIGNATURE_LIMIT, left())
+            .map_err(|e| FetchError::Unsigned { url: url.clone(), why: e.to_string() })?;
+        let signature = minisign_verify::Signature::decode(&String::from_utf8_lossy(&text))
+            .map_err(|e| FetchError::BadSignature { url: sig_url.clone(), why: e.to_string() })?;
+        let path = signer(keys, &bytes, &signature).map_err(|e| match e {
+            Unverified::UnknownKey => {
+                FetchError::UnknownKey { url: sig_url.clone(), why: trusted_list(keys) }
+            }
+            Unverified::Bad(why) => FetchError::BadSignature { url: sig_url.clone(), why },
+        })?;
+        log::info!(
+            "{sig_url}: signed by {}; trusted comment: {}",
+            path.display(),
+            signature.trusted_comment()
+        );
+        Ok(Extra { bytes, signed_by: Some(path.to_owned()) })
+    }
+}
+
+/// The most a `.minisig` may be.
+const SIGNATURE_LIMIT: u64 = 64 << 10;
+
+/// Why bytes did not verify.
+#[derive(Debug, PartialEq, Eq)]
+enum Unverified {
+    /// No trusted key has the signature's key id.
+    UnknownKey,
+    /// The key's own signature, which does not match these bytes (or is malformed).
+    Bad(String),
+}
+
+/// The trusted key that made `signature` of `bytes`.
+fn signer<'k>(
+    keys: &'k [(PathBuf, minisign_verify::PublicKey)],
+    bytes: &[u8],
+    signature: &minisign_verify::Signature,
+) -> Result<&'k Path, Unverified> {
+    for (path, key) in keys {
+        match key.verify(bytes, signature, false) {
+            Ok(()) => return Ok(path),
+            Err(minisign_verify::Error::UnexpectedKeyId) => continue,
+            Err(e) => return Err(Unverified::Bad(e.to_string())),
+        }
+    }
+    Err(Unverified::UnknownKey)
+}
+
+/// `trusted: /etc/netinit/keys/a.pub, ...`, for an unknown key's error.
+fn trusted_list(keys: &[(PathBuf, minisign_verify::PublicKey)]) -> String {
+    format!("trusted: {}", keys.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>().join(", "))
 }
 
 /// Downloads the image as `image` says into the image tmpfs.
@@ -299,8 +408,8 @@ fn signature_check(image: &ImageConfig) -> Result<Option<hasher::Check>, FetchEr
     let mut failure = None;
     for url in &image.urls {
         let Some(sig_url) = signature_url(url) else { continue };
-        let text = match get_small(&sig_url, 64 << 10).map(|b| String::from_utf8_lossy(&b).into_owned()) {
-            Ok(text) => text,
+        let text = match get_small(&sig_url, SIGNATURE_LIMIT, small_budget(image)) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) => {
                 log::warn!("{e}");
                 failure = Some(FetchError::NoSignature { why: e.to_string() });
@@ -310,11 +419,7 @@ fn signature_check(image: &ImageConfig) -> Result<Option<hasher::Check>, FetchEr
         let signature = minisign_verify::Signature::decode(&text)
             .map_err(|e| FetchError::BadSignature { url: sig_url.clone(), why: e.to_string() })?;
         let Some((path, key)) = keys.iter().find(|(_, k)| k.verify_stream(&signature).is_ok()) else {
-            let why = format!(
-                "trusted: {}",
-                keys.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>().join(", ")
-            );
-            return Err(FetchError::UnknownKey { url: sig_url, why });
+            return Err(FetchError::UnknownKey { url: sig_url, why: trusted_list(&keys) });
         };
         log::info!(
             "{sig_url}: signed by {}; trusted comment: {}",
@@ -372,7 +477,7 @@ pub fn progress_line(have: u64, base: u64, total: Option<u64>, elapsed: Duration
                 "{} of {} ({}%), {}, {:.0}s left",
                 mib(have),
                 mib(total),
-                have * 100 / total,
+                u128::from(have) * 100 / u128::from(total),
                 rate(got, elapsed),
                 left
             )

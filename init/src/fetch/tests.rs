@@ -35,6 +35,8 @@ struct Answer {
     reset_after: Option<usize>,
     /// Send this many body bytes, then go silent for this long (then close).
     stall_after: Option<(usize, Duration)>,
+    /// Send the body a byte at a time, this long apart.
+    trickle: Option<Duration>,
 }
 
 fn ok(body: &[u8]) -> Answer {
@@ -126,6 +128,15 @@ fn serve(stream: TcpStream, script: &Script, log: &Mutex<Vec<Seen>>) {
     head.push_str(&format!("Content-Length: {}\r\n\r\n", a.length.unwrap_or(a.body.len() as u64)));
     let _ = out.write_all(head.as_bytes());
     let cut = a.reset_after.or(a.stall_after.map(|s| s.0)).unwrap_or(a.body.len()).min(a.body.len());
+    if let Some(gap) = a.trickle {
+        for byte in &a.body[..cut] {
+            if out.write_all(&[*byte]).and_then(|()| out.flush()).is_err() {
+                return;
+            }
+            std::thread::sleep(gap);
+        }
+        return;
+    }
     let _ = out.write_all(&a.body[..cut]);
     let _ = out.flush();
     if let Some((_, silence)) = a.stall_after {
@@ -660,4 +671,100 @@ fn the_scripted_server_speaks_http() {
     s.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 200") && out.ends_with("\r\n\r\nhello"), "{out}");
     assert_eq!(server.seen()[0].range.as_deref(), Some("bytes=1-"));
+}
+
+#[test]
+fn a_small_download_ends_at_its_budget_however_slowly_the_bytes_come() {
+    // 100 bytes, one every 50 ms: each read is quick, the whole takes 5 s.
+    let server =
+        Server::start(|_, _| Answer { trickle: Some(Duration::from_millis(50)), ..ok(&[b'k'; 100]) });
+    let start = Instant::now();
+    let e = super::get_small(&server.url("/key"), 1 << 10, Duration::from_secs(1)).unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    assert!(
+        matches!(&e, FetchError::Transfer { phase: Phase::Body, message, .. } if message.contains("budget of 1s")),
+        "{e}"
+    );
+    let fast = Server::start(|_, _| ok(b"ssh-ed25519 AAAA"));
+    assert_eq!(
+        super::get_small(&fast.url("/key"), 1 << 10, Duration::from_secs(1)).unwrap(),
+        b"ssh-ed25519 AAAA"
+    );
+}
+
+#[test]
+fn a_budget_too_large_for_an_instant_is_not_a_crash() {
+    let server = Server::start(|_, _| ok(b"x"));
+    let huge = Duration::from_secs(u64::MAX);
+    assert_eq!(super::get_small(&server.url("/x"), 1 << 10, huge).unwrap(), b"x");
+}
+
+mod extras {
+    use super::super::hasher::tests::{signed_data, KEY, SIGNATURE};
+    use super::super::{Extras, FetchError};
+    use super::*;
+
+    /// A server with `/ovl` (the signed bytes, or `body`) and, when `signature`, `/ovl.minisig`.
+    fn serve(body: Option<Vec<u8>>, signature: bool) -> Server {
+        let body = body.unwrap_or_else(signed_data);
+        Server::start(move |_, seen| match seen.path.as_str() {
+            "/ovl" => ok(&body),
+            "/ovl.minisig" if signature => ok(SIGNATURE.as_bytes()),
+            _ => status(404),
+        })
+    }
+
+    fn trusting(keys: &[&str]) -> Extras {
+        let keys = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                (
+                    PathBuf::from(format!("/etc/netinit/keys/{i}.pub")),
+                    minisign_verify::PublicKey::decode(k).unwrap(),
+                )
+            })
+            .collect();
+        Extras { budget: Duration::from_secs(5), keys: Some(keys) }
+    }
+
+    const OTHER: &str = include_str!("testdata/other.pub");
+
+    #[test]
+    fn a_signed_extra_is_taken_with_its_signer() {
+        let server = serve(None, true);
+        let got = trusting(&[OTHER, KEY]).get(&server.url("/ovl"), 1 << 20).unwrap();
+        assert_eq!(got.bytes, signed_data());
+        assert_eq!(got.signed_by, Some(PathBuf::from("/etc/netinit/keys/1.pub")));
+    }
+
+    #[test]
+    fn unsigned_tampered_or_foreign_extras_are_refused() {
+        let server = serve(None, false);
+        let e = trusting(&[KEY]).get(&server.url("/ovl"), 1 << 20).unwrap_err();
+        assert!(matches!(e, FetchError::Unsigned { .. }), "{e}");
+        assert!(e.to_string().contains("/ovl is not signed (GET http://127.0.0.1:"), "{e}");
+        assert!(e.to_string().contains("/ovl.minisig answered HTTP 404"), "{e}");
+        let mut tampered = signed_data();
+        tampered[1000] ^= 1;
+        let server = serve(Some(tampered), true);
+        let e = trusting(&[KEY]).get(&server.url("/ovl"), 1 << 20).unwrap_err();
+        assert!(matches!(e, FetchError::BadSignature { .. }), "{e}");
+        let server = serve(None, true);
+        let e = trusting(&[OTHER]).get(&server.url("/ovl"), 1 << 20).unwrap_err();
+        assert!(matches!(e, FetchError::UnknownKey { .. }), "{e}");
+        assert!(e.to_string().contains("trusted: /etc/netinit/keys/0.pub"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_extra_is_missing_not_unsigned_and_without_keys_no_signature_is_asked() {
+        let server = Server::start(|_, _| status(404));
+        let e = trusting(&[KEY]).get(&server.url("/ovl"), 1 << 20).unwrap_err();
+        assert!(matches!(e, FetchError::Status { status: 404, .. }), "{e}");
+        let server = serve(Some(b"plain".to_vec()), false);
+        let open = Extras { budget: Duration::from_secs(5), keys: None };
+        let got = open.get(&server.url("/ovl"), 1 << 20).unwrap();
+        assert_eq!((got.bytes.as_slice(), got.signed_by), (&b"plain"[..], None));
+        assert_eq!(server.seen().iter().map(|s| s.path.as_str()).collect::<Vec<_>>(), ["/ovl"]);
+    }
 }
