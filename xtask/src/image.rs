@@ -31,6 +31,8 @@ say "hostname=$(busybox hostname)"
 [ -f /etc/motd ] && say "motd=$(busybox cat /etc/motd)"
 [ -f /etc/apk/repositories ] && busybox sed 's/^/netinit-test-root: repo /' /etc/apk/repositories
 [ -f /root/.ssh/authorized_keys ] && say "authorized_keys=$(busybox cat /root/.ssh/authorized_keys)"
+[ -f /usr/local/bin/suid-probe ] && say "suid-probe=$(busybox stat -c %a /usr/local/bin/suid-probe)"
+[ -e /run/netinit-escaped ] && say "escaped into the initramfs"
 say "rw-size=$(busybox df -k /run/netinit/rw | busybox awk 'NR == 2 { print $2 }')"
 echo "NETINIT-TEST-ROOT-OK"
 busybox poweroff -f
@@ -160,20 +162,14 @@ pub fn ensure() -> Result<Images> {
         "<!DOCTYPE html>\n<html><body>Welcome to nginx!</body></html>\n".repeat(64),
     )
     .map_err(|e| e.to_string())?;
-    // An Alpine apkovl for the guest's MAC: configuration unpacked over the new root.
-    let ovl = host::cache().join("test-apkovl");
-    let _ = std::fs::remove_dir_all(&ovl);
-    std::fs::create_dir_all(ovl.join("etc")).map_err(|e| e.to_string())?;
-    std::fs::write(ovl.join("etc/motd"), "hello from the apkovl\n").map_err(|e| e.to_string())?;
+    // An Alpine apkovl for the guest's MAC: configuration unpacked over the new root, with entries
+    // netinit must refuse. Signed (for the trusting initramfs), and unsigned under unsigned/.
     std::fs::create_dir_all(www.join("overlays")).map_err(|e| e.to_string())?;
-    host::run(
-        Command::new("tar")
-            .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-czf"])
-            .arg(www.join(format!("overlays/{GUEST_MAC}.tar.gz")))
-            .arg("-C")
-            .arg(&ovl)
-            .arg("etc"),
-    )?;
+    std::fs::create_dir_all(www.join("unsigned")).map_err(|e| e.to_string())?;
+    let ovl = www.join(format!("overlays/{GUEST_MAC}.tar.gz"));
+    std::fs::write(&ovl, apkovl()?).map_err(|e| e.to_string())?;
+    std::fs::copy(&ovl, www.join(format!("unsigned/{GUEST_MAC}.tar.gz"))).map_err(|e| e.to_string())?;
+    sign(&ovl, &www.join(format!("overlays/{GUEST_MAC}.tar.gz.minisig")))?;
     // Signatures: the image signed by the test key; under badsig/, the same image with the
     // signature of another file.
     sign(&www.join("root.squashfs"), &www.join("root.squashfs.minisig"))?;
@@ -183,6 +179,46 @@ pub fn ensure() -> Result<Images> {
     std::fs::write(&stamp, want).map_err(|e| e.to_string())?;
     let root_sha256 = sha256_file(&www.join("root.squashfs"))?;
     Ok(Images { www, root_sha256, key, tls })
+}
+
+/// The test apkovl: `etc/motd`, a setuid file (kept only when the overlay is signed), and what must
+/// be skipped or kept inside the root: a `..` path, a device node, and a file written through a
+/// symlink entry to `/run` (which lands in the new root's own `/run`, hidden once the initramfs's
+/// `/run` moves over it, never in the initramfs's).
+fn apkovl() -> Result<Vec<u8>> {
+    use tar::EntryType as T;
+    let entries: [(&str, T, u32, &str, &[u8]); 10] = [
+        ("etc/", T::Directory, 0o755, "", b""),
+        ("etc/motd", T::Regular, 0o644, "", b"hello from the apkovl\n"),
+        ("usr/", T::Directory, 0o755, "", b""),
+        ("usr/local/", T::Directory, 0o755, "", b""),
+        ("usr/local/bin/", T::Directory, 0o755, "", b""),
+        ("usr/local/bin/suid-probe", T::Regular, 0o4755, "", b"#!/bin/sh\n"),
+        ("../escaped", T::Regular, 0o644, "", b"x"),
+        ("dev/evil", T::Char, 0o666, "", b""),
+        ("etc/escape", T::Symlink, 0o777, "/run", b""),
+        ("etc/escape/netinit-escaped", T::Regular, 0o644, "", b"x"),
+    ];
+    let mut builder =
+        tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best()));
+    for (path, kind, mode, link, data) in entries {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(kind);
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_mtime(0);
+        if kind == T::Char {
+            header.set_device_major(1).map_err(|e| e.to_string())?;
+            header.set_device_minor(1).map_err(|e| e.to_string())?;
+        }
+        // Raw names: `set_path` refuses `..`, as a hostile archive would not.
+        let old = header.as_old_mut();
+        old.name[..path.len()].copy_from_slice(path.as_bytes());
+        old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        header.set_cksum();
+        builder.append(&header, data).map_err(|e| e.to_string())?;
+    }
+    builder.into_inner().and_then(|gz| gz.finish()).map_err(|e| format!("writing the test apkovl: {e}"))
 }
 
 /// The test signing key pair (made once, without a password), as minisign writes it; returns the
