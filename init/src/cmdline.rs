@@ -311,7 +311,9 @@ fn parse_sha256(v: &str) -> Option<[u8; 32]> {
 }
 
 /// RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens, at most 253 bytes.
-fn valid_hostname(v: &str) -> bool {
+/// An RFC 1123 host name: labels of letters, digits and inner `-`, at most 63 bytes each, 253 in all.
+/// The cmdline's `hostname=` and DHCP's host and domain names (options 12, 15, 119) alike.
+pub fn valid_hostname(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 253
         && v.split('.').all(|l| {

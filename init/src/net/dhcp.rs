@@ -40,6 +40,9 @@ const OPT_DOMAIN_SEARCH: u8 = 119;
 const OPT_CLASSLESS_ROUTES: u8 = 121;
 const OPT_END: u8 = 255;
 
+/// Search domains passed on, at most: resolvers read no more (glibc used to stop at 6).
+const MAX_SEARCH: usize = 32;
+
 /// What the client asks servers for (option 55).
 const PARAMETER_REQUEST_LIST: [u8; 12] = [
     OPT_SUBNET_MASK,
@@ -112,6 +115,8 @@ pub struct Lease {
     pub hostname: Option<String>,
     pub mtu: Option<u16>,
     pub lease_time: Option<Duration>,
+    /// What the server sent that netinit refused to pass on to the booted system, each saying why.
+    pub refused: Vec<String>,
 }
 
 /// Why a received packet was not used. Every variant is a normal event on a busy network.
@@ -201,12 +206,13 @@ impl Packet {
         self.option(OPT_MESSAGE).map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
-    /// The lease an ACK describes.
+    /// The lease an ACK describes. Names that are not RFC 1123 host names are dropped, and said so
+    /// in [`Lease::refused`]: they end up in `/etc/hostname` and `/etc/resolv.conf`.
     pub fn lease(&self) -> Lease {
         let prefix = self
             .ip_option(OPT_SUBNET_MASK)
             .map(u32::from)
-            .filter(|m| m.leading_ones() + m.trailing_zeros() == 32)
+            .filter(|m| *m != 0 && m.leading_ones() + m.trailing_zeros() == 32)
             .map_or_else(|| crate::cmdline::classful_prefix(self.yiaddr), |m| m.leading_ones() as u8);
         let routes = match self.option(OPT_CLASSLESS_ROUTES).map(classless_routes) {
             Some(Some(routes)) if !routes.is_empty() => routes,
@@ -217,15 +223,33 @@ impl Packet {
                 .map(|gateway| Route { destination: Ipv4Addr::UNSPECIFIED, prefix: 0, gateway })
                 .collect(),
         };
+        let mut refused = Vec::new();
+        let mut name = |code: u8, what: &str, value: Option<String>| match value {
+            Some(v) if !crate::cmdline::valid_hostname(&v) => {
+                refused.push(format!("{what} {v:?} (option {code}): not a valid host name"));
+                None
+            }
+            v => v,
+        };
+        let hostname = name(OPT_HOSTNAME, "host name", self.text(OPT_HOSTNAME));
+        let domain = name(OPT_DOMAIN, "domain", self.text(OPT_DOMAIN));
+        let offered = self.option(OPT_DOMAIN_SEARCH).and_then(domain_search).unwrap_or_default();
+        let mut search: Vec<String> =
+            offered.into_iter().filter_map(|v| name(OPT_DOMAIN_SEARCH, "search domain", Some(v))).collect();
+        if search.len() > MAX_SEARCH {
+            let beyond = search.len() - MAX_SEARCH;
+            refused.push(format!("{beyond} search domains beyond the first {MAX_SEARCH} (option 119)"));
+            search.truncate(MAX_SEARCH);
+        }
         Lease {
             address: self.yiaddr,
             prefix,
             server: self.server_id().unwrap_or(Ipv4Addr::UNSPECIFIED),
             routes,
             dns: self.ip_list(OPT_DNS),
-            domain: self.text(OPT_DOMAIN),
-            search: self.option(OPT_DOMAIN_SEARCH).and_then(domain_search).unwrap_or_default(),
-            hostname: self.text(OPT_HOSTNAME),
+            domain,
+            search,
+            hostname,
             mtu: self
                 .option(OPT_MTU)
                 .filter(|v| v.len() == 2)
@@ -235,12 +259,17 @@ impl Packet {
                 .option(OPT_LEASE_TIME)
                 .filter(|v| v.len() == 4)
                 .map(|v| Duration::from_secs(u64::from(u32::from_be_bytes([v[0], v[1], v[2], v[3]])))),
+            refused,
         }
     }
 }
 
+/// The address in the first four bytes; callers check the length, and fewer give 0.0.0.0.
 fn ipv4(b: &[u8]) -> Ipv4Addr {
-    Ipv4Addr::new(b[0], b[1], b[2], b[3])
+    match b {
+        [a, b, c, d, ..] => Ipv4Addr::new(*a, *b, *c, *d),
+        _ => Ipv4Addr::UNSPECIFIED,
+    }
 }
 
 fn find(options: &[(u8, Vec<u8>)], code: u8) -> Option<&[u8]> {
@@ -279,7 +308,9 @@ fn classless_routes(mut v: &[u8]) -> Option<Vec<Route>> {
         let gw = rest.get(n..n + 4)?;
         let mut d = [0u8; 4];
         d[..n].copy_from_slice(dest);
-        routes.push(Route { destination: Ipv4Addr::from(d), prefix, gateway: ipv4(gw) });
+        // Bits past the prefix are cleared: the kernel refuses a route that has them.
+        let destination = Ipv4Addr::from(u32::from_be_bytes(d) & super::netlink::prefix_mask(prefix));
+        routes.push(Route { destination, prefix, gateway: ipv4(gw) });
         v = &rest[n + 4..];
     }
     Some(routes)
@@ -322,8 +353,13 @@ pub fn domain_search(data: &[u8]) -> Option<Vec<String>> {
                 _ => return None,
             }
         }
+        // RFC 1035 §2.3.4: 255 bytes on the wire, 253 as text; a longer name is no name.
+        let name = labels.join(".");
+        if name.len() > 253 {
+            return None;
+        }
         if !labels.is_empty() {
-            names.push(labels.join("."));
+            names.push(name);
         }
         at = next?;
     }
@@ -459,7 +495,7 @@ impl Client {
                 self.attempt = 0;
             }
         }
-        self.attempt += 1;
+        self.attempt = self.attempt.saturating_add(1);
         let secs = now.saturating_sub(self.started).as_secs().min(u64::from(u16::MAX)) as u16;
         let (kind, packet) = match self.state {
             State::Selecting => {
@@ -542,7 +578,7 @@ impl Client {
 
 /// The wait after the `attempt`-th send: 2^(attempt+1) s capped at 64 s, plus a uniform -1..+1 s.
 pub fn retransmit_delay(attempt: u32, rng: &mut u64) -> Duration {
-    let base_ms = 1000u64 << (attempt + 1).min(6);
+    let base_ms = 1000u64 << attempt.saturating_add(1).min(6);
     let jitter = xorshift(rng) % 2001;
     Duration::from_millis(base_ms - 1000 + jitter)
 }

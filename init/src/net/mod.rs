@@ -32,6 +32,8 @@ const NIC_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for a link once the NICs are up: autonegotiation takes 1-5 s on real hardware.
 const CARRIER_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(50);
+/// Datagrams read from one NIC per wakeup, at most.
+const RECEIVE_BURST: usize = 64;
 
 /// A physical network interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +132,9 @@ pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
             }
             IpMode::Dhcp { client_id } => {
                 let (nic, lease) = race(&candidates, cfg, client_id.as_ref())?;
+                for why in &lease.refused {
+                    log::warn!("{}: DHCP: ignoring the {why}", nic.name);
+                }
                 for loser in candidates.iter().filter(|n| n.name != nic.name) {
                     match nl.request(|seq| netlink::link_down(loser.index, seq)) {
                         Ok(()) => log::info!("{}: set down ({} has the lease)", loser.name, nic.name),
@@ -195,8 +200,9 @@ pub fn list_nics() -> Result<Vec<Nic>, NetError> {
                 .map(|s| s.trim().to_owned())
                 .map_err(|source| NetError::Sysfs { path: p, source })
         };
-        let index = read("ifindex")?.parse().unwrap_or(0);
-        let Some(mac) = Mac::parse(&read("address")?) else { continue };
+        // A NIC that vanished between the listing and the read, or has odd files, is not a NIC.
+        let (Ok(index), Ok(address)) = (read("ifindex"), read("address")) else { continue };
+        let (Ok(index), Some(mac)) = (index.parse::<u32>(), Mac::parse(&address)) else { continue };
         nics.push(Nic { name: entry.file_name().to_string_lossy().into_owned(), index, mac });
     }
     nics.sort_by(|a, b| a.name.cmp(&b.name));
@@ -213,7 +219,7 @@ fn wait_for_nics(cfg: &NetConfig) -> Result<Vec<Nic>, NetError> {
             Some(mac) => nics.iter().any(|n| n.mac == *mac),
             None => !nics.is_empty() && named.into_iter().all(|d| nics.iter().any(|n| n.name == d)),
         };
-        if wanted || sys::uptime() - start >= NIC_TIMEOUT {
+        if wanted || sys::uptime().saturating_sub(start) >= NIC_TIMEOUT {
             if nics.is_empty() {
                 return Err(NetError::NoNic);
             }
@@ -252,7 +258,7 @@ fn has_carrier(nic: &Nic) -> bool {
 /// The first NIC, in name order, that has a link.
 fn wait_for_carrier(candidates: &[Nic]) -> Result<Nic, NetError> {
     let start = sys::uptime();
-    while sys::uptime() - start < CARRIER_TIMEOUT {
+    while sys::uptime().saturating_sub(start) < CARRIER_TIMEOUT {
         if let Some(nic) = candidates.iter().find(|n| has_carrier(n)) {
             return Ok(nic.clone());
         }
@@ -301,8 +307,8 @@ fn race(
             return Err(NetError::DhcpTimeout {
                 nic: racers.iter().map(|r| r.nic.name.as_str()).collect::<Vec<_>>().join(", "),
                 timeout: cfg.dhcp_timeout,
-                discovers: racers.iter().map(|r| r.discovers).sum(),
-                offers: racers.iter().map(|r| r.offers).sum(),
+                discovers: racers.iter().map(|r| r.discovers).fold(0, u32::saturating_add),
+                offers: racers.iter().map(|r| r.offers).fold(0, u32::saturating_add),
             });
         }
         for r in &mut racers {
@@ -353,7 +359,7 @@ impl Racer {
     fn transmit(&mut self, now: Duration, elapsed: Duration) {
         let Some(t) = self.client.poll_transmit(now) else { return };
         if t.kind == dhcp::MessageType::Discover {
-            self.discovers += 1;
+            self.discovers = self.discovers.saturating_add(1);
         }
         let (name, kind) = (&self.nic.name, t.kind.name());
         log::info!("{name}: DHCP {kind} (attempt {}, {}s elapsed)", t.attempt, elapsed.as_secs());
@@ -364,14 +370,16 @@ impl Racer {
         }
     }
 
-    /// Reads every waiting reply; the lease, once one binds.
+    /// Reads the waiting replies, at most [`RECEIVE_BURST`] of them, so that a flood of broadcasts
+    /// cannot keep the race from its deadline; the lease, once one binds.
     fn receive(&mut self, buf: &mut [u8]) -> Result<Option<dhcp::Lease>, NetError> {
         let name = &self.nic.name;
         let receive_error = |source| NetError::Receive { nic: name.clone(), source };
-        while let Some(n) = sys::recv_now(&self.socket, buf).map_err(receive_error)? {
+        for _ in 0..RECEIVE_BURST {
+            let Some(n) = sys::recv_now(&self.socket, buf).map_err(receive_error)? else { break };
             match self.client.handle(buf.get(..n).unwrap_or(&[]), sys::uptime()) {
                 dhcp::Event::Offered { server, address } => {
-                    self.offers += 1;
+                    self.offers = self.offers.saturating_add(1);
                     log::info!("{name}: DHCP OFFER of {address} from {server}");
                 }
                 dhcp::Event::Nak { server, message } => {
@@ -397,8 +405,10 @@ fn apply(nl: &mut netlink::Rtnetlink, c: &Configured) -> Result<(), NetError> {
         move |source| NetError::Netlink { step, nic: nic.name.clone(), source }
     };
     if let Some(mtu) = c.mtu {
-        nl.request(|seq| netlink::link_mtu(nic.index, u32::from(mtu), seq))
-            .map_err(err(&format!("setting MTU {mtu}")))?;
+        // An MTU the NIC cannot take (a server's 9000 for a 1500-byte NIC) leaves its own.
+        if let Err(e) = nl.request(|seq| netlink::link_mtu(nic.index, u32::from(mtu), seq)) {
+            log::warn!("{}: setting MTU {mtu}: {e}; keeping the NIC's", nic.name);
+        }
     }
     nl.request(|seq| netlink::add_address(nic.index, c.address, c.prefix, seq))
         .map_err(err(&format!("adding address {}/{}", c.address, c.prefix)))?;
@@ -494,6 +504,32 @@ mod tests {
         c.dns.clear();
         c.mtu = Some(9000);
         assert_eq!(summary(&c), "eth0: 10.0.2.15/24, mtu 9000, static");
+    }
+
+    #[test]
+    fn a_flood_of_datagrams_is_read_in_bursts_so_the_deadline_still_comes() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = socket.local_addr().unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..RECEIVE_BURST * 3 {
+            sender.send_to(b"not dhcp", to).unwrap();
+        }
+        let identity = dhcp::Identity { mac: [0x52, 0x54, 0, 0, 0, 1], hostname: None, client_id: None };
+        let mut racer = Racer {
+            nic: nic("eth0", 1),
+            socket: std::os::fd::OwnedFd::from(socket),
+            client: dhcp::Client::new(identity, 1, Duration::ZERO),
+            discovers: 0,
+            offers: 0,
+        };
+        let mut buf = vec![0u8; 1600];
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(racer.receive(&mut buf).unwrap(), None);
+        let mut left = 0;
+        while sys::recv_now(&racer.socket, &mut buf).unwrap().is_some() {
+            left += 1;
+        }
+        assert_eq!(left, RECEIVE_BURST * 2, "one call reads one burst and goes back to the clock");
     }
 
     #[test]

@@ -122,6 +122,7 @@ fn full_exchange() {
             hostname: None,
             mtu: Some(9000),
             lease_time: Some(secs(86400)),
+            refused: vec![],
         }
     );
     assert_eq!(c.poll_transmit(secs(1000)), None, "bound: nothing more to send");
@@ -274,6 +275,9 @@ fn classless_routes_replace_the_router_option() {
     );
     check(&[9, 10, 128, 1, 1, 1, 1], Some(vec![(ip(10, 128, 0, 0), 9, ip(1, 1, 1, 1))]));
     check(&[32, 1, 2, 3, 4, 5, 6, 7, 8], Some(vec![(ip(1, 2, 3, 4), 32, ip(5, 6, 7, 8))]));
+    // Host bits past the prefix, which the kernel refuses (EINVAL, and the boot failed): cleared.
+    check(&[20, 10, 0, 255, 10, 0, 2, 2], Some(vec![(ip(10, 0, 240, 0), 20, ip(10, 0, 2, 2))]));
+    check(&[1, 255, 10, 0, 2, 2], Some(vec![(ip(128, 0, 0, 0), 1, ip(10, 0, 2, 2))]));
     check(&[33, 1, 2, 3, 4, 5, 6, 7, 8, 9], None);
     check(&[24, 192, 168], None);
     check(&[], Some(vec![]));
@@ -315,6 +319,14 @@ fn domain_search_lists() {
     check(&[0xC0, 9], None);
     check(&[3, b'a', b' ', b'b', 0], None);
     check(&[70], None);
+    // A name of 255 bytes of text, longer than DNS allows (253), pieced from pointers: no name.
+    let mut long = Vec::new();
+    for _ in 0..4 {
+        long.push(63);
+        long.extend_from_slice(&[b'a'; 63]);
+    }
+    long.push(0);
+    check(&long, None);
     let c = client();
     let a = ack(&c, SERVER, &[(OPT_DOMAIN_SEARCH, &rfc)]);
     assert_eq!(Packet::decode(&a).unwrap().lease().search, ["eng.apple.com", "marketing.apple.com"]);
@@ -329,5 +341,30 @@ fn odd_values_in_an_ack() {
     assert_eq!(lease(&[(OPT_MTU, &[0, 68])]).mtu, None, "an MTU below 576 is ignored");
     assert_eq!(lease(&[(OPT_HOSTNAME, b"node\0junk")]).hostname.as_deref(), Some("node"));
     assert_eq!(lease(&[(OPT_HOSTNAME, b"bad name")]).hostname, None);
+    assert_eq!(lease(&[(OPT_SUBNET_MASK, &[0, 0, 0, 0])]).prefix, 8, "a /0 mask is ignored: classful");
+    // Names go into /etc/hostname and /etc/resolv.conf: RFC 1123 or nothing, and said so.
+    let l = lease(&[
+        (OPT_HOSTNAME, b"x;reboot"),
+        (OPT_DOMAIN, b"-lan"),
+        (OPT_DOMAIN_SEARCH, &[3, b'a', b'_', b'b', 0, 3, b'l', b'a', b'n', 0]),
+    ]);
+    assert_eq!((l.hostname, l.domain, l.search), (None, None, vec!["lan".to_owned()]));
+    assert_eq!(
+        l.refused,
+        [
+            "host name \"x;reboot\" (option 12): not a valid host name",
+            "domain \"-lan\" (option 15): not a valid host name",
+            "search domain \"a_b\" (option 119): not a valid host name"
+        ]
+    );
+    let l = lease(&[(OPT_HOSTNAME, &[b'h'; 254]), (OPT_DOMAIN, b"rack3.example.org")]);
+    assert_eq!((l.hostname, l.domain.as_deref()), (None, Some("rack3.example.org")));
+    let mut many = Vec::new();
+    for i in 0..40u8 {
+        many.extend_from_slice(&[2, b'd', b'a' + i % 26, 0]);
+    }
+    let l = lease(&[(OPT_DOMAIN_SEARCH, &many)]);
+    assert_eq!(l.search.len(), 32);
+    assert_eq!(l.refused, ["8 search domains beyond the first 32 (option 119)"]);
     assert_eq!(lease(&[(OPT_DNS, &[1, 2, 3, 4, 5, 6])]).dns, [Ipv4Addr::new(1, 2, 3, 4)]);
 }
