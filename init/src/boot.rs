@@ -218,7 +218,9 @@ fn run() -> Result<Infallible, BootError> {
     klog::lift_rate_limit();
     timer.stage(Stage::Mounts);
 
-    let text = std::fs::read_to_string("/proc/cmdline").map_err(BootError::ReadCmdline)?;
+    // Bytes, not UTF-8: another program's parameter in Latin-1 must not stop the boot.
+    let bytes = std::fs::read("/proc/cmdline").map_err(BootError::ReadCmdline)?;
+    let text = String::from_utf8_lossy(&bytes);
     let parsed = cmdline::parse(&text);
     // Set once, here; `get_or_init` cannot fail.
     POLICY.get_or_init(|| parsed.config.failure);

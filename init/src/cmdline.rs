@@ -114,20 +114,36 @@ pub fn raw_words(cmdline: &str) -> Vec<&str> {
     out
 }
 
+/// One word's name and value, quotes removed as the kernel's `next_arg()` removes them: a quote
+/// opening the word and the one closing it, or a quote opening the value and the one closing the
+/// word. Quotes inside stay.
+fn unquote(raw: &str) -> (&str, Option<&str>) {
+    let (quoted, body) = match raw.strip_prefix('"') {
+        Some(body) => (true, body),
+        None => (false, raw),
+    };
+    match body.split_once('=') {
+        Some((name, value)) => match value.strip_prefix('"') {
+            Some(inner) => (name, Some(inner.strip_suffix('"').unwrap_or(inner))),
+            None if quoted => (name, Some(value.strip_suffix('"').unwrap_or(value))),
+            None => (name, Some(value)),
+        },
+        None if quoted => (body.strip_suffix('"').unwrap_or(body), None),
+        None => (body, None),
+    }
+}
+
 /// Splits a cmdline into `(name, value)` words by the kernel's rules (`next_arg()` in lib/cmdline.c):
 /// whitespace separates words, double quotes keep spaces, a quote pair around the value or the whole
 /// word is removed, a word without `=` has no value. Parsing stops at `--`: what follows is for init.
 pub fn words(cmdline: &str) -> Vec<(String, Option<String>)> {
     let mut out = Vec::new();
     for raw in raw_words(cmdline) {
-        let word = raw.replace('"', "");
-        if word == "--" {
+        let (name, value) = unquote(raw);
+        if name == "--" && value.is_none() {
             break;
         }
-        match word.split_once('=') {
-            Some((name, value)) => out.push((name.to_owned(), Some(value.to_owned()))),
-            None => out.push((word, None)),
-        }
+        out.push((name.to_owned(), value.map(str::to_owned)));
     }
     out
 }
@@ -246,8 +262,8 @@ impl Parser {
                 }
             }
             (_, None) => self.warn(name, "", "has no value (expected name=value); ignored"),
-            (Kind::Number { unit, min, max, default, set }, Some(v)) => match v.parse::<u64>() {
-                Ok(n) if (min..=max).contains(&n) => set(&mut self.draft.config, n),
+            (Kind::Number { unit, min, max, default, set }, Some(v)) => match decimal::<u64>(v) {
+                Some(n) if (min..=max).contains(&n) => set(&mut self.draft.config, n),
                 _ => report.bad(v, params::number_message(unit, min, max, default)),
             },
             (Kind::Value(read), Some(v)) => read(&mut self.draft, v, &mut report),
@@ -305,7 +321,7 @@ fn parse_sha256(v: &str) -> Option<[u8; 32]> {
     }
     let mut out = [0u8; 32];
     for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(v.get(2 * i..2 * i + 2)?, 16).ok()?;
+        *byte = hex_byte(v.get(2 * i..2 * i + 2)?)?;
     }
     Some(out)
 }
@@ -338,8 +354,8 @@ fn parse_ip(v: &str) -> Result<IpConfig, String> {
                 let client_id = match (parts.next(), parts.next()) {
                     (None, _) => None,
                     (Some(kind), Some(id)) if !id.is_empty() => {
-                        let kind = u8::from_str_radix(kind, 16)
-                            .map_err(|_| format!("bad client id type {kind:?} (expected hex like 01)"))?;
+                        let kind = hex_byte(kind)
+                            .ok_or_else(|| format!("bad client id type {kind:?} (expected hex like 01)"))?;
                         Some(ClientId { kind, id: id.to_owned() })
                     }
                     (Some(_), _) => return Err("dhcp,<client-id-type>,<client-id> needs both parts".into()),
@@ -413,7 +429,7 @@ fn non_empty(s: &str) -> Option<String> {
 
 /// A netmask as a dotted quad (`255.255.255.0`) or a prefix length (`24`).
 fn parse_netmask(s: &str) -> Result<u8, String> {
-    if let Ok(n) = s.parse::<u8>() {
+    if let Some(n) = decimal::<u8>(s) {
         if n <= 32 {
             return Ok(n);
         }

@@ -94,7 +94,8 @@ pub fn apply(
             SshKey::Inline(k) => Ok(k.clone()),
             SshKey::Fetch(url) => match extras.get(url, KEY_LIMIT) {
                 Ok(extra) => String::from_utf8(extra.bytes)
-                    .map_err(|_| format!("{url} sent something that is not text")),
+                    .map_err(|_| format!("{url} sent something that is not text"))
+                    .and_then(|text| key_lines(url, &text)),
                 Err(e) if must_stop(&e) => return Err(CustomizeError::SshKey(e)),
                 Err(e) => Err(e.to_string()),
             },
@@ -148,6 +149,21 @@ fn write_network_files(root: &InRoot, network: &[Configured]) {
     }
 }
 
+/// The public keys of a fetched key file, one per line; blank lines and `#` comments are dropped,
+/// and any other line (a web server's error page, `command=` options) refuses the whole file.
+fn key_lines(url: &crate::cmdline::Url, text: &str) -> Result<String, String> {
+    let lines: Vec<&str> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    if let Some(bad) = lines.iter().find(|l| !SshKey::is_key_line(l)) {
+        let shown: String = bad.chars().take(40).collect();
+        return Err(format!("{url} holds a line that is not a public key: {shown:?}"));
+    }
+    match lines.is_empty() {
+        true => Err(format!("{url} holds no public key")),
+        false => Ok(lines.join("\n")),
+    }
+}
+
 /// Appends one key line to `/root/.ssh/authorized_keys`, with the modes sshd insists on.
 fn add_authorized_key(root: &InRoot, key: &str) -> io::Result<()> {
     write::create_dirs(root, "root/.ssh", 0o700)?;
@@ -172,6 +188,27 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "ssh-ed25519 AAAA one\nssh-ed25519 BBBB two\n");
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::metadata(h.root.join("root/.ssh")).unwrap().permissions().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn fetched_key_files_hold_keys_and_nothing_else() {
+        let url = crate::cmdline::Url::parse("http://10.0.2.2/key").unwrap();
+        let check = |text: &str, expected: Result<&str, &str>| {
+            let got = key_lines(&url, text);
+            match expected {
+                Ok(keys) => assert_eq!(got.as_deref(), Ok(keys), "{text:?}"),
+                Err(m) => assert!(got.as_ref().is_err_and(|e| e.contains(m)), "{text:?}: {got:?}"),
+            }
+        };
+        check("ssh-ed25519 AAAA me@h\n", Ok("ssh-ed25519 AAAA me@h"));
+        check(
+            "# ops\nssh-ed25519 AAAA a\n\necdsa-sha2-nistp256 BBB= b\n",
+            Ok("ssh-ed25519 AAAA a\necdsa-sha2-nistp256 BBB= b"),
+        );
+        check("<html>404</html>", Err("a line that is not a public key: \"<html>404</html>\""));
+        check("command=\"rm -rf /\" ssh-ed25519 AAAA x", Err("not a public key"));
+        check("ssh-ed25519 AA$A x", Err("not a public key"));
+        check("\n# nothing\n", Err("holds no public key"));
     }
 
     #[test]

@@ -51,6 +51,28 @@ fn words_follow_the_kernel() {
     check("a=1 -- init=/x single", &[("a", Some("1"))]);
     check("a=", &[("a", Some(""))]);
     check("é=ü", &[("é", Some("ü"))]);
+    // Only the quotes the kernel removes are removed; inner ones stay (they were all dropped once).
+    check("x=\"a\"b\"", &[("x", Some("a\"b"))]);
+    check("\"a=b\"", &[("a", Some("b"))]);
+    check("a=b\"c\"", &[("a", Some("b\"c\""))]);
+    check("\"--\" a=1", &[]);
+}
+
+#[test]
+fn numbers_are_digits_and_hex_is_hex_digits() {
+    // `str::parse` and `from_str_radix` take a leading '+'; the kernel's own parsers and users do not.
+    one_warning(&parsed("netinit.retries=+5"), RETRIES, "from 0 to 1000");
+    one_error(
+        &parsed(&format!("modloop_sha256=+a{}", "b".repeat(62))),
+        MODLOOP_SHA256,
+        "64 hexadecimal digits",
+    );
+    assert!(!parsed("BOOTIF=01-+2-54-00-12-34-56").errors.is_empty());
+    assert!(!parsed("modloop=http://h:+80/x").errors.is_empty());
+    assert!(!parsed("ip=10.0.0.2::10.0.0.1:+24::eth0:none").errors.is_empty());
+    assert!(!parsed("ip=dhcp,+1,abc").errors.is_empty());
+    assert!(!parsed("netinit.overlay_size=+50%").warnings.is_empty());
+    clean(&parsed("netinit.retries=5 BOOTIF=01-52-54-00-12-34-56 netinit.overlay_size=512M"));
 }
 
 #[test]
@@ -331,6 +353,11 @@ fn alpine_parameters() {
     assert_eq!(
         p.config.alpine.apkovl.as_ref().unwrap().fill("m", "4c4c-44").unwrap().as_str(),
         "http://b/4c4c-44.apkovl.tar.gz"
+    );
+    // No SMBIOS UUID to fill in: not http://b/.apkovl.tar.gz, another machine's or nobody's file.
+    assert_eq!(
+        p.config.alpine.apkovl.as_ref().unwrap().fill("m", "").unwrap_err(),
+        "http://b/{UUID}.apkovl.tar.gz names {UUID}, which this machine does not have"
     );
     assert_eq!(p.config.alpine.ssh_key, Some(SshKey::Fetch(Url::parse("http://keys/root.pub").unwrap())));
     one_error(

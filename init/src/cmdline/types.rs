@@ -56,7 +56,7 @@ impl Url {
             return Err("the URL has no host".into());
         }
         if let Some(port) = port {
-            if port.parse::<u16>().map_or(true, |p| p == 0) {
+            if decimal::<u16>(port).is_none_or(|p| p == 0) {
                 return Err(format!("bad port {port:?}"));
             }
         }
@@ -129,7 +129,14 @@ impl UrlTemplate {
 
     /// The URL for this machine: `{MAC}` is the boot NIC's MAC (`aa:bb:...`), `{UUID}` the SMBIOS
     /// system UUID.
+    /// The URL for this machine. A placeholder with nothing to fill it (no NIC, no readable SMBIOS
+    /// UUID) is an error: an empty one would fetch another machine's file, or a directory's.
     pub fn fill(&self, mac: &str, uuid: &str) -> Result<Url, String> {
+        for (name, value) in [("{MAC}", mac), ("{UUID}", uuid)] {
+            if self.0.contains(name) && value.is_empty() {
+                return Err(format!("{} names {name}, which this machine does not have", self.0));
+            }
+        }
         Url::parse(&self.0.replace("{MAC}", mac).replace("{UUID}", uuid))
     }
 
@@ -157,7 +164,7 @@ impl Mac {
             if part.len() != 2 {
                 return None;
             }
-            *byte = u8::from_str_radix(part, 16).ok()?;
+            *byte = hex_byte(part)?;
         }
         Some(Mac(mac))
     }
@@ -247,11 +254,23 @@ pub enum Size {
     Bytes(u64),
 }
 
+/// A decimal number of ASCII digits only: `str::parse` would also take a leading `+`.
+pub fn decimal<T: std::str::FromStr>(s: &str) -> Option<T> {
+    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+}
+
+/// A byte written as hexadecimal digits only (`u8::from_str_radix` would also take `+f`).
+pub fn hex_byte(s: &str) -> Option<u8> {
+    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u8::from_str_radix(s, 16).ok())
+        .flatten()
+}
+
 impl Size {
     /// `50%`, `512M`, `2G`, `1048576`, `64k` (suffixes k, m, g, t, either case, powers of 1024).
     pub fn parse(v: &str) -> Option<Size> {
         if let Some(p) = v.strip_suffix('%') {
-            return p.parse::<u8>().ok().filter(|p| (1..=100).contains(p)).map(Size::Percent);
+            return decimal::<u8>(p).filter(|p| (1..=100).contains(p)).map(Size::Percent);
         }
         let (digits, shift) = match v.chars().last()?.to_ascii_lowercase() {
             'k' => (&v[..v.len() - 1], 10),
@@ -260,7 +279,7 @@ impl Size {
             't' => (&v[..v.len() - 1], 40),
             _ => (v, 0),
         };
-        let n: u64 = digits.parse().ok().filter(|n| *n > 0)?;
+        let n: u64 = decimal(digits).filter(|n| *n > 0)?;
         n.checked_mul(1u64 << shift).map(Size::Bytes)
     }
 
@@ -296,13 +315,22 @@ impl SshKey {
         if v.starts_with("http://") || v.starts_with("https://") {
             return Url::parse(v).map(SshKey::Fetch);
         }
-        let kind = v.split_whitespace().next().unwrap_or("");
-        let known = kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-");
-        if known && v.split_whitespace().count() >= 2 {
+        if SshKey::is_key_line(v) {
             Ok(SshKey::Inline(v.to_owned()))
         } else {
             Err("expected a public key like \"ssh-ed25519 AAAA... user\" (quoted) or an http:// URL".into())
         }
+    }
+
+    /// One public key as `authorized_keys` holds it, without options: `TYPE BASE64 [COMMENT]`. The
+    /// same rule for a key on the cmdline and each line of a fetched key file.
+    pub fn is_key_line(v: &str) -> bool {
+        let mut words = v.split_whitespace();
+        let kind = words.next().unwrap_or("");
+        let known = kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-");
+        let blob = words.next().unwrap_or("");
+        let base64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
+        known && !blob.is_empty() && blob.bytes().all(base64) && !v.contains(['\r', '\0'])
     }
 }
 

@@ -124,8 +124,12 @@ pub fn on_response(
     match status {
         200 => Fit::Write { at: 0, total: content_length },
         206 => match range {
-            Some((first, _, total)) if first == p.have => {
-                if p.total.is_some() && total.is_some() && p.total != total {
+            Some((first, last, total)) if first == p.have => {
+                // The range must add up: its end within the total, its length the body's.
+                let length = (last - first).checked_add(1);
+                if total.is_some_and(|t| last >= t) || content_length.is_some_and(|l| Some(l) != length) {
+                    Fit::Restart("the server's Content-Range does not add up")
+                } else if p.total.is_some() && total.is_some() && p.total != total {
                     Fit::Restart("the image changed size on the server")
                 } else {
                     Fit::Write { at: p.have, total: total.or(p.total) }
@@ -261,7 +265,7 @@ pub fn download_to(path: &Path, job: &Job, check: Option<Check>) -> Result<Done,
         let url = &job.urls[mirror];
         attempts = attempts.saturating_add(1);
         if sink.partial.have > 0 {
-            resumes += 1;
+            resumes = resumes.saturating_add(1);
             let of = sink.partial.total.map(|t| format!(" of {}", mib(t))).unwrap_or_default();
             log::info!("resuming {url} at {}{of} (attempt {attempts})", mib(sink.partial.have));
         } else {
@@ -498,6 +502,33 @@ mod tests {
     }
 
     #[test]
+    fn a_content_range_that_does_not_add_up_starts_again() {
+        let p = Partial { have: 300, total: None, validator: None };
+        // Once accepted, and the engine wrote past the total it was told, retrying at once until the budget.
+        assert_eq!(
+            on_response(206, Some(100), Some((300, 399, Some(200))), &p),
+            Fit::Restart("the server's Content-Range does not add up")
+        );
+        assert_eq!(
+            on_response(206, Some(5), Some((300, 399, Some(1000))), &p),
+            Fit::Restart("the server's Content-Range does not add up")
+        );
+        assert_eq!(
+            on_response(206, Some(100), Some((300, 399, Some(400))), &p),
+            Fit::Write { at: 300, total: Some(400) }
+        );
+        assert_eq!(
+            on_response(206, None, Some((300, u64::MAX, None)), &p),
+            Fit::Write { at: 300, total: None }
+        );
+        assert_eq!(
+            on_response(206, Some(u64::MAX), Some((0, u64::MAX, None)), &Partial { have: 0, ..p }),
+            Fit::Restart("the server's Content-Range does not add up"),
+            "no overflow on the length"
+        );
+    }
+
+    #[test]
     fn responses_against_what_we_have() {
         let p = |have, total: Option<u64>| Partial { have, total, validator: None };
         let check = |status, len, range, partial: &Partial, expected: Fit| {
@@ -529,7 +560,7 @@ mod tests {
         );
         check(
             206,
-            Some(700),
+            Some(1000),
             Some((300, 1299, Some(1300))),
             &p(300, Some(1000)),
             Fit::Restart("the image changed size on the server"),

@@ -80,9 +80,12 @@ pub fn verdict(status: u16, retry_after: Option<&str>, date: Option<&str>) -> Ve
 /// board may say 2000-01-01). A date without a `Date` header to read it against is ignored.
 pub fn parse_retry_after(value: &str, date: Option<&str>) -> Option<Duration> {
     let value = value.trim();
-    let wait = match value.parse::<u64>() {
-        Ok(secs) => secs,
-        Err(_) => http_date(value)?.saturating_sub(http_date(date?)?),
+    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    let wait = match (digits, value.parse::<u64>()) {
+        (true, Ok(secs)) => secs,
+        // More seconds than a u64 holds is still "later than the cap".
+        (true, Err(_)) => u64::MAX,
+        (false, _) => http_date(value)?.saturating_sub(http_date(date?)?),
     };
     Some(Duration::from_secs(wait).min(MAX_RETRY_AFTER))
 }
@@ -294,6 +297,8 @@ mod tests {
         check("Wed, 32 Oct 2015 07:28:09 GMT", date, None);
         check("12", None, Some(S(12)));
         check("-1", None, None);
+        check("+12", None, None);
+        check("99999999999999999999999", None, Some(MAX_RETRY_AFTER));
         assert_eq!(http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
         assert_eq!(http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
         assert_eq!(http_date("Tue, 29 Feb 2000 12:00:00 GMT"), Some(951_825_600));

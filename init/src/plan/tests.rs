@@ -80,10 +80,10 @@ fn json() {
             r#""dhcp_timeout":90,"hostname":"x"},"#,
             r#""image":{"urls":["http://a/b"],"sha256":null,"verify":"auto","attempts":6,"timeout":900,"overlay_size":"50%"},"#,
             r#""modules":{"extra":[],"blacklist":[]},"alpine":{"apkovl":null,"repositories":[],"ssh_key":null},"#,
-            r#""init":{"path":null,"args":["a","\\b"],"candidates":["#,
-            r#"{"path":"/sbin/zinit","args":["a","\\b"],"with_dir":"/etc/zinit"},"#,
-            r#"{"path":"/sbin/init","args":["a","\\b"],"with_dir":null},"#,
-            r#"{"path":"/sbin/openrc-init","args":["a","\\b"],"with_dir":null}]},"#,
+            r#""init":{"path":null,"args":["a","\\\"b"],"candidates":["#,
+            r#"{"path":"/sbin/zinit","args":["a","\\\"b"],"with_dir":"/etc/zinit"},"#,
+            r#"{"path":"/sbin/init","args":["a","\\\"b"],"with_dir":null},"#,
+            r#"{"path":"/sbin/openrc-init","args":["a","\\\"b"],"with_dir":null}]},"#,
             r#""single":false,"debug":false,"quiet":false,"#,
             r#""failure":{"action":"poweroff","countdown":null},"warnings":[],"errors":[]}"#
         )
