@@ -76,8 +76,8 @@ fn bind_modules(new_root: &Path) {
             return;
         }
     };
-    let target = new_root.join(".modloop/modules");
-    let bound = std::fs::create_dir_all(&target).and_then(|()| sys::bind_mount(&modules, &target));
+    let bound = switch_root::mount_point_in(new_root, "/.modloop/modules")
+        .and_then(|target| sys::bind_mount(&modules, &target));
     if let Err(e) = bound {
         log::warn!("binding {} on /.modloop/modules: {e}", modules.display());
     }

@@ -50,6 +50,20 @@ impl SwitchError {
     }
 }
 
+/// The host path of the directory `path` in `root`, created if missing, for mounting on: every
+/// symlink resolved inside `root`, as the booted system will see it (an image's `/run -> /var/run`
+/// mounts on its `/var/run`, its `/dev -> /` on nothing outside it). `root` itself is refused: a
+/// mount there would hide the whole new root.
+pub fn mount_point_in(root: &Path, path: &str) -> io::Result<PathBuf> {
+    let rel = path.trim_start_matches('/');
+    sys::InRoot::open(root)?.create_dirs(rel, 0o755)?;
+    let host = resolve_in(root, path)?;
+    if host == root || !std::fs::metadata(&host)?.is_dir() {
+        return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+    }
+    Ok(host)
+}
+
 /// Resolves `path` inside `root` as the kernel would after chroot: absolute symlinks start again at
 /// `root`, `..` never climbs above it. Returns the host path of the final file.
 pub fn resolve_in(root: &Path, path: &str) -> io::Result<PathBuf> {
@@ -262,13 +276,10 @@ fn free_initramfs(new_root: &Path) {
 pub fn enter(new_root: &Path, init: &Init, prepare: fn(&Path)) -> Result<(), SwitchError> {
     check_init(new_root, &init.path)?;
     for from in MOVED {
-        let to = new_root.join(&from[1..]);
-        if let Err(e) = std::fs::create_dir_all(&to) {
-            log::warn!("creating {}: {e}", to.display());
-        }
-        sys::mount_move(Path::new(from), &to).map_err(|source| SwitchError::Move {
+        let move_to = |to: &Path| sys::mount_move(Path::new(from), to);
+        mount_point_in(new_root, from).and_then(|to| move_to(&to)).map_err(|source| SwitchError::Move {
             from: from.to_owned(),
-            to,
+            to: new_root.join(&from[1..]),
             source,
         })?;
     }
@@ -432,5 +443,29 @@ mod tests {
         check("/sbin/loop1", Err(libc::ELOOP));
         check("/sbin/nothing", Err(libc::ENOENT));
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn mount_points_are_made_and_resolved_inside_the_new_root() {
+        let root = tree("mountpoints");
+        let outside = std::env::temp_dir().join(format!("netinit-mountpoints-out-{}", std::process::id()));
+        std::fs::create_dir_all(&outside).unwrap();
+        // An image's absolute symlinks to directories outside, and one to its own root.
+        symlink(&outside, root.join("run")).unwrap();
+        symlink("/", root.join("dev")).unwrap();
+        std::fs::create_dir_all(root.join("var")).unwrap();
+        symlink("/var/run2", root.join("run3")).unwrap();
+        let inside = root.join(outside.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(&inside).unwrap();
+        assert_eq!(mount_point_in(&root, "/run").unwrap(), inside);
+        assert_eq!(mount_point_in(&root, "/dev").unwrap_err().raw_os_error(), Some(libc::ENOTDIR));
+        assert_eq!(mount_point_in(&root, "/proc").unwrap(), root.join("proc"));
+        assert!(root.join("proc").is_dir(), "created");
+        assert_eq!(mount_point_in(&root, "/.modloop/modules").unwrap(), root.join(".modloop/modules"));
+        // A dangling symlink to a directory the image lacks is not followed out, nor created.
+        assert!(mount_point_in(&root, "/run3").is_err());
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_dir_all(&outside).unwrap();
     }
 }

@@ -21,19 +21,9 @@ pub fn normalize(path: &str) -> Option<String> {
 }
 
 /// Creates the missing directories of `rel` (a normalized path) with `mode`, each resolved inside
-/// the root. Existing ones, and symlinks to directories, are left as they are.
+/// the root ([`InRoot::create_dirs`]).
 pub fn create_dirs(root: &InRoot, rel: &str, mode: u32) -> io::Result<()> {
-    let mut end = 0;
-    while end < rel.len() {
-        end = rel[end..].find('/').map_or(rel.len(), |i| end + i);
-        match root.mkdir(&rel[..end], mode) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(e),
-        }
-        end += 1;
-    }
-    Ok(())
+    root.create_dirs(rel, mode)
 }
 
 /// The refusal to write over what is at a path, or `Ok` when a regular file may be written there.

@@ -88,6 +88,22 @@ impl InRoot {
         Ok(rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(mode))?)
     }
 
+    /// mkdir -p: creates the missing directories of `rel` (`a/b/c`, no `..`) with `mode`, each
+    /// resolved inside the root. Existing ones, and symlinks to directories, stay as they are.
+    pub fn create_dirs(&self, rel: &str, mode: u32) -> io::Result<()> {
+        let mut end = 0;
+        while end < rel.len() {
+            end = rel[end..].find('/').map_or(rel.len(), |i| end + i);
+            match self.mkdir(&rel[..end], mode) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+            end += 1;
+        }
+        Ok(())
+    }
+
     /// Opens the regular file `rel` for writing, creating it with `mode`: openat2(2) with
     /// `O_WRONLY | O_CREAT | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK`. A final symlink fails with `ELOOP`,
     /// a directory with `EISDIR`, a fifo without a reader with `ENXIO`; anything else that is not a
