@@ -4,7 +4,7 @@
 //!
 //! Pure: no I/O, no clock, no environment. It does not decide what to do with a bad cmdline; `boot` does.
 
-mod params;
+pub(crate) mod params;
 mod types;
 
 pub use params::{Kind, Param, Severity, PARAMETERS};

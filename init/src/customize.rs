@@ -10,8 +10,8 @@
 //! resolved inside it and no write follows a final symlink (`write.rs`); the overlay's unpacker is
 //! `overlay.rs`.
 
-mod overlay;
-mod write;
+pub(crate) mod overlay;
+pub(crate) mod write;
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -36,22 +36,36 @@ pub fn name_of(path: &str) -> String {
 }
 
 /// Parses depmod's `modules.dep`: one line per module, `path: dep-path dep-path ...`.
-/// Lines that are not of that shape are skipped and counted.
+/// Lines that are not of that shape, and paths that would leave the modules directory (absolute,
+/// or with a `..`), are skipped and counted.
 pub fn parse_modules_dep(text: &str) -> (ModuleDb, usize) {
     let mut db = ModuleDb::new();
-    let mut skipped = 0;
+    let mut skipped = 0usize;
     for line in text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
         let Some((path, deps)) = line.split_once(':') else {
-            skipped += 1;
+            skipped = skipped.saturating_add(1);
             continue;
         };
         let path = path.trim();
+        if !inside(path) || !deps.split_whitespace().all(inside) {
+            skipped = skipped.saturating_add(1);
+            continue;
+        }
         let name = name_of(path);
         let deps = deps.split_whitespace().map(name_of).collect();
         db.insert(name.clone(), Module { name, path: path.to_owned(), deps });
     }
     (db, skipped)
 }
+
+/// A module path that stays in the modules directory: relative, no `..`, a `.ko` file.
+fn inside(path: &str) -> bool {
+    !path.starts_with('/') && path.contains(".ko") && !path.split('/').any(|p| p == ".." || p.is_empty())
+}
+
+/// The longest dependency chain followed: real kernels stay below 10; a longer one is a broken
+/// `modules.dep`, refused before the recursion could exhaust PID 1's stack.
+pub const MAX_DEPTH: usize = 64;
 
 /// Why a set of modules cannot be put in order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +74,8 @@ pub enum OrderError {
     MissingDependency { module: String, missing: String },
     #[error("modules depend on each other in a cycle: {0}")]
     Cycle(String),
+    #[error("a dependency chain longer than {MAX_DEPTH} modules: {0} ...")]
+    TooDeep(String),
 }
 
 /// The modules to load for `wanted`, dependencies first, each once. Among modules with no order
@@ -93,6 +109,9 @@ pub fn load_order<'a>(db: &'a ModuleDb, wanted: &[String]) -> Result<Vec<&'a Mod
                 missing: name.to_owned(),
             });
         };
+        if stack.len() >= MAX_DEPTH {
+            return Err(OrderError::TooDeep(stack[..4].join(" -> ")));
+        }
         marks.insert(name.to_owned(), Mark::Visiting);
         stack.push(name.to_owned());
         let deps: BTreeSet<&String> = module.deps.iter().collect();
@@ -122,17 +141,19 @@ pub fn blocked(db: &ModuleDb, blacklist: &[String]) -> BTreeMap<String, String> 
         name: &str,
         blacklist: &[String],
         seen: &mut BTreeSet<String>,
+        depth: usize,
     ) -> Option<String> {
         if blacklist.iter().any(|b| b == name) {
             return Some(name.to_owned());
         }
-        if !seen.insert(name.to_owned()) {
+        // Past MAX_DEPTH the chain is refused by `load_order` anyway.
+        if depth >= MAX_DEPTH || !seen.insert(name.to_owned()) {
             return None;
         }
-        db.get(name)?.deps.iter().find_map(|d| blocker(db, d, blacklist, seen))
+        db.get(name)?.deps.iter().find_map(|d| blocker(db, d, blacklist, seen, depth + 1))
     }
     db.keys()
-        .filter_map(|name| blocker(db, name, blacklist, &mut BTreeSet::new()).map(|b| (name.clone(), b)))
+        .filter_map(|name| blocker(db, name, blacklist, &mut BTreeSet::new(), 0).map(|b| (name.clone(), b)))
         .collect()
 }
 
@@ -256,6 +277,28 @@ kernel/fs/overlayfs/overlay.ko:
 
     fn wanted(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn paths_out_of_the_modules_directory_are_skipped() {
+        let (db, skipped) = parse_modules_dep(
+            "../../../etc/evil.ko:\n/abs/evil.ko:\nkernel/a.ko: ../b.ko\nkernel//c.ko:\nREADME:\nkernel/ok.ko:\n",
+        );
+        assert_eq!((db.keys().map(String::as_str).collect::<Vec<_>>(), skipped), (vec!["ok"], 5));
+    }
+
+    #[test]
+    fn a_chain_deeper_than_the_bound_is_refused_not_recursed() {
+        let text: String =
+            (0..10_000).map(|i| format!("m{i}.ko: m{}.ko\n", i + 1)).collect::<String>() + "m10000.ko:\n";
+        let (db, _) = parse_modules_dep(&text);
+        assert!(matches!(load_order(&db, &wanted(&["m0"])), Err(OrderError::TooDeep(_))));
+        assert!(blocked(&db, &wanted(&["m10000"])).len() < 100, "the blocker search stops at the bound too");
+        let shallow: String =
+            (0..MAX_DEPTH - 1).map(|i| format!("m{i}.ko: m{}.ko\n", i + 1)).collect::<String>()
+                + &format!("m{}.ko:\n", MAX_DEPTH - 1);
+        let (db, _) = parse_modules_dep(&shallow);
+        assert_eq!(load_order(&db, &wanted(&["m0"])).map(|o| o.len()), Ok(MAX_DEPTH));
     }
 
     #[test]

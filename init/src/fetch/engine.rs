@@ -126,7 +126,7 @@ pub fn on_response(
         206 => match range {
             Some((first, last, total)) if first == p.have => {
                 // The range must add up: its end within the total, its length the body's.
-                let length = (last - first).checked_add(1);
+                let length = last.checked_sub(first).and_then(|n| n.checked_add(1));
                 if total.is_some_and(|t| last >= t) || content_length.is_some_and(|l| Some(l) != length) {
                     Fit::Restart("the server's Content-Range does not add up")
                 } else if p.total.is_some() && total.is_some() && p.total != total {

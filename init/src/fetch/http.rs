@@ -53,7 +53,7 @@ pub(super) const MAX_BUDGET: Duration = Duration::from_secs(1 << 32);
 const MAX_REDIRECTS: usize = 10;
 
 /// Why [`get`] returned no response.
-pub(super) enum GetError {
+pub(crate) enum GetError {
     /// A transfer that may be retried.
     Transfer(Phase, String),
     /// One that must not be: a certificate error, a redirect from https to http, a redirect loop.
@@ -131,7 +131,7 @@ fn route(hops: &[Url]) -> String {
 
 /// Where a response sends the request next: `None` when it is not a redirect, the next URL when
 /// it is, an error for a bad `Location` or a step from https down to http.
-pub(super) fn next_hop(at: &Url, status: u16, location: Option<&str>) -> Result<Option<Url>, GetError> {
+pub(crate) fn next_hop(at: &Url, status: u16, location: Option<&str>) -> Result<Option<Url>, GetError> {
     let (true, Some(location)) = (matches!(status, 301 | 302 | 303 | 307 | 308), location) else {
         return Ok(None);
     };

@@ -13,7 +13,7 @@
 
 pub mod engine;
 mod hasher;
-mod http;
+pub(crate) mod http;
 pub mod retry;
 #[cfg(test)]
 mod tests;

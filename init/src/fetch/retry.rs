@@ -207,7 +207,7 @@ impl Schedule {
                     // [RA, 1.5 RA]: never sooner than asked, and a herd spreads over half an RA
                     // more. A wider window spreads no better (the server turns extra requests away
                     // cheaply) and only delays the last machines: `cargo xtask bench storm`.
-                    Some(ra) => ra + jitter(ra / 2, random),
+                    Some(ra) => ra.saturating_add(jitter(ra / 2, random)),
                     None => self.policy.next_delay(self.streak, random),
                 };
                 self.not_before[mirror] = now.saturating_add(wait);
@@ -216,12 +216,12 @@ impl Schedule {
             Failure::NotThere | Failure::Transient | Failure::Unreachable => {
                 self.streak = 0;
                 if failure == Failure::NotThere {
-                    self.not_there[mirror] += 1;
+                    self.not_there[mirror] = self.not_there[mirror].saturating_add(1);
                 }
                 if self.live().next().is_none() {
                     return Next::NowhereToGo;
                 }
-                self.retries += 1;
+                self.retries = self.retries.saturating_add(1);
                 if self.retries >= self.policy.attempts {
                     return Next::OutOfRetries;
                 }

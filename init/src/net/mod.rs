@@ -11,7 +11,7 @@
 //! with dnsmasq, ISC and qemu's built-in server (see ARCHITECTURE.md).
 
 pub mod dhcp;
-mod files;
+pub(crate) mod files;
 pub mod netlink;
 
 use files::write_files;
@@ -141,18 +141,7 @@ pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
                         Err(e) => log::warn!("{}: setting the link down: {e}", loser.name),
                     }
                 }
-                Configured {
-                    address: lease.address,
-                    prefix: lease.prefix,
-                    routes: lease.routes.clone(),
-                    dns: lease.dns.clone(),
-                    domain: lease.domain.clone(),
-                    search: lease.search.clone(),
-                    hostname: cfg.hostname().map(str::to_owned).or(lease.hostname.clone()),
-                    mtu: lease.mtu,
-                    dhcp: Some((lease.server, lease.lease_time)),
-                    nic,
-                }
+                Configured::from_lease(nic, &lease, cfg.hostname())
             }
             IpMode::Off => {
                 for nic in &candidates {
@@ -169,6 +158,22 @@ pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
 }
 
 impl Configured {
+    /// What `lease` configures on `nic`; a `hostname` from the cmdline wins over the server's.
+    pub fn from_lease(nic: Nic, lease: &dhcp::Lease, hostname: Option<&str>) -> Configured {
+        Configured {
+            nic,
+            address: lease.address,
+            prefix: lease.prefix,
+            routes: lease.routes.clone(),
+            dns: lease.dns.clone(),
+            domain: lease.domain.clone(),
+            search: lease.search.clone(),
+            hostname: hostname.map(str::to_owned).or(lease.hostname.clone()),
+            mtu: lease.mtu,
+            dhcp: Some((lease.server, lease.lease_time)),
+        }
+    }
+
     /// The default route's gateway, if any.
     pub fn gateway(&self) -> Option<Ipv4Addr> {
         self.routes.iter().find(|r| r.prefix == 0).map(|r| r.gateway)
