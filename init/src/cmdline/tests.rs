@@ -145,6 +145,10 @@ fn redirect_locations() {
     check("http://a/img/x.sqfs?v=1", "y.sqfs", Ok("http://a/img/y.sqfs"));
     check("http://a", "y", Ok("http://a/y"));
     check("http://a/img/x", "ftp://b/y", Err("expected an http:// or https:// URL"));
+    // The scheme's case does not matter, and an upper-case http is still not https.
+    check("https://a/img/x", "HTTPS://b/y", Ok("https://b/y"));
+    check("https://a/img/x", "Http://b/y", Ok("http://b/y"));
+    assert!(Url::parse("HTTPS://a/x").unwrap().is_https());
     assert!(Url::parse("https://a/x").unwrap().is_https());
     assert!(!Url::parse("http://a/x").unwrap().is_https());
     assert_eq!(Url::parse("https://u@a:1/x?y").unwrap().origin(), "https://u@a:1");

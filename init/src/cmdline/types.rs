@@ -29,6 +29,15 @@ pub struct Url {
 
 impl Url {
     pub fn parse(raw: &str) -> Result<Url, String> {
+        // The scheme is case-insensitive (RFC 3986 3.1): `HTTPS://` from a server's Location is https.
+        let lowered;
+        let raw = match raw.split_once("://") {
+            Some((scheme, rest)) if scheme.bytes().any(|b| b.is_ascii_uppercase()) => {
+                lowered = format!("{}://{rest}", scheme.to_ascii_lowercase());
+                lowered.as_str()
+            }
+            _ => raw,
+        };
         let scheme_len = if raw.starts_with("http://") {
             "http://".len()
         } else if raw.starts_with("https://") {
