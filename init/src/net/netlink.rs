@@ -15,19 +15,25 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Rtnetlink {
     socket: sys::Netlink,
     seq: u32,
+    timeout: Duration,
 }
 
 impl Rtnetlink {
     pub fn open() -> io::Result<Self> {
-        Ok(Rtnetlink { socket: sys::Netlink::open(ANSWER_TIMEOUT)?, seq: 0 })
+        Self::open_with(ANSWER_TIMEOUT)
+    }
+
+    fn open_with(timeout: Duration) -> io::Result<Self> {
+        Ok(Rtnetlink { socket: sys::Netlink::open(timeout)?, seq: 0, timeout })
     }
 
     /// Sends one request built by `build(seq)` and waits for the kernel's acknowledgement: `Ok` for
-    /// error code 0, the errno otherwise, `TimedOut` when none comes within [`ANSWER_TIMEOUT`].
+    /// error code 0, the errno otherwise, `TimedOut` when none comes within [`ANSWER_TIMEOUT`]
+    /// (the socket's receive timeout, and the loop's deadline over answers to other requests).
     pub fn request(&mut self, build: impl FnOnce(u32) -> Vec<u8>) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         self.socket.send(&build(self.seq))?;
-        let deadline = sys::uptime().saturating_add(ANSWER_TIMEOUT);
+        let deadline = sys::uptime().saturating_add(self.timeout);
         let mut buf = vec![0u8; 8192];
         while sys::uptime() < deadline {
             let n = match self.socket.recv(&mut buf) {
@@ -41,7 +47,7 @@ impl Rtnetlink {
                 None => continue,
             }
         }
-        let secs = ANSWER_TIMEOUT.as_secs();
+        let secs = self.timeout.as_secs_f32();
         Err(io::Error::new(io::ErrorKind::TimedOut, format!("the kernel did not answer within {secs}s")))
     }
 }
@@ -235,6 +241,18 @@ mod tests {
             at += (len + 3) & !3;
         }
         out
+    }
+
+    #[test]
+    fn a_kernel_that_does_not_answer_is_a_timeout_of_the_request() {
+        // NLMSG_NOOP without NLM_F_ACK: the kernel takes it and answers nothing, as a hung one would.
+        let mut nl = Rtnetlink::open_with(Duration::from_millis(300)).expect("an rtnetlink socket");
+        let start = std::time::Instant::now();
+        let noop = |seq: u32| [16u32.to_ne_bytes(), [1, 0, 1, 0], seq.to_ne_bytes(), [0; 4]].concat();
+        let e = nl.request(noop).expect_err("no answer");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(e.to_string().contains("did not answer within 0.3s"), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(3), "bounded by the socket's timeout");
     }
 
     #[test]
