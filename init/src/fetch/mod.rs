@@ -258,7 +258,7 @@ impl Extras {
             why: "no URL for its signature".into(),
         })?;
         let text = get_small(&sig_url, SIGNATURE_LIMIT, left())
-            .map_err(|e| FetchError::Unsigned { url: url.clone(), why: e.to_string() })?;
+            .map_err(|e| unsigned_or(e, |why| FetchError::Unsigned { url: url.clone(), why }))?;
         let signature = minisign_verify::Signature::decode(&String::from_utf8_lossy(&text))
             .map_err(|e| FetchError::BadSignature { url: sig_url.clone(), why: e.to_string() })?;
         let path = signer(keys, &bytes, &signature).map_err(|e| match e {
@@ -273,6 +273,15 @@ impl Extras {
             signature.trusted_comment()
         );
         Ok(Extra { bytes, signed_by: Some(path.to_owned()) })
+    }
+}
+
+/// A failed `.minisig` download: "not signed" when the server says it has no such file; any other
+/// failure (TLS, a refused connection, a 500) keeps its own error, so its hint points at the cause.
+fn unsigned_or(e: FetchError, not_signed: impl FnOnce(String) -> FetchError) -> FetchError {
+    match e {
+        FetchError::Status { status: 404 | 410, .. } => not_signed(e.to_string()),
+        other => other,
     }
 }
 
@@ -412,7 +421,7 @@ fn signature_check(image: &ImageConfig) -> Result<Option<hasher::Check>, FetchEr
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) => {
                 log::warn!("{e}");
-                failure = Some(FetchError::NoSignature { why: e.to_string() });
+                failure = Some(unsigned_or(e, |why| FetchError::NoSignature { why }));
                 continue;
             }
         };

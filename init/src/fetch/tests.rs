@@ -757,6 +757,17 @@ mod extras {
     }
 
     #[test]
+    fn a_signature_the_server_fails_to_serve_is_that_failure_not_unsigned() {
+        let server = Server::start(|_, seen| match seen.path.as_str() {
+            "/ovl" => ok(&signed_data()),
+            _ => status(500),
+        });
+        let e = trusting(&[KEY]).get(&server.url("/ovl"), 1 << 20).unwrap_err();
+        assert!(matches!(e, FetchError::Status { status: 500, .. }), "{e}");
+        assert!(!e.hint().contains("sign it"), "{}", e.hint());
+    }
+
+    #[test]
     fn a_missing_extra_is_missing_not_unsigned_and_without_keys_no_signature_is_asked() {
         let server = Server::start(|_, _| status(404));
         let e = trusting(&[KEY]).get(&server.url("/ovl"), 1 << 20).unwrap_err();
