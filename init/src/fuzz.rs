@@ -702,38 +702,28 @@ fn fuzz_for_a_while() {
     let secs = std::env::var("NETINIT_FUZZ_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     let budget = Duration::from_secs(secs);
     let mut runner = TestRunner::deterministic();
+    /// One input from `strategy` through `check`: 1 when it was drawn, 0 when not.
+    fn one<T: std::fmt::Debug>(
+        runner: &mut TestRunner,
+        strategy: &BoxedStrategy<T>,
+        check: impl Fn(&T),
+    ) -> u64 {
+        strategy.new_tree(runner).map(|tree| check(&tree.current())).is_ok().into()
+    }
     let (cmdlines, packets, answers, superblocks, tarballs, deps) =
         (cmdlines(), packets(), answers(), superblocks(), tarballs(), modules_deps());
     let start = Instant::now();
     let mut n = [0u64; 6];
     while start.elapsed() < budget {
         for round in 0..100 {
-            if let Ok(tree) = cmdlines.new_tree(&mut runner) {
-                check_cmdline(&tree.current());
-                n[0] += 1;
-            }
-            if let Ok(tree) = packets.new_tree(&mut runner) {
-                check_packet(&tree.current());
-                n[1] += 1;
-            }
-            if let Ok(tree) = answers.new_tree(&mut runner) {
-                check_answers(&tree.current());
-                n[2] += 1;
-            }
-            if let Ok(tree) = superblocks.new_tree(&mut runner) {
-                check_superblock(&tree.current());
-                n[3] += 1;
-            }
-            if let Ok(tree) = deps.new_tree(&mut runner) {
-                check_modules_dep(&tree.current());
-                n[5] += 1;
-            }
+            n[0] += one(&mut runner, &cmdlines, |t| check_cmdline(t));
+            n[1] += one(&mut runner, &packets, |p| check_packet(p));
+            n[2] += one(&mut runner, &answers, |a| check_answers(a));
+            n[3] += one(&mut runner, &superblocks, check_superblock);
+            n[5] += one(&mut runner, &deps, |d| check_modules_dep(d));
             // A tarball costs a directory tree: one in ten rounds.
             if round % 10 == 0 {
-                if let Ok(tree) = tarballs.new_tree(&mut runner) {
-                    check_tarball(&tree.current(), round % 20 == 0);
-                    n[4] += 1;
-                }
+                n[4] += one(&mut runner, &tarballs, |t| check_tarball(t, round % 20 == 0));
             }
         }
     }
