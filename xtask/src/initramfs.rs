@@ -243,6 +243,19 @@ pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
     }
     a.file(&format!("{base}/modules.dep"), 0o644, kmod::modules_dep(&resolved.modules).into_bytes())
         .map_err(e)?;
+    let mut aliases = std::collections::BTreeMap::new();
+    for name in resolved.modules.keys() {
+        aliases.insert(name.clone(), tree.aliases(name)?);
+    }
+    a.file(&format!("{base}/modules.alias"), 0o644, kmod::alias_index(&aliases).into_bytes()).map_err(e)?;
+    let listed = kmod::parse_list(&list_text);
+    let listed = listed
+        .iter()
+        .map(String::as_str)
+        .chain(resolved.aliased.iter().map(|(_, m)| m.as_str()))
+        .filter(|m| resolved.modules.contains_key(*m));
+    a.file(&format!("{base}/modules.always"), 0o644, kmod::always(listed, &aliases).into_bytes())
+        .map_err(e)?;
 
     if let Some(dir) = output.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -313,6 +326,16 @@ kernel/fs/overlayfs/overlay.ko:
 kernel/fs/squashfs/squashfs.ko:
 kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko
 "
+        );
+        assert_eq!(
+            std::fs::read_to_string(packed.join("modules.alias")).unwrap(),
+            "alias virtio:d00000001v* virtio_net\n",
+            "device aliases only: fs-squashfs is not one"
+        );
+        assert_eq!(
+            std::fs::read_to_string(packed.join("modules.always")).unwrap(),
+            "overlay\nsquashfs\n",
+            "listed, packed, and no device asks for them"
         );
         // A kernel that cannot unpack gzip is refused.
         std::fs::write(

@@ -109,6 +109,58 @@ pub fn parse_aliases(text: &str) -> BTreeMap<String, BTreeSet<String>> {
     out
 }
 
+/// `modules.alias` by module: every pattern of each, globs included, as coldplug matches them.
+pub fn parse_alias_patterns(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some("alias"), Some(pattern), Some(module)) = (words.next(), words.next(), words.next()) {
+            out.entry(module.replace('-', "_")).or_default().push(pattern.to_owned());
+        }
+    }
+    out
+}
+
+/// The aliases a module declares in its `.modinfo` (`alias=`).
+pub fn modinfo_aliases(module: &[u8]) -> Result<Vec<String>, String> {
+    Ok(elf::modinfo(module)?.into_iter().filter(|(k, _)| k == "alias").map(|(_, v)| v).collect())
+}
+
+/// Whether an alias is one a device announces in its `modalias` (`pci:v...`, `virtio:d...`,
+/// `usb:v...`, `cpu:type:...`, `acpi*:...`), rather than a name something asks for (`fs-squashfs`,
+/// `char-major-10-237`, `net-pf-17`, `crypto-crc32c`, `devname:loop-control`).
+pub fn is_device_alias(alias: &str) -> bool {
+    alias.contains(':') && !alias.starts_with("devname:") && !alias.starts_with("symbol:")
+}
+
+/// The `modules.alias` the init reads, in depmod's format: `alias PATTERN MODULE` for the device
+/// aliases of the packed modules, by module, each module's patterns in their order.
+pub fn alias_index(aliases: &BTreeMap<String, Vec<String>>) -> String {
+    let mut text = String::new();
+    for (module, patterns) in aliases {
+        for pattern in patterns.iter().filter(|p| is_device_alias(p)) {
+            text.push_str(&format!("alias {pattern} {module}\n"));
+        }
+    }
+    text
+}
+
+/// `modules.always`, one name per line: the listed modules that no device alias names (the file
+/// systems, `loop`, protocol modules). No device will ask for them, so the init loads them on
+/// every boot.
+pub fn always<'a>(
+    listed: impl IntoIterator<Item = &'a str>,
+    aliases: &BTreeMap<String, Vec<String>>,
+) -> String {
+    let mut names: Vec<&str> = listed
+        .into_iter()
+        .filter(|m| !aliases.get(*m).is_some_and(|a| a.iter().any(|p| is_device_alias(p))))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names.iter().map(|n| format!("{n}\n")).collect()
+}
+
 /// What a kernel has: module files by name, modules compiled in, and plain-name aliases.
 #[derive(Debug, Default)]
 pub struct Index {
@@ -310,6 +362,8 @@ pub struct Tree {
     pub index: Index,
     /// Each module's dependencies from the kernel's own `modules.dep`; `None`: from `.modinfo`.
     dep: Option<BTreeMap<String, Vec<String>>>,
+    /// Each module's aliases from the kernel's own `modules.alias`; `None`: from `.modinfo`.
+    alias: Option<BTreeMap<String, Vec<String>>>,
 }
 
 impl Tree {
@@ -334,9 +388,10 @@ impl Tree {
         let builtin = read_optional(&dir.join("modules.builtin"))?
             .map(|t| t.lines().map(name_of).collect())
             .unwrap_or_default();
-        let aliases =
-            read_optional(&dir.join("modules.alias"))?.map(|t| parse_aliases(&t)).unwrap_or_default();
-        Ok(Tree { dir, release, index: Index { files, builtin, aliases }, dep })
+        let alias_text = read_optional(&dir.join("modules.alias"))?;
+        let aliases = alias_text.as_deref().map(parse_aliases).unwrap_or_default();
+        let alias = alias_text.as_deref().map(parse_alias_patterns);
+        Ok(Tree { dir, release, index: Index { files, builtin, aliases }, dep, alias })
     }
 
     /// Where the dependencies come from, for the build's report.
@@ -361,6 +416,15 @@ impl Tree {
         }
         let rel = self.index.files.get(name).ok_or_else(|| format!("no module {name}"))?;
         modinfo_depends(&self.read(rel)?).map_err(|e| format!("{}: {e}", self.dir.join(rel).display()))
+    }
+
+    /// The aliases of module `name`, globs included.
+    pub fn aliases(&self, name: &str) -> Result<Vec<String>, String> {
+        if let Some(alias) = &self.alias {
+            return Ok(alias.get(name).cloned().unwrap_or_default());
+        }
+        let rel = self.index.files.get(name).ok_or_else(|| format!("no module {name}"))?;
+        modinfo_aliases(&self.read(rel)?).map_err(|e| format!("{}: {e}", self.dir.join(rel).display()))
     }
 
     /// The kernel's build configuration, when it is beside the modules: `boot/config-<release>` of

@@ -139,7 +139,19 @@ const TOOLS: [(&str, &str, &[&str]); 3] = [
 
 /// A small module: `.modinfo` with its name and dependencies, and a body that compresses.
 fn module(name: &str, depends: &str) -> Vec<u8> {
-    let info = format!("license=GPL\0depends={depends}\0name={name}\0vermagic=6.12.0 SMP mod_unload\0");
+    // Aliases as Debian's kernel declares them (`modinfo -F alias`).
+    let aliases = match name {
+        "virtio_net" => "alias=virtio:d00000001v*\0",
+        "squashfs" => "alias=fs-squashfs\0",
+        "overlay" => "alias=fs-overlay\0",
+        "loop" => "alias=devname:loop-control\0alias=char-major-10-237\0alias=block-major-7-*\0",
+        "e1000e" => {
+            "alias=pci:v00008086d000010D3sv*sd*bc*sc*i*\0alias=pci:v00008086d0000105Esv*sd*bc*sc*i*\0"
+        }
+        _ => "",
+    };
+    let info =
+        format!("license=GPL\0{aliases}depends={depends}\0name={name}\0vermagic=6.12.0 SMP mod_unload\0");
     let text: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8 & 0x3f).collect();
     elf::relocatable(&[(".text", &text), (".modinfo", info.as_bytes())])
 }
@@ -290,5 +302,60 @@ fn directories_that_are_no_kernels_modules() {
     assert!(e.contains("lib/modules/6.1.0-1-amd64 ") && e.ends_with("lib/modules/6.12.0-1-amd64"), "{e}");
     let e = Tree::open(&root.join("lib/modules/6.1.0-1-amd64")).unwrap_err();
     assert!(e.contains("holds no kernel modules (.ko, .ko.gz, .ko.xz or .ko.zst)"), "{e}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn the_alias_index_keeps_device_aliases_and_always_names_what_no_device_asks_for() {
+    // Lines as Debian 12's generic kernel's depmod writes them.
+    let text = "\
+alias fs-squashfs squashfs
+alias devname:loop-control loop
+alias char-major-10-237 loop
+alias block-major-7-* loop
+alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e
+alias pci:v00001AF4d00001000sv*sd*bc*sc*i* virtio-pci
+alias virtio:d00000001v* virtio_net
+alias cpu:type:x86,ven*fam*mod*:feature:*0094* crc32c_intel
+alias crypto-crc32c crc32c_intel
+";
+    let aliases = parse_alias_patterns(text);
+    assert_eq!(aliases["loop"], ["devname:loop-control", "char-major-10-237", "block-major-7-*"]);
+    assert!(aliases.contains_key("virtio_pci"), "module names read with _");
+    assert_eq!(
+        alias_index(&aliases),
+        "\
+alias cpu:type:x86,ven*fam*mod*:feature:*0094* crc32c_intel
+alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e
+alias virtio:d00000001v* virtio_net
+alias pci:v00001AF4d00001000sv*sd*bc*sc*i* virtio_pci
+"
+    );
+    let listed = ["virtio_net", "squashfs", "loop", "e1000e", "overlay", "loop", "crc32c_intel"];
+    assert_eq!(always(listed, &aliases), "loop\noverlay\nsquashfs\n", "overlay declares no alias at all");
+    for (alias, device) in [
+        ("pci:v00008086d000010D3sv*sd*bc*sc*i*", true),
+        ("acpi*:PNP0A08:*", true),
+        ("fs-overlay", false),
+        ("net-pf-17", false),
+        ("devname:fuse", false),
+        ("symbol:tcp_sendmsg", false),
+    ] {
+        assert_eq!(is_device_alias(alias), device, "{alias}");
+    }
+}
+
+#[test]
+fn aliases_come_from_modules_alias_when_the_kernel_has_one_else_from_modinfo() {
+    let (root, _) = unpacked_package("aliases");
+    let tree = Tree::open(&root).unwrap();
+    assert_eq!(tree.aliases("virtio_net").unwrap(), ["virtio:d00000001v*"]);
+    assert_eq!(tree.aliases("loop").unwrap().len(), 3);
+    assert_eq!(tree.aliases("failover").unwrap(), Vec::<String>::new());
+    let dir = root.join("usr/lib/modules").join(RELEASE);
+    std::fs::write(dir.join("modules.alias"), "alias virtio:d00000001v00001AF4 virtio_net\n").unwrap();
+    let tree = Tree::open(&root).unwrap();
+    assert_eq!(tree.aliases("virtio_net").unwrap(), ["virtio:d00000001v00001AF4"], "the kernel's file wins");
+    assert_eq!(tree.aliases("loop").unwrap(), Vec::<String>::new());
     std::fs::remove_dir_all(&root).unwrap();
 }
