@@ -105,6 +105,10 @@ enum BootError {
     Modules(#[from] modules::ModulesError),
     #[error(transparent)]
     Net(#[from] net::NetError),
+    #[error("{0}")]
+    NicDriverRefused(String),
+    #[error("{0}")]
+    NoNicDriver(String),
     #[error(transparent)]
     Fetch(#[from] fetch::FetchError),
     #[error(transparent)]
@@ -121,7 +125,7 @@ impl BootError {
             BootError::EarlyMount { .. } => Stage::Mounts,
             BootError::ReadCmdline(_) | BootError::Cmdline(_) => Stage::Cmdline,
             BootError::Modules(_) => Stage::Modules,
-            BootError::Net(_) => Stage::Network,
+            BootError::Net(_) | BootError::NicDriverRefused(_) | BootError::NoNicDriver(_) => Stage::Network,
             BootError::Fetch(_) => Stage::Fetch,
             BootError::Rootfs(_) => Stage::Rootfs,
             BootError::Customize(_) => Stage::Customize,
@@ -136,6 +140,10 @@ impl BootError {
             }
             BootError::Modules(e) => e.hint(),
             BootError::Net(e) => e.hint(),
+            BootError::NicDriverRefused(_) => "take the NIC's driver out of blacklist= on the kernel line",
+            BootError::NoNicDriver(_) => {
+                "add the NIC's driver to modules-list and rebuild the initramfs (the kernel's modules.alias names the driver of each modalias)"
+            }
             BootError::Fetch(e) => e.hint(),
             BootError::Rootfs(e) => e.hint(),
             BootError::Customize(e) => e.hint(),
@@ -238,16 +246,13 @@ fn run() -> Result<Infallible, BootError> {
     }
     let cfg = parsed.config;
 
-    let loaded = modules::load(&cfg.modules, &cfg.blacklist)?;
-    log::info!(
-        "modules: {} loaded, {} already present, {} failed",
-        loaded.loaded,
-        loaded.already,
-        loaded.failed.len()
-    );
+    let coldplug = load_modules(&cfg)?;
     timer.stage(Stage::Modules);
 
-    let network = net::up(&cfg.net)?;
+    let network = net::up(&cfg.net).map_err(|e| match (&e, &coldplug) {
+        (net::NetError::NoNic, Some(c)) => no_nic(&e, &c.nic_findings()),
+        _ => BootError::Net(e),
+    })?;
     timer.stage(Stage::Network);
 
     let extras = fetch::Extras::for_image(&cfg.image)?;
@@ -267,12 +272,80 @@ fn run() -> Result<Infallible, BootError> {
         timer.stage(Stage::RescueShell);
     }
 
+    if let Some(late) = coldplug.and_then(modules::coldplug::Coldplug::finish) {
+        log::info!(
+            "modules: {} more loaded since the modules stage{}{}",
+            late.loaded.len(),
+            if late.loaded.is_empty() { String::new() } else { format!(": {}", late.loaded.join(" ")) },
+            if late.failed.is_empty() { String::new() } else { format!("; {} failed", late.failed.len()) },
+        );
+    }
+
     let init = switch_root::choose_in(&new_root, cfg.init.as_deref(), &cfg.init_args)?;
     log::info!("switching root to {} and starting {init}", new_root.display());
     switch_root::enter(&new_root, &init, modloop_service::prepare)?;
     timer.stage(Stage::SwitchRoot);
     log::info!("{}", timer.summary());
     Ok(switch_root::exec(&init)?)
+}
+
+/// The modules stage: coldplug, which goes on in the background (returned, to be stopped before
+/// the root is switched), or every packed module (`netinit.coldplug=no`, or an initramfs without
+/// `modules.alias`).
+fn load_modules(cfg: &cmdline::Config) -> Result<Option<modules::coldplug::Coldplug>, BootError> {
+    let mut packed = modules::packed()?;
+    match packed.coldplug.take() {
+        Some((aliases, always)) if cfg.coldplug => {
+            let dir = packed.dir.clone();
+            let (started, coldplug) =
+                modules::coldplug::start(&dir, packed.db, aliases, &always, &cfg.modules, &cfg.blacklist)
+                    .map_err(|e| modules::order_error(&dir, e))?;
+            log::info!(
+                "modules: {} loaded, {} already present, {} failed; {} storage drivers, and the drivers of devices as they appear, load in the background",
+                started.loaded,
+                started.already,
+                started.failed.len(),
+                started.background
+            );
+            Ok(Some(coldplug))
+        }
+        found => {
+            if found.is_none() && cfg.coldplug && !packed.db.is_empty() {
+                log::info!("modules: this initramfs has no modules.alias (built before coldplug): loading every packed module");
+            }
+            let loaded = modules::load_all(&packed, &cfg.modules, &cfg.blacklist)?;
+            log::info!(
+                "modules: {} loaded, {} already present, {} failed",
+                loaded.loaded,
+                loaded.already,
+                loaded.failed.len()
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// No NIC appeared: say why, when coldplug knows.
+fn no_nic(e: &net::NetError, findings: &modules::coldplug::NicFindings) -> BootError {
+    if !findings.refused.is_empty() {
+        let refused: Vec<String> = findings
+            .refused
+            .iter()
+            .map(|(m, by)| if m == by { m.clone() } else { format!("{m} (it needs {by})") })
+            .collect();
+        return BootError::NicDriverRefused(format!(
+            "{e}: blacklist= refuses the driver of the network device here: {}",
+            refused.join(", ")
+        ));
+    }
+    if !findings.without_driver.is_empty() {
+        let devices: Vec<&str> = findings.without_driver.iter().map(String::as_str).collect();
+        return BootError::NoNicDriver(format!(
+            "{e}: this initramfs has no driver for the network device {}",
+            devices.join(", ")
+        ));
+    }
+    BootError::Net(net::NetError::NoNic)
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ pub const DHCP_TIMEOUT: &str = "netinit.dhcp_timeout";
 pub const MODULES: &str = "modules";
 /// Kernel modules never to load.
 pub const BLACKLIST: &str = "blacklist";
+/// Whether the devices choose the modules.
+pub const COLDPLUG: &str = "netinit.coldplug";
 /// Alpine: a tar.gz overlay for the root.
 pub const APKOVL: &str = "apkovl";
 /// Alpine: package repositories for the booted system.

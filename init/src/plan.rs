@@ -154,7 +154,11 @@ impl<'a> Plan<'a> {
         let c = self.config;
         let extra =
             if c.modules.is_empty() { String::new() } else { format!(", and {}", c.modules.join(", ")) };
-        s.line("modules:", format!("those packed in the initramfs{extra}"));
+        let which = match c.coldplug {
+            true => "those the devices ask for and those no device asks for (loop, file systems); storage in the background",
+            false => "every one packed in the initramfs",
+        };
+        s.line("modules:", format!("{which}{extra}"));
         if !c.blacklist.is_empty() {
             s.line("", format!("never {}, nor what needs them", c.blacklist.join(", ")));
         }
@@ -208,7 +212,11 @@ impl<'a> Plan<'a> {
             ("image", self.image_json()),
             (
                 "modules",
-                Json::Obj(vec![("extra", strings(&c.modules)), ("blacklist", strings(&c.blacklist))]),
+                Json::Obj(vec![
+                    ("coldplug", Json::Bool(c.coldplug)),
+                    ("extra", strings(&c.modules)),
+                    ("blacklist", strings(&c.blacklist)),
+                ]),
             ),
             ("alpine", self.alpine_json()),
             ("init", self.init_json()),

@@ -286,6 +286,24 @@ pub fn recv_now(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
     }
 }
 
+/// A socket that receives the kernel's uevents as they are broadcast (netlink(7),
+/// `NETLINK_KOBJECT_UEVENT`, multicast group 1: what udev listens to), with a receive buffer of
+/// `buffer` bytes so that a burst while drivers probe is kept. Read it with [`recv_now`];
+/// `ENOBUFS` from it means uevents were lost.
+pub fn uevent_socket(buffer: usize) -> io::Result<OwnedFd> {
+    use rustix::net::{netlink, AddressFamily, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        Some(netlink::KOBJECT_UEVENT),
+    )?;
+    // Best effort: the default (rmem_default, about 200 KiB) holds hundreds of uevents already.
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, buffer);
+    rustix::net::bind(&fd, &netlink::SocketAddrNetlink::new(0, 1))?;
+    Ok(fd)
+}
+
 /// A NETLINK_ROUTE socket, netlink(7), rtnetlink(7). It only moves bytes; requests and their
 /// acknowledgements are `net::netlink`'s.
 pub struct Netlink {

@@ -247,13 +247,15 @@ pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
     for name in resolved.modules.keys() {
         aliases.insert(name.clone(), tree.aliases(name)?);
     }
-    a.file(&format!("{base}/modules.alias"), 0o644, kmod::alias_index(&aliases).into_bytes()).map_err(e)?;
     let listed = kmod::parse_list(&list_text);
-    let listed = listed
+    let listed: Vec<&str> = listed
         .iter()
         .map(String::as_str)
         .chain(resolved.aliased.iter().map(|(_, m)| m.as_str()))
-        .filter(|m| resolved.modules.contains_key(*m));
+        .filter(|m| resolved.modules.contains_key(*m))
+        .collect();
+    kmod::inherit_aliases(&mut aliases, &resolved.modules, listed.iter().copied());
+    a.file(&format!("{base}/modules.alias"), 0o644, kmod::alias_index(&aliases).into_bytes()).map_err(e)?;
     a.file(&format!("{base}/modules.always"), 0o644, kmod::always(listed, &aliases).into_bytes())
         .map_err(e)?;
 

@@ -145,6 +145,40 @@ pub fn alias_index(aliases: &BTreeMap<String, Vec<String>>) -> String {
     text
 }
 
+/// Gives each listed module that declares no device alias the device aliases of the packed modules
+/// it needs, directly or not (`mlx4_en` those of `mlx4_core`, which only asks for it by name), so
+/// that it loads with the device's driver. A listed module that needs none either is left without:
+/// [`always`] names it.
+pub fn inherit_aliases<'a>(
+    aliases: &mut BTreeMap<String, Vec<String>>,
+    modules: &BTreeMap<String, Module>,
+    listed: impl IntoIterator<Item = &'a str>,
+) {
+    let has_device_alias = |aliases: &BTreeMap<String, Vec<String>>, m: &str| {
+        aliases.get(m).is_some_and(|a| a.iter().any(|p| is_device_alias(p)))
+    };
+    for name in listed {
+        if has_device_alias(aliases, name) {
+            continue;
+        }
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<&str> =
+            modules.get(name).map(|m| m.depends.iter().map(String::as_str).collect()).unwrap_or_default();
+        let mut inherited = Vec::new();
+        while let Some(dep) = stack.pop() {
+            if !seen.insert(dep) {
+                continue;
+            }
+            if has_device_alias(aliases, dep) {
+                inherited.extend(aliases[dep].iter().filter(|p| is_device_alias(p)).cloned());
+            } else if let Some(m) = modules.get(dep) {
+                stack.extend(m.depends.iter().map(String::as_str));
+            }
+        }
+        aliases.entry(name.to_owned()).or_default().extend(inherited);
+    }
+}
+
 /// `modules.always`, one name per line: the listed modules that no device alias names (the file
 /// systems, `loop`, protocol modules). No device will ask for them, so the init loads them on
 /// every boot.

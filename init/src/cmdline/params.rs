@@ -123,6 +123,11 @@ pub const PARAMETERS: &[Param] = &[
     seconds(DHCP_TIMEOUT, DEFAULT_DHCP_TIMEOUT, |c, n| c.net.dhcp_timeout = Duration::from_secs(n)),
     value(MODULES, Severity::Warning, |d, v, r| read_module_names(&mut d.config.modules, v, r)),
     value(BLACKLIST, Severity::Warning, |d, v, r| read_module_names(&mut d.config.blacklist, v, r)),
+    value(COLDPLUG, Severity::Warning, |d, v, r| match v {
+        "yes" | "1" | "true" => d.config.coldplug = true,
+        "no" | "0" | "false" => d.config.coldplug = false,
+        _ => r.bad(v, "expected yes or no; the devices choose the modules"),
+    }),
     value(APKOVL, Severity::Error, |d, v, r| match UrlTemplate::parse(v) {
         Ok(t) => d.config.alpine.apkovl = Some(t),
         Err(why) => r.bad(v, format!("{why}; the overlay cannot be fetched")),

@@ -432,6 +432,8 @@ pub struct Config {
     pub net: NetConfig,
     pub modules: Vec<String>,
     pub blacklist: Vec<String>,
+    /// `netinit.coldplug=`: load the modules the devices ask for (the default), or every packed one.
+    pub coldplug: bool,
     pub alpine: AlpineConfig,
     /// `init=`: the program to exec in the new root. `None`: the image decides, by [`INIT_RULE`].
     pub init: Option<String>,
@@ -466,6 +468,7 @@ impl Default for Config {
             },
             modules: Vec::new(),
             blacklist: Vec::new(),
+            coldplug: true,
             alpine: AlpineConfig::default(),
             init: None,
             init_args: Vec::new(),

@@ -131,7 +131,9 @@ pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
                 }
             }
             IpMode::Dhcp { client_id } => {
-                let (nic, lease) = race(&candidates, cfg, client_id.as_ref())?;
+                // Racing every NIC: one whose driver registers while DHCP runs joins too.
+                let growing = ip.device.is_none() && cfg.bootif.is_none();
+                let (nic, lease, candidates) = race(&mut nl, candidates, growing, cfg, client_id.as_ref())?;
                 for why in &lease.refused {
                     log::warn!("{}: DHCP: ignoring the {why}", nic.name);
                 }
@@ -234,6 +236,11 @@ fn wait_for_nics(cfg: &NetConfig) -> Result<Vec<Nic>, NetError> {
     }
 }
 
+/// The NICs of `now` that are not among `known` (by interface index: a name can be reused).
+fn newcomers(known: &[Nic], now: Vec<Nic>) -> Vec<Nic> {
+    now.into_iter().filter(|n| !known.iter().any(|k| k.index == n.index)).collect()
+}
+
 fn describe(nics: &[Nic]) -> String {
     nics.iter().map(|n| format!("{} ({})", n.name, n.mac)).collect::<Vec<_>>().join(", ")
 }
@@ -284,25 +291,41 @@ struct Racer {
 }
 
 /// Runs DHCP on every candidate NIC that has a link, in parallel; a NIC whose link comes up later
-/// joins. The first lease wins. Gives up after `cfg.dhcp_timeout`, or after the carrier timeout if
-/// no NIC has a link at all.
+/// joins, and with `growing`, so does a NIC that registers later (set up here). The first lease
+/// wins; the candidates are returned as they ended up. Gives up after `cfg.dhcp_timeout`, or after
+/// the carrier timeout if no NIC has a link at all.
 fn race(
-    candidates: &[Nic],
+    nl: &mut netlink::Rtnetlink,
+    mut candidates: Vec<Nic>,
+    growing: bool,
     cfg: &NetConfig,
     client_id: Option<&ClientId>,
-) -> Result<(Nic, dhcp::Lease), NetError> {
+) -> Result<(Nic, dhcp::Lease, Vec<Nic>), NetError> {
     let start = sys::uptime();
     let deadline = start.saturating_add(cfg.dhcp_timeout);
-    let mut waiting: Vec<Nic> = candidates.to_vec();
+    let mut waiting: Vec<Nic> = candidates.clone();
     let mut racers: Vec<Racer> = Vec::new();
     let mut buf = vec![0u8; 1600];
+    let mut listed = start;
     loop {
         let now = sys::uptime();
+        if growing && now.saturating_sub(listed) >= POLL * 5 {
+            listed = now;
+            for nic in newcomers(&candidates, list_nics().unwrap_or_default()) {
+                log::info!("{}: a new NIC ({}), set up to join the DHCP race", nic.name, nic.mac);
+                if let Err(e) = nl.request(|seq| netlink::link_up(nic.index, seq)) {
+                    log::warn!("{}: setting the link up: {e}", nic.name);
+                }
+                candidates.push(nic.clone());
+                waiting.push(nic);
+            }
+        }
         // NICs with a link join the race.
         let (joined, still): (Vec<Nic>, Vec<Nic>) = waiting.into_iter().partition(has_carrier);
         waiting = still;
+        let racing = candidates.len() > 1;
         for nic in joined {
-            racers.push(Racer::join(nic, cfg, client_id, candidates.len() > 1, now)?);
+            racers.push(Racer::join(nic, cfg, client_id, racing, now)?);
         }
         if racers.is_empty() && now.saturating_sub(start) >= CARRIER_TIMEOUT {
             let names = candidates.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
@@ -332,7 +355,7 @@ fn race(
                 if candidates.len() > 1 {
                     log::info!("{}: won the DHCP race: first lease, from {}", r.nic.name, lease.server);
                 }
-                return Ok((r.nic.clone(), lease));
+                return Ok((r.nic.clone(), lease, candidates));
             }
         }
     }
@@ -448,6 +471,14 @@ mod tests {
 
     fn nic(name: &str, last: u8) -> Nic {
         Nic { name: name.into(), index: u32::from(last), mac: Mac([0x52, 0x54, 0, 0, 0, last]) }
+    }
+
+    #[test]
+    fn nics_that_register_during_the_race_are_newcomers() {
+        let known = [nic("eth0", 1)];
+        assert_eq!(newcomers(&known, vec![nic("eth0", 1), nic("eth1", 2)]), [nic("eth1", 2)]);
+        assert_eq!(newcomers(&known, vec![nic("eth0", 1)]), []);
+        assert_eq!(newcomers(&known, vec![]), [], "a NIC that went away is not a newcomer");
     }
 
     #[test]

@@ -19,7 +19,7 @@ image:    http://***@images.lan/alpine.squashfs
           6 attempts within 900s, waits of up to 1s doubling to 30s between them
           a busy server (503, 429) is waited out within the 900s, using no attempts
           mounted read-only under a tmpfs overlay of 50% of RAM
-modules:  those packed in the initramfs
+modules:  those the devices ask for and those no device asks for (loop, file systems); storage in the background
 init:     /sbin/zinit init if the image has /etc/zinit/, else /sbin/init, else /sbin/openrc-init
 failure:  reboot after 30s
 this cmdline would boot
@@ -79,7 +79,7 @@ fn json() {
             r#"{"device":"eth1","choice":"eth1 (ip=)","method":"static","address":"10.0.0.5","prefix":24,"gateway":"10.0.0.1","dns":[]}],"#,
             r#""dhcp_timeout":90,"hostname":"x"},"#,
             r#""image":{"urls":["http://a/b"],"sha256":null,"verify":"auto","attempts":6,"timeout":900,"overlay_size":"50%"},"#,
-            r#""modules":{"extra":[],"blacklist":[]},"alpine":{"apkovl":null,"repositories":[],"ssh_key":null},"#,
+            r#""modules":{"coldplug":true,"extra":[],"blacklist":[]},"alpine":{"apkovl":null,"repositories":[],"ssh_key":null},"#,
             r#""init":{"path":null,"args":["a","\\\"b"],"candidates":["#,
             r#"{"path":"/sbin/zinit","args":["a","\\\"b"],"with_dir":"/etc/zinit"},"#,
             r#"{"path":"/sbin/init","args":["a","\\\"b"],"with_dir":null},"#,

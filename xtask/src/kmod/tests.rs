@@ -346,6 +346,32 @@ alias pci:v00001AF4d00001000sv*sd*bc*sc*i* virtio_pci
 }
 
 #[test]
+fn a_listed_module_without_device_aliases_loads_with_the_driver_it_needs() {
+    let module = |name: &str, deps: &[&str]| {
+        (name.to_owned(), Module { name: name.into(), path: format!("{name}.ko"), depends: names(deps) })
+    };
+    let modules: BTreeMap<String, Module> = [
+        module("mlx4_en", &["mlx4_core"]),
+        module("mlx4_core", &["devlink"]),
+        module("devlink", &[]),
+        module("mlx5_ib", &["ib_core", "mlx5_core"]),
+        module("ib_core", &[]),
+        module("mlx5_core", &["devlink"]),
+        module("squashfs", &[]),
+    ]
+    .into();
+    let mut aliases = parse_alias_patterns(
+        "alias pci:v000015B3d00001003sv*sd*bc*sc*i* mlx4_core\nalias pci:v000015B3d00001017sv*sd*bc*sc*i* mlx5_core\nalias fs-squashfs squashfs\n",
+    );
+    inherit_aliases(&mut aliases, &modules, ["mlx4_en", "mlx5_ib", "squashfs", "mlx4_core"]);
+    assert_eq!(aliases["mlx4_en"], ["pci:v000015B3d00001003sv*sd*bc*sc*i*"]);
+    assert_eq!(aliases["mlx5_ib"], ["pci:v000015B3d00001017sv*sd*bc*sc*i*"]);
+    assert_eq!(aliases["mlx4_core"], ["pci:v000015B3d00001003sv*sd*bc*sc*i*"], "its own, once");
+    assert!(!aliases.contains_key("devlink"), "not listed: a dependency only");
+    assert_eq!(always(["mlx4_en", "mlx5_ib", "squashfs"], &aliases), "squashfs\n");
+}
+
+#[test]
 fn aliases_come_from_modules_alias_when_the_kernel_has_one_else_from_modinfo() {
     let (root, _) = unpacked_package("aliases");
     let tree = Tree::open(&root).unwrap();

@@ -1,18 +1,25 @@
 //! The modules stage: load the kernel modules packed in the initramfs, each after its dependencies.
 //!
 //! `cargo xtask cpio` packs the modules of `modules-list` and their dependencies under
-//! `/lib/modules/<release>/`, with a `modules.dep` in depmod's format. Every packed module is loaded
-//! (the list is the operator's choice of what this initramfs is for), plus any named by `modules=`.
-//! Loading is `finit_module(2)`; there is no modprobe, no aliases and no udev: drivers for devices
-//! present bind as their module loads, which is what a netboot initramfs needs.
+//! `/lib/modules/<release>/`, with a `modules.dep` in depmod's format, and their device aliases in
+//! `modules.alias`. By default the machine's devices choose what loads ([`coldplug`]: without
+//! udev, by the aliases); `netinit.coldplug=no`, or an initramfs without `modules.alias`, loads
+//! every packed module instead ([`load_all`]), plus any named by `modules=`. Loading is
+//! `finit_module(2)`; there is no modprobe and no udev.
 //!
-//! The parsing and ordering are pure and tested on the host; [`load`] is the only part with I/O.
+//! The parsing, matching and ordering are pure and tested on the host; [`packed`], [`load_all`]
+//! and [`coldplug::start`] are the parts with I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::sys;
+
+pub mod alias;
+pub mod coldplug;
+
+use alias::AliasIndex;
 
 /// A module as `modules.dep` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,7 +194,7 @@ pub fn check_release(running: &str, packed: &[String]) -> Result<(), ModulesErro
     Err(ModulesError::WrongKernel { running: running.to_owned(), packed: packed.to_vec() })
 }
 
-/// What [`load`] did.
+/// What [`load_all`] did.
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub loaded: usize,
@@ -195,10 +202,18 @@ pub struct Loaded {
     pub failed: Vec<String>,
 }
 
-/// Loads every module in the initramfs plus `extra`, dependencies first, except those `blacklist`
-/// blocks. A module that fails to load is logged and skipped: a missing driver shows up later, at
-/// the step that needs it, with its name.
-pub fn load(extra: &[String], blacklist: &[String]) -> Result<Loaded, ModulesError> {
+/// The packed modules: where they are, `modules.dep`, and the coldplug files when packed.
+pub struct Packed {
+    pub dir: PathBuf,
+    pub db: ModuleDb,
+    /// `modules.alias` and `modules.always`; `None` when the initramfs has no `modules.alias`
+    /// (built before coldplug, or by hand).
+    pub coldplug: Option<(AliasIndex, Vec<String>)>,
+}
+
+/// Reads the packed modules' index for the running kernel. No modules at all is fine (a kernel
+/// with its drivers built in); modules for another kernel are an error.
+pub fn packed() -> Result<Packed, ModulesError> {
     let dir = Path::new("/lib/modules").join(sys::kernel_release());
     let dep_path = dir.join("modules.dep");
     let text = match std::fs::read_to_string(&dep_path) {
@@ -221,6 +236,26 @@ pub fn load(extra: &[String], blacklist: &[String]) -> Result<Loaded, ModulesErr
     if skipped > 0 {
         log::warn!("{}: skipped {skipped} malformed lines", dep_path.display());
     }
+    let coldplug = match std::fs::read_to_string(dir.join("modules.alias")) {
+        Ok(text) => {
+            let (aliases, skipped) = AliasIndex::parse(&text);
+            if skipped > 0 {
+                log::warn!("{}/modules.alias: skipped {skipped} malformed lines", dir.display());
+            }
+            let always = std::fs::read_to_string(dir.join("modules.always")).unwrap_or_default();
+            let always = always.split_whitespace().map(|m| m.replace('-', "_")).collect();
+            Some((aliases, always))
+        }
+        Err(_) => None,
+    };
+    Ok(Packed { dir, db, coldplug })
+}
+
+/// Loads every packed module plus `extra`, dependencies first, except those `blacklist` blocks
+/// (`netinit.coldplug=no`, or an initramfs without `modules.alias`). A module that fails to load
+/// is logged and skipped: a missing driver shows up later, at the step that needs it, with its name.
+pub fn load_all(packed: &Packed, extra: &[String], blacklist: &[String]) -> Result<Loaded, ModulesError> {
+    let Packed { dir, db, .. } = packed;
     let mut wanted: Vec<String> = db.keys().cloned().collect();
     for name in extra {
         if db.contains_key(name) {
@@ -229,7 +264,7 @@ pub fn load(extra: &[String], blacklist: &[String]) -> Result<Loaded, ModulesErr
             log::warn!("modules: {name} is not in this initramfs; add it to modules-list and rebuild");
         }
     }
-    let blocked = blocked(&db, blacklist);
+    let blocked = blocked(db, blacklist);
     for (module, by) in &blocked {
         if module == by {
             log::info!("not loading {module}: blacklisted");
@@ -238,7 +273,7 @@ pub fn load(extra: &[String], blacklist: &[String]) -> Result<Loaded, ModulesErr
         }
     }
     wanted.retain(|m| !blocked.contains_key(m));
-    let order = load_order(&db, &wanted).map_err(|source| ModulesError::Order { path: dep_path, source })?;
+    let order = load_order(db, &wanted).map_err(|source| order_error(dir, source))?;
     log::info!("loading {} kernel modules for {}", order.len(), sys::kernel_release());
     let mut result = Loaded::default();
     for module in order {
@@ -253,6 +288,10 @@ pub fn load(extra: &[String], blacklist: &[String]) -> Result<Loaded, ModulesErr
         }
     }
     Ok(result)
+}
+
+pub fn order_error(dir: &Path, source: OrderError) -> ModulesError {
+    ModulesError::Order { path: dir.join("modules.dep"), source }
 }
 
 #[cfg(test)]
