@@ -29,6 +29,7 @@ fn build_boots(init: &Path, k: &kernel::Kernel, images: &image::Images) -> Resul
         shell: true,
         trust: std::slice::from_ref(&images.key),
         ca: std::slice::from_ref(&images.tls.ca_cert),
+        ..Extras::default()
     };
     build_initramfs(init, &k.modules_dir, &list, &initrd_trusted, &extras)?;
     // The wrong-kernel scenario: the same modules, filed under a release that is not the kernel's.
@@ -111,6 +112,8 @@ pub fn verify_initramfs(env: &scenario::Env) -> Result<()> {
             shell: Some(Path::new(BUSYBOX)),
             trust: &[],
             ca: &[],
+            firmware: None,
+            split: false,
         };
         initramfs::verify(&boots.initrd, &contents)?;
     }

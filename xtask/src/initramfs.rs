@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::host::{self, Result};
-use crate::kmod;
+use crate::{firmware, kmod, report, split};
 
 /// Where [`build_init`] leaves `/init`.
 pub fn init_path() -> PathBuf {
@@ -47,6 +47,10 @@ pub struct Contents<'a> {
     pub trust: &'a [PathBuf],
     /// PEM CA certificates for https, packed as `/etc/netinit/ca/<file name>`.
     pub ca: &'a [PathBuf],
+    /// Where the firmware the modules declare is looked for (see [`firmware`]).
+    pub firmware: Option<&'a Path>,
+    /// Two archives: the modules and firmware apart (see [`split`]).
+    pub split: bool,
 }
 
 /// Checks an initramfs built by [`write`]: the real `cpio` lists the entries the init needs, and a
@@ -114,6 +118,9 @@ pub struct Built {
     pub release: String,
     /// Where their dependencies were read.
     pub dependency_source: &'static str,
+    /// The second archive, with `--split`.
+    pub modules_archive: Option<PathBuf>,
+    pub report: report::Report,
 }
 
 /// Whether a kernel built with this configuration unpacks a gzip initramfs (`CONFIG_RD_GZIP`).
@@ -193,7 +200,8 @@ fn resolve_modules(modules_dir: &Path, list: &Path, list_text: &str) -> Result<(
 /// Writes the initramfs to `output`. With a shell, a static busybox from the host goes in as
 /// `/bin/busybox` with `/bin/sh` and the rescue applets linked to it.
 pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
-    let Contents { init, modules_dir, list, shell, trust, ca } = *contents;
+    let Contents { init, modules_dir, list, shell, trust, ca, firmware: firmware_dir, split: two } =
+        *contents;
     let init_bytes = std::fs::read(init).map_err(|e| format!("reading {}: {e}", init.display()))?;
     let list_text = std::fs::read_to_string(list).map_err(|e| format!("reading {}: {e}", list.display()))?;
     let (tree, resolved) = resolve_modules(modules_dir, list, &list_text)?;
@@ -244,6 +252,51 @@ pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
     a.file(&format!("{base}/modules.dep"), 0o644, kmod::modules_dep(&resolved.modules).into_bytes())
         .map_err(e)?;
 
+    if let Some(dir) = firmware_dir {
+        firmware::pack(&tree, &resolved.modules, dir, &mut a)?;
+    }
+
+    let modules_archive = two.then(|| split::modules_path(output));
+    let archives = match &modules_archive {
+        None => vec![(output.to_owned(), a.clone())],
+        Some(second) => {
+            let (netinit, modules) = split::split(&a, 0).map_err(e)?;
+            vec![(output.to_owned(), netinit), (second.clone(), modules)]
+        }
+    };
+    let (mut written, mut uncompressed) = (Vec::new(), 0);
+    for (path, archive) in &archives {
+        let (compressed, raw) = write_gz(archive, path)?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        written.push((name, compressed));
+        uncompressed += raw;
+    }
+    let report =
+        report::summarize(a.entries().map(|(path, kind, _)| (path, entry_size(kind))), written, uncompressed);
+    Ok(Built {
+        init_size: init_bytes.len() as u64,
+        archive_size: report.compressed(),
+        modules: resolved.modules.len(),
+        modules_size,
+        dependency_source: tree.dependency_source(),
+        release: tree.release,
+        modules_archive,
+        report,
+    })
+}
+
+/// The bytes an entry carries: a file's data, a link's target.
+fn entry_size(kind: &mkcpio::Kind) -> u64 {
+    match kind {
+        mkcpio::Kind::File(data) => data.len() as u64,
+        mkcpio::Kind::Symlink(target) => target.len() as u64,
+        _ => 0,
+    }
+}
+
+/// Writes `archive` gzip-compressed to `output` (through a `.partial` file); returns its size and
+/// the cpio bytes before compression.
+fn write_gz(archive: &mkcpio::Archive, output: &Path) -> Result<(u64, u64)> {
     if let Some(dir) = output.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
@@ -252,18 +305,10 @@ pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
     // mtime 0 and no file name in the gzip header: the bytes depend only on the archive.
     let mut gz =
         flate2::GzBuilder::new().mtime(0).write(std::io::BufWriter::new(file), flate2::Compression::best());
-    a.write_to(&mut gz).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    let raw = archive.write_to(&mut gz).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
     gz.finish().and_then(|mut w| w.flush()).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, output).map_err(|e| format!("renaming to {}: {e}", output.display()))?;
-    let archive_size = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
-    Ok(Built {
-        init_size: init_bytes.len() as u64,
-        archive_size,
-        modules: resolved.modules.len(),
-        modules_size,
-        dependency_source: tree.dependency_source(),
-        release: tree.release,
-    })
+    Ok((std::fs::metadata(output).map(|m| m.len()).unwrap_or(0), raw))
 }
 
 #[cfg(test)]
@@ -293,8 +338,16 @@ mod tests {
         let (init, list, out) = (root.join("init"), root.join("modules-list"), root.join("out.cpio.gz"));
         std::fs::write(&init, b"\x7fELF not really").unwrap();
         std::fs::write(&list, "virtio_net\nsquashfs\noverlay\nvirtio_pci\ne1000e\n").unwrap();
-        let contents =
-            Contents { init: &init, modules_dir: &root, list: &list, shell: None, trust: &[], ca: &[] };
+        let contents = Contents {
+            init: &init,
+            modules_dir: &root,
+            list: &list,
+            shell: None,
+            trust: &[],
+            ca: &[],
+            firmware: None,
+            split: false,
+        };
         let built = write(&contents, &out).unwrap();
         assert_eq!((built.modules, built.release.as_str()), (5, RELEASE));
         let x = root.join("x");

@@ -4,6 +4,7 @@
 mod bench;
 mod debs;
 mod elf;
+mod firmware;
 mod fixtures;
 mod host;
 mod httpd;
@@ -14,9 +15,11 @@ mod kernel;
 mod kmod;
 mod netlab;
 mod nginx;
+mod report;
 mod roots;
 mod runner;
 mod scenario;
+mod split;
 mod storm;
 mod vm;
 
@@ -105,6 +108,10 @@ struct Extras<'a> {
     shell: bool,
     trust: &'a [PathBuf],
     ca: &'a [PathBuf],
+    /// Firmware for the packed modules, from this directory.
+    firmware: Option<&'a Path>,
+    /// Write the modules and firmware as a second archive.
+    split: bool,
 }
 
 /// Builds the initramfs around `init` (from [`initramfs::build_init`]); prints what it made.
@@ -122,6 +129,8 @@ fn build_initramfs(
         shell: extras.shell.then_some(Path::new(BUSYBOX)),
         trust: extras.trust,
         ca: extras.ca,
+        firmware: extras.firmware,
+        split: extras.split,
     };
     let built = initramfs::write(&contents, output)?;
     let mut notes = String::new();
@@ -144,12 +153,17 @@ fn build_initramfs(
         built.dependency_source,
         built.release,
     );
+    if let Some(second) = &built.modules_archive {
+        println!("xtask: split: the modules and firmware are in {}", second.display());
+    }
+    print!("{}", built.report.render());
     Ok(())
 }
 
 fn cmd_cpio(args: &[String]) -> Result<()> {
-    let known = ["--modules-dir", "--kernel", "--modules-list", "--output", "--trust", "--ca"];
-    let f = flags(args, &known, &["--shell"])?;
+    let known =
+        ["--modules-dir", "--kernel", "--modules-list", "--output", "--trust", "--ca", "--firmware-dir"];
+    let f = flags(args, &known, &["--shell", "--split"])?;
     let modules_dir = match (flag(&f, "--modules-dir"), flag(&f, "--kernel")) {
         (Some(_), Some(_)) => return Err("give --modules-dir or --kernel, not both".into()),
         (Some(d), None) => PathBuf::from(d),
@@ -172,7 +186,13 @@ fn cmd_cpio(args: &[String]) -> Result<()> {
         &modules_dir,
         &list,
         &output,
-        &Extras { shell: flag(&f, "--shell").is_some(), trust: &trust, ca: &ca },
+        &Extras {
+            shell: flag(&f, "--shell").is_some(),
+            trust: &trust,
+            ca: &ca,
+            firmware: flag(&f, "--firmware-dir").map(Path::new),
+            split: flag(&f, "--split").is_some(),
+        },
     )
 }
 
