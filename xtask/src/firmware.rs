@@ -350,7 +350,7 @@ pub fn pack(
     println!(
         "xtask: packed {} firmware files ({} KiB) from {}: {}",
         names.len(),
-        size.div_ceil(1024),
+        size / 1024,
         root.display(),
         names.join(" ")
     );

@@ -56,7 +56,6 @@ pub struct Contents<'a> {
 /// Checks an initramfs built by [`write`]: the real `cpio` lists the entries the init needs, and a
 /// second build from the same inputs gives the same bytes.
 pub fn verify(built: &Path, contents: &Contents) -> Result<()> {
-    use std::io::Read;
     let again = built.with_extension("again");
     write(contents, &again)?;
     let (a, b) =
@@ -68,21 +67,7 @@ pub fn verify(built: &Path, contents: &Contents) -> Result<()> {
             built.display()
         ));
     }
-    let mut cpio_bytes = Vec::new();
-    flate2::read::GzDecoder::new(&a[..])
-        .read_to_end(&mut cpio_bytes)
-        .map_err(|e| format!("gunzip {}: {e}", built.display()))?;
-    let mut child = std::process::Command::new("cpio")
-        .args(["-t", "--quiet"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("running cpio: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&cpio_bytes).map_err(|e| format!("feeding cpio: {e}"))?;
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    let listed = String::from_utf8_lossy(&out.stdout);
+    let listed = list(built)?;
     let release = kmod::Tree::open(contents.modules_dir)?.release;
     for needed in [
         "init".to_string(),
@@ -97,6 +82,30 @@ pub fn verify(built: &Path, contents: &Contents) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The paths the real `cpio -t` lists in a gzip archive.
+pub fn list(archive: &Path) -> Result<String> {
+    use std::io::Read;
+    let gz = std::fs::read(archive).map_err(|e| format!("reading {}: {e}", archive.display()))?;
+    let mut cpio_bytes = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut cpio_bytes)
+        .map_err(|e| format!("gunzip {}: {e}", archive.display()))?;
+    let mut child = std::process::Command::new("cpio")
+        .args(["-t", "--quiet"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running cpio: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&cpio_bytes).map_err(|e| format!("feeding cpio: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("cpio -t {}: {}", archive.display(), String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A minisign public key file: an optional comment line, then base64 of 42 bytes ("Ed" + key id + key).

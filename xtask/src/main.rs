@@ -53,6 +53,9 @@ const USAGE: &str = "usage: cargo xtask <command>
                                 --trust packs a minisign public key: images must then be signed;
                                 --ca adds CA certificates for https, beside Mozilla's roots";
 
+/// The name of `cargo xtask test`'s firmware check, for `--only`.
+const FIRMWARE_CHECK: &str = "firmware-realtek";
+
 /// The static busybox that `--shell` packs (Debian's busybox-static).
 const BUSYBOX: &str = "/bin/busybox";
 
@@ -306,10 +309,17 @@ fn cmd_test(args: &[String]) -> Result<()> {
         let list: Vec<String> = strays.iter().map(|p| p.display().to_string()).collect();
         return Err(format!("scenarios outside qemu-tests/ never run; move or remove: {}", list.join(", ")));
     }
+    // The firmware check packs a real initramfs (no VM); `--only firmware-realtek` runs it alone.
+    if only.is_empty() || only.contains(&FIRMWARE_CHECK) {
+        fixtures::check_firmware(&initramfs::build_init()?)?;
+    }
     let loaded = scenario::load_all(&host::root().join("qemu-tests"))?;
     let mut scenarios: Vec<scenario::Scenario> = loaded.iter().flat_map(scenario::runs).collect();
     if !only.is_empty() {
         scenarios.retain(|s| only.contains(&s.name.as_str()));
+        if scenarios.is_empty() && only == [FIRMWARE_CHECK] {
+            return Ok(());
+        }
         if scenarios.is_empty() {
             return Err(format!("no scenario named {only:?}"));
         }
