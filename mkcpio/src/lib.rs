@@ -120,6 +120,11 @@ impl Archive {
         self.entries.keys().map(String::as_str)
     }
 
+    /// Each entry in the order it will be written: path, kind and permission bits.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &Kind, u32)> {
+        self.entries.iter().map(|(path, e)| (path.as_str(), &e.kind, e.perm))
+    }
+
     /// Writes the archive, trailer included. The output is a pure function of the entries and mtime.
     pub fn write_to<W: Write>(&self, out: &mut W) -> io::Result<u64> {
         let mut written = 0u64;

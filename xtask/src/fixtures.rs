@@ -29,6 +29,7 @@ fn build_boots(init: &Path, k: &kernel::Kernel, images: &image::Images) -> Resul
         shell: true,
         trust: std::slice::from_ref(&images.key),
         ca: std::slice::from_ref(&images.tls.ca_cert),
+        ..Extras::default()
     };
     build_initramfs(init, &k.modules_dir, &list, &initrd_trusted, &extras)?;
     // The wrong-kernel scenario: the same modules, filed under a release that is not the kernel's.
@@ -111,8 +112,73 @@ pub fn verify_initramfs(env: &scenario::Env) -> Result<()> {
             shell: Some(Path::new(BUSYBOX)),
             trust: &[],
             ca: &[],
+            firmware: None,
+            split: false,
         };
         initramfs::verify(&boots.initrd, &contents)?;
     }
+    Ok(())
+}
+
+/// Debian 12's package of Realtek's NIC firmware, which r8169 declares (component non-free-firmware).
+const REALTEK_FIRMWARE: &str = "firmware-realtek";
+
+/// The firmware check: an initramfs with r8169 for Debian 12's generic kernel, packed with
+/// `firmware-realtek` unpacked as the firmware directory, must carry (as the real `cpio -t` lists
+/// it) each firmware file r8169 declares that the package has. Everything is cached under
+/// `target/netinit-cache/firmware/`.
+pub fn check_firmware(init: &Path) -> Result<()> {
+    println!("xtask: firmware: r8169 with {REALTEK_FIRMWARE} for kernel {}", kernel::DEBIAN_12_GENERIC.name);
+    let k = kernel::ensure(&kernel::DEBIAN_12_GENERIC)?;
+    let dir = host::cache().join("firmware");
+    let unpacked = dir.join(REALTEK_FIRMWARE);
+    let apt = kernel::own_apt("bookworm", "non-free-firmware")?;
+    host::unpack_deb_with(REALTEK_FIRMWARE, &unpacked, &|download: &Path| {
+        host::run(apt().args(["update", "-q"]))?;
+        host::run(apt().args(["download", "-q", REALTEK_FIRMWARE]).current_dir(download))
+    })?;
+    let list = dir.join("modules-list-r8169");
+    std::fs::write(&list, "r8169\n").map_err(|e| format!("writing {}: {e}", list.display()))?;
+    let output = dir.join("r8169.cpio.gz");
+    let contents = initramfs::Contents {
+        init,
+        modules_dir: &k.modules_dir,
+        list: &list,
+        shell: None,
+        trust: &[],
+        ca: &[],
+        firmware: Some(&unpacked),
+        split: false,
+    };
+    initramfs::write(&contents, &output)?;
+    let listed = initramfs::list(&output)?;
+    // What r8169 declares and the package has, found here independently of the packer.
+    let tree = crate::kmod::Tree::open(&k.modules_dir)?;
+    let r8169 = tree.index.files.get("r8169").ok_or("kernel 6.1-generic has no r8169 module")?;
+    let declared = crate::firmware::declared(&crate::elf::modinfo(&tree.read(r8169)?)?);
+    let root = crate::firmware::find_root(&unpacked)?;
+    let expected: Vec<&String> = declared
+        .iter()
+        .filter(|name| ["", ".xz", ".zst"].iter().any(|s| root.join(format!("{name}{s}")).exists()))
+        .collect();
+    if expected.is_empty() {
+        return Err(format!("{} has none of the {} files r8169 declares", root.display(), declared.len()));
+    }
+    let absent: Vec<&&String> = expected
+        .iter()
+        .filter(|name| {
+            !["", ".xz", ".zst"]
+                .iter()
+                .any(|s| listed.lines().any(|l| l == format!("lib/firmware/{name}{s}")))
+        })
+        .collect();
+    if !absent.is_empty() {
+        return Err(format!("cpio -t does not list the firmware {absent:?} in {}", output.display()));
+    }
+    println!(
+        "xtask: firmware: cpio -t lists all {} of the {} files r8169 declares that {REALTEK_FIRMWARE} has",
+        expected.len(),
+        declared.len()
+    );
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::host::{self, Result};
-use crate::kmod;
+use crate::{firmware, kmod, report, split};
 
 /// Where [`build_init`] leaves `/init`.
 pub fn init_path() -> PathBuf {
@@ -47,12 +47,15 @@ pub struct Contents<'a> {
     pub trust: &'a [PathBuf],
     /// PEM CA certificates for https, packed as `/etc/netinit/ca/<file name>`.
     pub ca: &'a [PathBuf],
+    /// Where the firmware the modules declare is looked for (see [`firmware`]).
+    pub firmware: Option<&'a Path>,
+    /// Two archives: the modules and firmware apart (see [`split`]).
+    pub split: bool,
 }
 
 /// Checks an initramfs built by [`write`]: the real `cpio` lists the entries the init needs, and a
 /// second build from the same inputs gives the same bytes.
 pub fn verify(built: &Path, contents: &Contents) -> Result<()> {
-    use std::io::Read;
     let again = built.with_extension("again");
     write(contents, &again)?;
     let (a, b) =
@@ -64,21 +67,7 @@ pub fn verify(built: &Path, contents: &Contents) -> Result<()> {
             built.display()
         ));
     }
-    let mut cpio_bytes = Vec::new();
-    flate2::read::GzDecoder::new(&a[..])
-        .read_to_end(&mut cpio_bytes)
-        .map_err(|e| format!("gunzip {}: {e}", built.display()))?;
-    let mut child = std::process::Command::new("cpio")
-        .args(["-t", "--quiet"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("running cpio: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&cpio_bytes).map_err(|e| format!("feeding cpio: {e}"))?;
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    let listed = String::from_utf8_lossy(&out.stdout);
+    let listed = list(built)?;
     let release = kmod::Tree::open(contents.modules_dir)?.release;
     for needed in [
         "init".to_string(),
@@ -93,6 +82,30 @@ pub fn verify(built: &Path, contents: &Contents) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The paths the real `cpio -t` lists in a gzip archive.
+pub fn list(archive: &Path) -> Result<String> {
+    use std::io::Read;
+    let gz = std::fs::read(archive).map_err(|e| format!("reading {}: {e}", archive.display()))?;
+    let mut cpio_bytes = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut cpio_bytes)
+        .map_err(|e| format!("gunzip {}: {e}", archive.display()))?;
+    let mut child = std::process::Command::new("cpio")
+        .args(["-t", "--quiet"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running cpio: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&cpio_bytes).map_err(|e| format!("feeding cpio: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("cpio -t {}: {}", archive.display(), String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A minisign public key file: an optional comment line, then base64 of 42 bytes ("Ed" + key id + key).
@@ -114,6 +127,9 @@ pub struct Built {
     pub release: String,
     /// Where their dependencies were read.
     pub dependency_source: &'static str,
+    /// The second archive, with `--split`.
+    pub modules_archive: Option<PathBuf>,
+    pub report: report::Report,
 }
 
 /// Whether a kernel built with this configuration unpacks a gzip initramfs (`CONFIG_RD_GZIP`).
@@ -193,7 +209,8 @@ fn resolve_modules(modules_dir: &Path, list: &Path, list_text: &str) -> Result<(
 /// Writes the initramfs to `output`. With a shell, a static busybox from the host goes in as
 /// `/bin/busybox` with `/bin/sh` and the rescue applets linked to it.
 pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
-    let Contents { init, modules_dir, list, shell, trust, ca } = *contents;
+    let Contents { init, modules_dir, list, shell, trust, ca, firmware: firmware_dir, split: two } =
+        *contents;
     let init_bytes = std::fs::read(init).map_err(|e| format!("reading {}: {e}", init.display()))?;
     let list_text = std::fs::read_to_string(list).map_err(|e| format!("reading {}: {e}", list.display()))?;
     let (tree, resolved) = resolve_modules(modules_dir, list, &list_text)?;
@@ -259,6 +276,51 @@ pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
     a.file(&format!("{base}/modules.always"), 0o644, kmod::always(listed, &aliases).into_bytes())
         .map_err(e)?;
 
+    if let Some(dir) = firmware_dir {
+        firmware::pack(&tree, &resolved.modules, dir, &mut a)?;
+    }
+
+    let modules_archive = two.then(|| split::modules_path(output));
+    let archives = match &modules_archive {
+        None => vec![(output.to_owned(), a.clone())],
+        Some(second) => {
+            let (netinit, modules) = split::split(&a, 0).map_err(e)?;
+            vec![(output.to_owned(), netinit), (second.clone(), modules)]
+        }
+    };
+    let (mut written, mut uncompressed) = (Vec::new(), 0);
+    for (path, archive) in &archives {
+        let (compressed, raw) = write_gz(archive, path)?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        written.push((name, compressed));
+        uncompressed += raw;
+    }
+    let report =
+        report::summarize(a.entries().map(|(path, kind, _)| (path, entry_size(kind))), written, uncompressed);
+    Ok(Built {
+        init_size: init_bytes.len() as u64,
+        archive_size: report.compressed(),
+        modules: resolved.modules.len(),
+        modules_size,
+        dependency_source: tree.dependency_source(),
+        release: tree.release,
+        modules_archive,
+        report,
+    })
+}
+
+/// The bytes an entry carries: a file's data, a link's target.
+fn entry_size(kind: &mkcpio::Kind) -> u64 {
+    match kind {
+        mkcpio::Kind::File(data) => data.len() as u64,
+        mkcpio::Kind::Symlink(target) => target.len() as u64,
+        _ => 0,
+    }
+}
+
+/// Writes `archive` gzip-compressed to `output` (through a `.partial` file); returns its size and
+/// the cpio bytes before compression.
+fn write_gz(archive: &mkcpio::Archive, output: &Path) -> Result<(u64, u64)> {
     if let Some(dir) = output.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
@@ -267,18 +329,10 @@ pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
     // mtime 0 and no file name in the gzip header: the bytes depend only on the archive.
     let mut gz =
         flate2::GzBuilder::new().mtime(0).write(std::io::BufWriter::new(file), flate2::Compression::best());
-    a.write_to(&mut gz).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    let raw = archive.write_to(&mut gz).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
     gz.finish().and_then(|mut w| w.flush()).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, output).map_err(|e| format!("renaming to {}: {e}", output.display()))?;
-    let archive_size = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
-    Ok(Built {
-        init_size: init_bytes.len() as u64,
-        archive_size,
-        modules: resolved.modules.len(),
-        modules_size,
-        dependency_source: tree.dependency_source(),
-        release: tree.release,
-    })
+    Ok((std::fs::metadata(output).map(|m| m.len()).unwrap_or(0), raw))
 }
 
 #[cfg(test)]
@@ -308,8 +362,16 @@ mod tests {
         let (init, list, out) = (root.join("init"), root.join("modules-list"), root.join("out.cpio.gz"));
         std::fs::write(&init, b"\x7fELF not really").unwrap();
         std::fs::write(&list, "virtio_net\nsquashfs\noverlay\nvirtio_pci\ne1000e\n").unwrap();
-        let contents =
-            Contents { init: &init, modules_dir: &root, list: &list, shell: None, trust: &[], ca: &[] };
+        let contents = Contents {
+            init: &init,
+            modules_dir: &root,
+            list: &list,
+            shell: None,
+            trust: &[],
+            ca: &[],
+            firmware: None,
+            split: false,
+        };
         let built = write(&contents, &out).unwrap();
         assert_eq!((built.modules, built.release.as_str()), (5, RELEASE));
         let x = root.join("x");

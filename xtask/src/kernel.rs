@@ -1,8 +1,9 @@
 //! The test kernels: Debian kernel packages, fetched with `apt-get download` and unpacked with
 //! `dpkg -x` into `target/netinit-cache/kernel/<package>/`, once each. Their versions are pinned
-//! here and nowhere else. Debian 12's comes through the machine's own apt sources; Debian 13's
+//! here and nowhere else. Debian 12's come through the machine's own apt sources; Debian 13's
 //! through a sources file and package lists of xtask's own (`target/netinit-cache/apt/`), so the
-//! machine's apt configuration is never changed.
+//! machine's apt configuration is never changed ([`own_apt`] also fetches Debian 12's
+//! `non-free-firmware` for the firmware check).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,11 +40,24 @@ pub const DEBIAN_13: Spec = Spec {
     suite: Some("trixie"),
 };
 
-/// Every test kernel, the default first.
+/// Debian 12's generic kernel: every driver of real hardware as a module (e1000, e1000e, r8169,
+/// the RAID and HBA drivers), and the firmware they declare, so it shows what a server's initramfs
+/// weighs. Selected by name only: `kernels: all` stays the two cloud kernels, to keep test time.
+pub const DEBIAN_12_GENERIC: Spec = Spec {
+    name: "6.1-generic",
+    package: "linux-image-6.1.0-56-amd64",
+    release: "6.1.0-56-amd64",
+    suite: None,
+};
+
+/// The test kernels that `kernels: all` runs, the default first.
 pub const ALL: [&Spec; 2] = [&DEBIAN_12, &DEBIAN_13];
 
+/// Every test kernel, those of [`ALL`] first, then those selected by name only.
+pub const KNOWN: [&Spec; 3] = [&DEBIAN_12, &DEBIAN_13, &DEBIAN_12_GENERIC];
+
 pub fn by_name(name: &str) -> Option<&'static Spec> {
-    ALL.into_iter().find(|k| k.name == name)
+    KNOWN.into_iter().find(|k| k.name == name)
 }
 
 pub struct Kernel {
@@ -76,7 +90,7 @@ fn fetch(spec: &Spec, dir: &Path) -> Result<()> {
     match spec.suite {
         None => host::unpack_deb(spec.package, dir),
         Some(suite) => {
-            let apt = own_apt(suite)?;
+            let apt = own_apt(suite, "main")?;
             host::unpack_deb_with(spec.package, dir, &|download: &Path| {
                 host::run(apt().args(["update", "-q"]))?;
                 host::run(apt().args(["download", "-q", spec.package]).current_dir(download))
@@ -90,10 +104,10 @@ fn fetch(spec: &Spec, dir: &Path) -> Result<()> {
 /// 13's keys).
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
-/// An `apt-get` that reads only xtask's sources file for `suite` and keeps its lists and cache
-/// under `target/netinit-cache/apt/`. The mirror is the machine's own (the one its apt sources use
-/// for its release), or `NETINIT_DEBIAN_MIRROR`.
-fn own_apt(suite: &str) -> Result<impl Fn() -> Command> {
+/// An `apt-get` that reads only xtask's sources file for `suite`'s `component` and keeps its lists
+/// and cache under `target/netinit-cache/apt/<suite>-<component>/`. The mirror is the machine's own
+/// (the one its apt sources use for its release), or `NETINIT_DEBIAN_MIRROR`.
+pub fn own_apt(suite: &str, component: &str) -> Result<impl Fn() -> Command> {
     let mirror = match std::env::var("NETINIT_DEBIAN_MIRROR") {
         Ok(m) if !m.is_empty() => m,
         _ => machine_mirror()?,
@@ -101,13 +115,14 @@ fn own_apt(suite: &str) -> Result<impl Fn() -> Command> {
     if !Path::new(KEYRING).is_file() {
         return Err(format!("{KEYRING} is missing: install debian-archive-keyring"));
     }
-    let root = host::cache().join("apt");
+    // One directory per sources file: `apt-get update` drops the lists its sources do not name.
+    let root = host::cache().join("apt").join(format!("{suite}-{component}"));
     for d in ["lists/partial", "cache/archives/partial"] {
         std::fs::create_dir_all(root.join(d)).map_err(|e| format!("creating {}: {e}", root.display()))?;
     }
-    let sources = root.join(format!("{suite}.sources"));
+    let sources = root.join(format!("{suite}-{component}.sources"));
     let text = format!(
-        "Types: deb\nURIs: {mirror}\nSuites: {suite}\nComponents: main\nArchitectures: amd64\n\
+        "Types: deb\nURIs: {mirror}\nSuites: {suite}\nComponents: {component}\nArchitectures: amd64\n\
          Targets: Packages\nSigned-By: {KEYRING}\n"
     );
     std::fs::write(&sources, text).map_err(|e| format!("writing {}: {e}", sources.display()))?;
@@ -171,5 +186,8 @@ mod tests {
         assert_eq!(ALL[0], &DEBIAN_12, "the default comes first");
         assert!(ALL.iter().all(|k| k.package.ends_with(k.release)));
         assert_eq!(by_name("5.10"), None);
+        assert_eq!(by_name("6.1-generic"), Some(&DEBIAN_12_GENERIC));
+        assert!(!ALL.contains(&&DEBIAN_12_GENERIC), "kernels: all stays the cloud kernels");
+        assert!(KNOWN.iter().all(|k| KNOWN.iter().filter(|o| o.name == k.name).count() == 1));
     }
 }

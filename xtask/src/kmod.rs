@@ -61,7 +61,7 @@ pub fn decompress(data: Vec<u8>) -> Result<Vec<u8>, String> {
 
 /// One zstd frame, its content checksum checked when it has one (ruzstd computes it, the caller
 /// compares).
-fn unzstd(data: &[u8], out: &mut Vec<u8>) -> std::io::Result<usize> {
+pub(crate) fn unzstd(data: &[u8], out: &mut Vec<u8>) -> std::io::Result<usize> {
     let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
     let mut decoder = ruzstd::decoding::StreamingDecoder::new(data).map_err(|e| invalid(e.to_string()))?;
     let n = decoder.read_to_end(out)?;

@@ -4,6 +4,7 @@
 mod bench;
 mod debs;
 mod elf;
+mod firmware;
 mod fixtures;
 mod host;
 mod httpd;
@@ -14,9 +15,11 @@ mod kernel;
 mod kmod;
 mod netlab;
 mod nginx;
+mod report;
 mod roots;
 mod runner;
 mod scenario;
+mod split;
 mod storm;
 mod vm;
 
@@ -44,11 +47,14 @@ const USAGE: &str = "usage: cargo xtask <command>
          [--trust KEY]... [--ca PEM]...
                                 build the initramfs (DIR: a [usr/]lib/modules/<release> directory,
                                 or the root of an unpacked kernel package; modules .ko, .ko.gz,
-                                .ko.xz, .ko.zst; NAME: a test kernel, 6.1 (the default) or 6.12,
+                                .ko.xz, .ko.zst; NAME: a test kernel, 6.1 (the default), 6.12 or 6.1-generic,
                                 fetched into the cache); --shell adds the host's static
                                 busybox as a rescue shell (for `single` and netinit.fail=shell);
                                 --trust packs a minisign public key: images must then be signed;
                                 --ca adds CA certificates for https, beside Mozilla's roots";
+
+/// The name of `cargo xtask test`'s firmware check, for `--only`.
+const FIRMWARE_CHECK: &str = "firmware-realtek";
 
 /// The static busybox that `--shell` packs (Debian's busybox-static).
 const BUSYBOX: &str = "/bin/busybox";
@@ -105,6 +111,10 @@ struct Extras<'a> {
     shell: bool,
     trust: &'a [PathBuf],
     ca: &'a [PathBuf],
+    /// Firmware for the packed modules, from this directory.
+    firmware: Option<&'a Path>,
+    /// Write the modules and firmware as a second archive.
+    split: bool,
 }
 
 /// Builds the initramfs around `init` (from [`initramfs::build_init`]); prints what it made.
@@ -122,6 +132,8 @@ fn build_initramfs(
         shell: extras.shell.then_some(Path::new(BUSYBOX)),
         trust: extras.trust,
         ca: extras.ca,
+        firmware: extras.firmware,
+        split: extras.split,
     };
     let built = initramfs::write(&contents, output)?;
     let mut notes = String::new();
@@ -144,12 +156,17 @@ fn build_initramfs(
         built.dependency_source,
         built.release,
     );
+    if let Some(second) = &built.modules_archive {
+        println!("xtask: split: the modules and firmware are in {}", second.display());
+    }
+    print!("{}", built.report.render());
     Ok(())
 }
 
 fn cmd_cpio(args: &[String]) -> Result<()> {
-    let known = ["--modules-dir", "--kernel", "--modules-list", "--output", "--trust", "--ca"];
-    let f = flags(args, &known, &["--shell"])?;
+    let known =
+        ["--modules-dir", "--kernel", "--modules-list", "--output", "--trust", "--ca", "--firmware-dir"];
+    let f = flags(args, &known, &["--shell", "--split"])?;
     let modules_dir = match (flag(&f, "--modules-dir"), flag(&f, "--kernel")) {
         (Some(_), Some(_)) => return Err("give --modules-dir or --kernel, not both".into()),
         (Some(d), None) => PathBuf::from(d),
@@ -172,7 +189,13 @@ fn cmd_cpio(args: &[String]) -> Result<()> {
         &modules_dir,
         &list,
         &output,
-        &Extras { shell: flag(&f, "--shell").is_some(), trust: &trust, ca: &ca },
+        &Extras {
+            shell: flag(&f, "--shell").is_some(),
+            trust: &trust,
+            ca: &ca,
+            firmware: flag(&f, "--firmware-dir").map(Path::new),
+            split: flag(&f, "--split").is_some(),
+        },
     )
 }
 
@@ -286,16 +309,23 @@ fn cmd_test(args: &[String]) -> Result<()> {
         let list: Vec<String> = strays.iter().map(|p| p.display().to_string()).collect();
         return Err(format!("scenarios outside qemu-tests/ never run; move or remove: {}", list.join(", ")));
     }
+    // The firmware check packs a real initramfs (no VM); `--only firmware-realtek` runs it alone.
+    if only.is_empty() || only.contains(&FIRMWARE_CHECK) {
+        fixtures::check_firmware(&initramfs::build_init()?)?;
+    }
     let loaded = scenario::load_all(&host::root().join("qemu-tests"))?;
     let mut scenarios: Vec<scenario::Scenario> = loaded.iter().flat_map(scenario::runs).collect();
     if !only.is_empty() {
         scenarios.retain(|s| only.contains(&s.name.as_str()));
+        if scenarios.is_empty() && only == [FIRMWARE_CHECK] {
+            return Ok(());
+        }
         if scenarios.is_empty() {
             return Err(format!("no scenario named {only:?}"));
         }
     }
     let kernels: Vec<&'static kernel::Spec> =
-        kernel::ALL.into_iter().filter(|k| scenarios.iter().any(|s| s.kernel == *k)).collect();
+        kernel::KNOWN.into_iter().filter(|k| scenarios.iter().any(|s| s.kernel == *k)).collect();
     let (env, _server) = fixtures::prepare_vm_env(&kernels)?;
     fixtures::verify_initramfs(&env)?;
     println!("xtask: {} VM scenarios, {jobs} at a time", scenarios.len());

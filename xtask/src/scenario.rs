@@ -24,8 +24,8 @@
 //! `initramfs:` picks the test initramfs: `plain` (the default, with a rescue shell), `trusted` (also
 //! trusting the test signing key and CA), or `wrong-kernel` (its modules filed under another release).
 //!
-//! `kernels:` names the test kernels to boot (`all`, or names such as `6.1 6.12`; the default is the
-//! first of `kernel::ALL`). The scenario runs once on each, each kernel with initramfs built from its
+//! `kernels:` names the test kernels to boot (`all`, the two cloud kernels of `kernel::ALL`, or names
+//! such as `6.1 6.12 6.1-generic`; the default is the first of `kernel::ALL`). The scenario runs once on each, each kernel with initramfs built from its
 //! own modules; runs on other kernels than the default are named `NAME@6.12`. `{release}` is the
 //! booted kernel's release, `{kernel}` its name; the test server serves its files under
 //! `by-kernel/{kernel}/` too, for a fault path of each run's own.
@@ -169,7 +169,7 @@ fn parse_kernels(value: &str) -> Result<Vec<&'static kernel::Spec>, String> {
     if value == "all" {
         return Ok(kernel::ALL.to_vec());
     }
-    let names: Vec<&str> = kernel::ALL.iter().map(|k| k.name).collect();
+    let names: Vec<&str> = kernel::KNOWN.iter().map(|k| k.name).collect();
     let kernels = value
         .split_whitespace()
         .map(|n| {
@@ -457,7 +457,12 @@ mod tests {
         let s = parse("boot", "cmdline: ip=dhcp\nexpect: y\n").unwrap();
         assert_eq!(runs(&s).iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["boot"]);
         let e = parse("boot", "kernels: 5.10\ncmdline: ip=dhcp\nexpect: y\n").unwrap_err();
-        assert_eq!(e, "boot:1: no test kernel \"5.10\": kernels is all or some of [\"6.1\", \"6.12\"]");
+        assert_eq!(
+            e,
+            "boot:1: no test kernel \"5.10\": kernels is all or some of [\"6.1\", \"6.12\", \"6.1-generic\"]"
+        );
+        let s = parse("boot", "kernels: 6.1-generic\ncmdline: ip=dhcp\nexpect: y\n").unwrap();
+        assert_eq!(runs(&s).iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["boot@6.1-generic"]);
     }
 
     #[test]
