@@ -275,7 +275,7 @@ fn run() -> Result<Infallible, BootError> {
     if let Some(late) = coldplug.and_then(modules::coldplug::Coldplug::finish) {
         log::info!(
             "modules: {} more loaded since the modules stage{}{}",
-            late.loaded.len(),
+            if late.loaded.is_empty() { "nothing".to_owned() } else { late.loaded.len().to_string() },
             if late.loaded.is_empty() { String::new() } else { format!(": {}", late.loaded.join(" ")) },
             if late.failed.is_empty() { String::new() } else { format!("; {} failed", late.failed.len()) },
         );

@@ -25,6 +25,10 @@ say "addresses=$(busybox ip -4 -o addr show | busybox awk '{ printf "%s ", $4 }'
 say "lower=$(busybox awk '$2 == "/run/netinit/lower" { print $3 }' /proc/mounts)"
 busybox ip -4 route | busybox sed 's/^/netinit-test-root: route /'
 for nic in /sys/class/net/eth*; do say "mtu ${nic##*/}=$(busybox cat "$nic/mtu")"; done
+for nic in /sys/class/net/eth*; do say "driver ${nic##*/}=$(busybox basename "$(busybox readlink "$nic/device/driver")")"; done
+say "disks=$(for d in /sys/block/*; do case "${d##*/}" in loop*) ;; *) printf '%s ' "${d##*/}";; esac; done)"
+say "modules-loaded=$(busybox wc -l < /proc/modules)"
+busybox awk '{ print "netinit-test-root: module " $1 ";" }' /proc/modules
 say "args=$*"
 say "env-modloop=${modloop:-unset}"
 say "hostname=$(busybox hostname)"

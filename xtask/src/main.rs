@@ -255,6 +255,8 @@ fn cmd_qemu(args: &[String]) -> Result<()> {
         initramfs: scenario::Initramfs::Plain,
         kernels: vec![kernel::ALL[0]],
         kernel: kernel::ALL[0],
+        user_nic: ("virtio-net-pci".into(), String::new()),
+        qemu: Vec::new(),
         forbids: vec!["Kernel panic".into()],
         timeout: Duration::from_secs(timeout),
     };

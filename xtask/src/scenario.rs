@@ -30,6 +30,10 @@
 //! booted kernel's release, `{kernel}` its name; the test server serves its files under
 //! `by-kernel/{kernel}/` too, for a fault path of each run's own.
 //!
+//! `user-nic: MODEL [OPTION]...` picks the qemu device of the NIC on qemu's user network
+//! (`virtio-net-pci` by default; `e1000`, `e1000e`) and adds options to its `-netdev`
+//! (`ipv4=off`: a NIC no DHCP server answers). `qemu:` lines add qemu arguments (a disk).
+//!
 //! `nic:` lines give the guest's NICs in order (`user`, the default; `none`, a bridge without DHCP;
 //! `dhcp`; `dhcp-after SECONDS`). `boot: ipxe` boots through the NIC's iPXE ROM: qemu's DHCP hands it
 //! a script over TFTP, in README's form, which fetches the kernel and initramfs over HTTP with
@@ -83,6 +87,10 @@ pub struct Scenario {
     pub kernels: Vec<&'static kernel::Spec>,
     /// The kernel this run boots.
     pub kernel: &'static kernel::Spec,
+    /// `user-nic:`: the qemu device model of the user-network NIC, and options for its `-netdev`.
+    pub user_nic: (String, String),
+    /// `qemu:`: more qemu arguments (a disk, say).
+    pub qemu: Vec<String>,
 }
 
 /// Lines every scenario forbids.
@@ -102,6 +110,8 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
         initramfs: Initramfs::Plain,
         kernels: vec![kernel::ALL[0]],
         kernel: kernel::ALL[0],
+        user_nic: ("virtio-net-pci".into(), String::new()),
+        qemu: Vec::new(),
     };
     let mut in_header = true;
     for (n, line) in text.lines().enumerate() {
@@ -138,6 +148,13 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
             },
             "kernels" => s.kernels = parse_kernels(&value).map_err(|e| format!("{name}:{}: {e}", n + 1))?,
             "nic" => s.nics.push(Nic::parse(&value).map_err(|e| format!("{name}:{}: {e}", n + 1))?),
+            "user-nic" => {
+                let mut words = value.split_whitespace();
+                let model =
+                    words.next().ok_or(format!("{name}:{}: user-nic: MODEL [NETDEV-OPTIONS]", n + 1))?;
+                s.user_nic = (model.to_owned(), words.map(|w| format!(",{w}")).collect());
+            }
+            "qemu" => s.qemu.extend(value.split_whitespace().map(str::to_owned)),
             "firmware" => match value.as_str() {
                 "bios" => s.firmware = Firmware::Bios,
                 "uefi" => s.firmware = Firmware::Uefi,
@@ -280,9 +297,12 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
     };
     let nics = match (&lab, s.ipxe) {
         (Some(_), _) => Lab::qemu_args(&s.nics),
-        (None, false) => ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="]
-            .map(String::from)
-            .to_vec(),
+        (None, false) => vec![
+            "-netdev".into(),
+            format!("user,id=n0{}", s.user_nic.1),
+            "-device".into(),
+            format!("{},netdev=n0,romfile=", s.user_nic.0),
+        ],
         (None, true) => {
             let tftp = env.logs.join(format!("tftp-{}", s.name));
             let written = std::fs::create_dir_all(&tftp)
@@ -317,6 +337,7 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
             append: kernel_cmdline(s, env),
         },
     };
+    let nics = nics.into_iter().chain(s.qemu.iter().cloned()).collect();
     let spec =
         Spec { boot, firmware: s.firmware, memory_mb: 512, nics, netns: lab.as_ref().map(|l| l.ns.clone()) };
     let mut vm = match Vm::boot(&spec, echo) {

@@ -344,7 +344,7 @@ fn race(
         }
         let mut wake =
             racers.iter().map(|r| r.client.next_deadline()).min().unwrap_or(deadline).min(deadline);
-        if !waiting.is_empty() {
+        if !waiting.is_empty() || growing {
             wake = wake.min(now.saturating_add(POLL * 5));
         }
         let sockets: Vec<&std::os::fd::OwnedFd> = racers.iter().map(|r| &r.socket).collect();
