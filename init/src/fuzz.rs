@@ -558,6 +558,35 @@ fn check_modules_dep(text: &str) {
     }
 }
 
+/// `(pattern, module)` lines of a `modules.alias`, and devices' modaliases.
+type AliasesAndDevices = (Vec<(String, String)>, Vec<String>);
+
+/// `modules.alias` lines and modaliases over a small alphabet with every special character, so
+/// that patterns and devices often meet.
+fn aliases_and_devices() -> BoxedStrategy<AliasesAndDevices> {
+    let pattern = "[pciv:0-9A-F*?\\[\\]!^\\\\-]{0,24}";
+    let device = "[pciv:0-9A-F\\[\\]*?-]{0,24}";
+    (prop::collection::vec((pattern, "m[0-3]"), 0..40), prop::collection::vec(device, 0..10)).boxed()
+}
+
+/// The index finds, for any device, exactly the modules whose patterns `fnmatch` one by one, in
+/// the file's order; a uevent of any bytes parses or is `None`.
+fn check_aliases((lines, devices): &AliasesAndDevices) {
+    use crate::modules::alias::{fnmatch, AliasIndex};
+    let text: String = lines.iter().map(|(p, m)| format!("alias {p} {m}\n")).collect();
+    let (index, _) = AliasIndex::parse(&text);
+    for device in devices {
+        let mut expected: Vec<&str> = Vec::new();
+        for (p, m) in lines.iter().filter(|(p, _)| !p.is_empty()) {
+            if fnmatch(p.as_bytes(), device.as_bytes()) && !expected.contains(&m.as_str()) {
+                expected.push(m);
+            }
+        }
+        assert_eq!(index.drivers(device), expected, "{device:?} against {text:?}");
+        let _ = crate::modules::coldplug::parse_uevent(device.as_bytes());
+    }
+}
+
 /// A JSON validator (RFC 8259), to hold `explain --json` to the format whatever the input.
 mod json {
     pub fn validate(text: &str) -> Result<(), String> {
@@ -684,6 +713,11 @@ proptest! {
     fn modules_deps_never_panic(text in modules_deps()) {
         check_modules_dep(&text);
     }
+
+    #[test]
+    fn the_alias_index_matches_as_fnmatch_does(input in aliases_and_devices()) {
+        check_aliases(&input);
+    }
 }
 
 proptest! {
@@ -710,10 +744,10 @@ fn fuzz_for_a_while() {
     ) -> u64 {
         strategy.new_tree(runner).map(|tree| check(&tree.current())).is_ok().into()
     }
-    let (cmdlines, packets, answers, superblocks, tarballs, deps) =
-        (cmdlines(), packets(), answers(), superblocks(), tarballs(), modules_deps());
+    let (cmdlines, packets, answers, superblocks, tarballs, deps, aliases) =
+        (cmdlines(), packets(), answers(), superblocks(), tarballs(), modules_deps(), aliases_and_devices());
     let start = Instant::now();
-    let mut n = [0u64; 6];
+    let mut n = [0u64; 7];
     while start.elapsed() < budget {
         for round in 0..100 {
             n[0] += one(&mut runner, &cmdlines, |t| check_cmdline(t));
@@ -721,6 +755,7 @@ fn fuzz_for_a_while() {
             n[2] += one(&mut runner, &answers, |a| check_answers(a));
             n[3] += one(&mut runner, &superblocks, check_superblock);
             n[5] += one(&mut runner, &deps, |d| check_modules_dep(d));
+            n[6] += one(&mut runner, &aliases, check_aliases);
             // A tarball costs a directory tree: one in ten rounds.
             if round % 10 == 0 {
                 n[4] += one(&mut runner, &tarballs, |t| check_tarball(t, round % 20 == 0));
@@ -728,7 +763,7 @@ fn fuzz_for_a_while() {
         }
     }
     println!(
-        "fuzzed for {secs}s, no panic: {} cmdlines, {} DHCP packets, {} HTTP answer runs, {} superblocks, {} apkovl tarballs, {} modules.dep files",
-        n[0], n[1], n[2], n[3], n[4], n[5]
+        "fuzzed for {secs}s, no panic: {} cmdlines, {} DHCP packets, {} HTTP answer runs, {} superblocks, {} apkovl tarballs, {} modules.dep files, {} alias files",
+        n[0], n[1], n[2], n[3], n[4], n[5], n[6]
     );
 }

@@ -2,6 +2,7 @@
 //! the subcommands; each installs what it is missing (or prints the exact command when not root).
 
 mod bench;
+mod bench_modules;
 mod debs;
 mod elf;
 mod firmware;
@@ -38,6 +39,10 @@ const USAGE: &str = "usage: cargo xtask <command>
   bench  fetch [--size-mib N] [--runs N] [--nginx]
                                 the fetcher's throughput on loopback beside curl's (1 GiB, 5 runs;
                                 --nginx: served by Debian's nginx instead of xtask's server)
+  bench  modules [--kernel NAME] [--nic MODEL] [--runs N]
+                                coldplug against netinit.coldplug=no: the modules stage's time
+                                and module counts, booting NAME (6.1-generic) with one qemu NIC
+                                MODEL (e1000) N times (5) each, alternating
   bench  storm [--clients N] [--size-mib M] [--no-cache] [--client-timeout SECS]
                                 a reboot storm: N clients (200) at once fetch an M MiB image (32)
                                 from nginx with a busy server's limits, netinit then curl; then
@@ -216,6 +221,14 @@ fn cmd_bench(args: &[String]) -> Result<()> {
                 cache: flag(&f, "--no-cache").is_none(),
                 client_timeout: Duration::from_secs(number(&f, "--client-timeout", 900)?),
             })
+        }
+        "modules" => {
+            let f = flags(rest, &["--kernel", "--nic", "--runs"], &[])?;
+            bench_modules::modules(
+                flag(&f, "--kernel").unwrap_or("6.1-generic"),
+                flag(&f, "--nic").unwrap_or("e1000"),
+                number(&f, "--runs", 5)?.max(1) as usize,
+            )
         }
         _ => Err(format!("unknown benchmark {what:?}\n\n{USAGE}")),
     }

@@ -4,7 +4,8 @@
 //! both sides). Every module whose pattern matches is a driver for the device, as with modprobe.
 //!
 //! Pure, and bounded: the matcher backtracks only to the last `*`, so a match costs at most
-//! pattern length times text length steps.
+//! pattern length times text length steps, and a device is tried only against the patterns its
+//! modalias could match by their literal prefix.
 
 use std::collections::BTreeMap;
 
@@ -83,17 +84,20 @@ fn class(pattern: &[u8], c: u8) -> Option<usize> {
     (matched != negated).then_some(i + 1)
 }
 
-/// The bus of an alias or a modalias: what precedes the first `:` (`pci`, `virtio`, `acpi`).
-fn bus(text: &str) -> &str {
-    text.split_once(':').map_or("", |(bus, _)| bus)
+/// The part of a pattern before its first special character: every text it matches starts so.
+fn literal_prefix(pattern: &str) -> &str {
+    pattern.find(['*', '?', '[', '\\']).map_or(pattern, |i| &pattern[..i])
 }
 
-/// `modules.alias`, grouped by bus so that a device is matched only against its bus's patterns
-/// (a pattern whose bus part has a glob, like `acpi*:`, is tried against every device).
+/// `modules.alias`, by each pattern's literal prefix, so that a device is matched with `fnmatch`
+/// only against the patterns whose prefix its modalias starts with: a few, among the thousands of
+/// a server's drivers (a `pci:v00008086d000010D3...` device against Intel's 10D3 patterns and the
+/// class-wide ones, not every Intel NIC's).
 #[derive(Debug, Default)]
 pub struct AliasIndex {
-    by_bus: BTreeMap<String, Vec<(String, String)>>,
-    any_bus: Vec<(String, String)>,
+    /// Literal prefix to (line number, pattern, module).
+    by_prefix: BTreeMap<String, Vec<(usize, String, String)>>,
+    len: usize,
 }
 
 impl AliasIndex {
@@ -101,7 +105,8 @@ impl AliasIndex {
     pub fn parse(text: &str) -> (AliasIndex, usize) {
         let mut index = AliasIndex::default();
         let mut skipped = 0usize;
-        for line in text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
+        {
             let mut words = line.split_whitespace();
             let (Some("alias"), Some(pattern), Some(module), None) =
                 (words.next(), words.next(), words.next(), words.next())
@@ -113,28 +118,31 @@ impl AliasIndex {
                 skipped = skipped.saturating_add(1);
                 continue;
             }
-            let entry = (pattern.to_owned(), module.replace('-', "_"));
-            let bus = bus(pattern);
-            if bus.contains(['*', '?', '[', '\\']) {
-                index.any_bus.push(entry);
-            } else {
-                index.by_bus.entry(bus.to_owned()).or_default().push(entry);
-            }
+            let entry = (n, pattern.to_owned(), module.replace('-', "_"));
+            index.by_prefix.entry(literal_prefix(pattern).to_owned()).or_default().push(entry);
+            index.len += 1;
         }
         (index, skipped)
     }
 
     /// The number of patterns.
     pub fn len(&self) -> usize {
-        self.by_bus.values().map(Vec::len).sum::<usize>() + self.any_bus.len()
+        self.len
     }
 
     /// The modules with a pattern that matches `modalias`, each once, in the file's order.
     pub fn drivers(&self, modalias: &str) -> Vec<&str> {
+        let ends = modalias.char_indices().map(|(i, _)| i).chain([modalias.len()]);
+        let mut matched: Vec<(usize, &str)> = ends
+            .filter_map(|end| self.by_prefix.get(&modalias[..end]))
+            .flatten()
+            .filter(|(_, pattern, _)| fnmatch(pattern.as_bytes(), modalias.as_bytes()))
+            .map(|(n, _, module)| (*n, module.as_str()))
+            .collect();
+        matched.sort_unstable();
         let mut out: Vec<&str> = Vec::new();
-        let candidates = self.by_bus.get(bus(modalias)).into_iter().flatten().chain(&self.any_bus);
-        for (pattern, module) in candidates {
-            if !out.contains(&module.as_str()) && fnmatch(pattern.as_bytes(), modalias.as_bytes()) {
+        for (_, module) in matched {
+            if !out.contains(&module) {
                 out.push(module);
             }
         }

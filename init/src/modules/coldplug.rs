@@ -353,9 +353,16 @@ pub fn start(
         done: BTreeSet::new(),
         findings: findings.clone(),
     };
-    for modalias in &modaliases {
-        let _ = loader.drivers_for(modalias);
+    if let Ok(mut f) = findings.lock() {
+        f.without_driver.extend(p.unmatched.iter().filter(|m| is_network_device(m)).cloned());
+        for (module, by) in &p.refused {
+            if loader.db.get(module).is_some_and(|m| m.path.starts_with("kernel/drivers/net/")) {
+                f.refused.insert(module.clone(), by.clone());
+            }
+        }
     }
+    // Refused once: a uevent for the same driver is not logged again.
+    loader.done.extend(p.refused.keys().cloned());
     let mut started = Started { background: p.later.len(), ..Started::default() };
     for name in &p.now {
         loader.done.insert(name.clone());
