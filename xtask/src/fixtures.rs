@@ -42,13 +42,35 @@ fn build_boots(init: &Path, k: &kernel::Kernel, images: &image::Images) -> Resul
     }
     let initrd_wrong_kernel = file("initramfs-wrong-kernel");
     build_initramfs(init, &fake, &list, &initrd_wrong_kernel, &Extras::default())?;
+    // The split scenario: the plain initramfs as the two archives of `--split`, for iPXE.
+    let split = k.spec == kernel::ALL[0];
+    if split {
+        let output = host::cache().join(scenario::SPLIT_INITRDS[0]);
+        build_initramfs(
+            init,
+            &k.modules_dir,
+            &list,
+            &output,
+            &Extras { shell: true, split: true, ..Extras::default() },
+        )?;
+        for name in scenario::SPLIT_INITRDS {
+            link(&images.www.join(name), &host::cache().join(name))?;
+        }
+    }
     Ok(scenario::Boots {
         spec: k.spec,
         kernel: k.vmlinuz.clone(),
         initrd,
         initrd_trusted,
         initrd_wrong_kernel,
+        split,
     })
+}
+
+/// `link` made a symbolic link to `target`, replacing what was there.
+fn link(link: &Path, target: &Path) -> Result<()> {
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(target, link).map_err(|e| format!("linking {}: {e}", link.display()))
 }
 
 /// Everything the VMs need: tools, each of `kernels` with its initramfs (around one `/init`),
@@ -79,9 +101,7 @@ pub fn prepare_vm_env(kernels: &[&'static kernel::Spec]) -> Result<(scenario::En
     for (name, target) in
         default.iter().flat_map(|b| [("vmlinuz", &b.kernel), ("initramfs.cpio.gz", &b.initrd)])
     {
-        let link = images.www.join(name);
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(target, &link).map_err(|e| format!("linking {}: {e}", link.display()))?;
+        link(&images.www.join(name), target)?;
     }
     let server = httpd::serve(&images.www).map_err(|e| format!("starting the test HTTP server: {e}"))?;
     let https = HttpsServer::start(&images.www, &images.tls)?;

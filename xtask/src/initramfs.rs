@@ -428,3 +428,72 @@ kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/
         assert!(!looks_like_minisign_key("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n"));
     }
 }
+
+#[cfg(test)]
+mod packing_tests {
+    use super::*;
+    use crate::kmod::tests::{unpacked_package, RELEASE};
+
+    /// `--firmware-dir` and `--split` together: the firmware a module declares goes beside the
+    /// modules in the second archive (an xz file decompressed for a kernel whose loader reads
+    /// none, a link inside followed, one out of the directory refused), `/init` stays in the first,
+    /// and both are the same bytes when built twice.
+    #[test]
+    fn firmware_in_the_split_modules_archive() {
+        let (root, _) = unpacked_package("initramfs-firmware");
+        let info = "license=GPL\0depends=\0name=r8169\0firmware=rtl_nic/a.fw\0firmware=rtl_nic/b.fw\0\
+                    firmware=rtl_nic/c.fw\0firmware=rtl_nic/d.fw\0firmware=rtl_nic/none.fw\0";
+        let r8169 = crate::elf::relocatable(&[(".text", b"\0\0\0\0"), (".modinfo", info.as_bytes())]);
+        let modules = root.join("usr/lib/modules").join(RELEASE);
+        std::fs::write(modules.join("kernel/drivers/net/r8169.ko"), r8169).unwrap();
+        let fw = root.join("fw/lib/firmware/rtl_nic");
+        std::fs::create_dir_all(&fw).unwrap();
+        std::fs::write(fw.join("a.fw"), b"firmware a").unwrap();
+        let xz = std::process::Command::new("xz")
+            .args(["--check=crc32", "-c"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        xz.stdin.as_ref().unwrap().write_all(b"firmware b").unwrap();
+        let out = xz.wait_with_output().unwrap();
+        std::fs::write(fw.join("b.fw.xz"), out.stdout).unwrap();
+        std::os::unix::fs::symlink("a.fw", fw.join("c.fw")).unwrap();
+        std::fs::write(root.join("outside"), b"secret").unwrap();
+        std::os::unix::fs::symlink("../../../outside", fw.join("d.fw")).unwrap();
+        let (init, names) = (root.join("init"), root.join("modules-list"));
+        std::fs::write(&init, b"\x7fELF not really").unwrap();
+        std::fs::write(&names, "r8169\nsquashfs\n").unwrap();
+        let fw_dir = root.join("fw");
+        let contents = Contents {
+            init: &init,
+            modules_dir: &root,
+            list: &names,
+            shell: None,
+            trust: &[],
+            ca: &[],
+            firmware: Some(&fw_dir),
+            split: true,
+        };
+        let out = root.join("out/netinit.cpio.gz");
+        let built = write(&contents, &out).unwrap();
+        let second = root.join("out/netinit-modules.cpio.gz");
+        assert_eq!(built.modules_archive.as_deref(), Some(second.as_path()));
+        assert_eq!((built.report.modules, built.report.firmware), (2, 3));
+        let main = list(&out).unwrap();
+        assert!(main.lines().any(|l| l == "init"));
+        assert!(!main.contains("lib/modules") && !main.contains("lib/firmware"), "{main}");
+        let mods = list(&second).unwrap();
+        let firmware: Vec<&str> = mods.lines().filter(|l| l.starts_with("lib/firmware/rtl_nic/")).collect();
+        assert_eq!(
+            firmware,
+            ["lib/firmware/rtl_nic/a.fw", "lib/firmware/rtl_nic/b.fw", "lib/firmware/rtl_nic/c.fw"]
+        );
+        assert!(mods.lines().any(|l| l == format!("lib/modules/{RELEASE}/modules.dep")));
+        assert!(!mods.lines().any(|l| l == "init"));
+        let (a, b) = (std::fs::read(&out).unwrap(), std::fs::read(&second).unwrap());
+        write(&contents, &out).unwrap();
+        assert_eq!((std::fs::read(&out).unwrap(), std::fs::read(&second).unwrap()), (a, b), "reproducible");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -35,7 +35,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   qemu   [--timeout SECS]       build everything, boot it in qemu, show the console; exit 0 when the
                                 booted image reports back
   test   [--only NAME] [--no-lint] [--jobs N] [--verbose]
-                                lint, host tests, and every VM scenario of qemu-tests/
+                                lint, host tests, the firmware check (--only firmware-realtek),
+                                and every VM scenario of qemu-tests/
   bench  fetch [--size-mib N] [--runs N] [--nginx]
                                 the fetcher's throughput on loopback beside curl's (1 GiB, 5 runs;
                                 --nginx: served by Debian's nginx instead of xtask's server)
@@ -49,14 +50,20 @@ const USAGE: &str = "usage: cargo xtask <command>
                                 both through a caching proxy (not with --no-cache); clients still
                                 running after SECS (900) are killed
   cpio   [--modules-dir DIR | --kernel NAME] [--modules-list FILE] [--output FILE] [--shell]
-         [--trust KEY]... [--ca PEM]...
+         [--trust KEY]... [--ca PEM]... [--firmware-dir FW] [--split]
                                 build the initramfs (DIR: a [usr/]lib/modules/<release> directory,
                                 or the root of an unpacked kernel package; modules .ko, .ko.gz,
-                                .ko.xz, .ko.zst; NAME: a test kernel, 6.1 (the default), 6.12 or 6.1-generic,
-                                fetched into the cache); --shell adds the host's static
+                                .ko.xz, .ko.zst; NAME: a test kernel, 6.1 (the default), 6.12 or
+                                6.1-generic, fetched into the cache); --shell adds the host's static
                                 busybox as a rescue shell (for `single` and netinit.fail=shell);
                                 --trust packs a minisign public key: images must then be signed;
-                                --ca adds CA certificates for https, beside Mozilla's roots";
+                                --ca adds CA certificates for https, beside Mozilla's roots;
+                                --firmware-dir packs the firmware the modules declare that FW (a
+                                lib/firmware directory, or a root holding [usr/]lib/firmware) has;
+                                --split writes the modules and firmware apart, into
+                                <output without .cpio.gz>-modules.cpio.gz (netinit.cpio.gz gives
+                                netinit-modules.cpio.gz), for a second iPXE initrd line.
+                                Prints a packing report: sizes, modules, firmware, biggest files";
 
 /// The name of `cargo xtask test`'s firmware check, for `--only`.
 const FIRMWARE_CHECK: &str = "firmware-realtek";

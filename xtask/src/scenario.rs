@@ -22,7 +22,9 @@
 //! (`monitor: set_link n1 off` before the first `expect` holds NIC 1's link down from the start).
 //!
 //! `initramfs:` picks the test initramfs: `plain` (the default, with a rescue shell), `trusted` (also
-//! trusting the test signing key and CA), or `wrong-kernel` (its modules filed under another release).
+//! trusting the test signing key and CA), `wrong-kernel` (its modules filed under another release),
+//! or `split` (the plain one as two archives, `cargo xtask cpio --split`, which `boot: ipxe` loads
+//! with two `initrd` lines).
 //!
 //! `kernels:` names the test kernels to boot (`all`, the two cloud kernels of `kernel::ALL`, or names
 //! such as `6.1 6.12 6.1-generic`; the default is the first of `kernel::ALL`). The scenario runs once on each, each kernel with initramfs built from its
@@ -66,7 +68,13 @@ pub enum Initramfs {
     Trusted,
     /// The plain one, its modules filed under another kernel release.
     WrongKernel,
+    /// The plain one as `--split` writes it: netinit's archive and the modules archive, which
+    /// iPXE loads with two `initrd` lines (`boot: ipxe`; built for the default kernel).
+    Split,
 }
+
+/// The files iPXE loads as initrds, by the names the test server serves them under.
+pub const SPLIT_INITRDS: [&str; 2] = ["initramfs-split.cpio.gz", "initramfs-split-modules.cpio.gz"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scenario {
@@ -144,7 +152,13 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
                 "plain" => s.initramfs = Initramfs::Plain,
                 "trusted" => s.initramfs = Initramfs::Trusted,
                 "wrong-kernel" => s.initramfs = Initramfs::WrongKernel,
-                _ => return Err(format!("{name}:{}: initramfs is plain, trusted or wrong-kernel", n + 1)),
+                "split" => s.initramfs = Initramfs::Split,
+                _ => {
+                    return Err(format!(
+                        "{name}:{}: initramfs is plain, trusted, wrong-kernel or split",
+                        n + 1
+                    ))
+                }
             },
             "kernels" => s.kernels = parse_kernels(&value).map_err(|e| format!("{name}:{}: {e}", n + 1))?,
             "nic" => s.nics.push(Nic::parse(&value).map_err(|e| format!("{name}:{}: {e}", n + 1))?),
@@ -171,6 +185,11 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
     s.description = s.description.trim().to_owned();
     if s.nics.is_empty() {
         s.nics.push(Nic::User);
+    }
+    if s.initramfs == Initramfs::Split && !s.ipxe {
+        return Err(format!(
+            "{name}: initramfs: split boots through iPXE (boot: ipxe), which loads both archives"
+        ));
     }
     if s.ipxe && s.nics != [Nic::User] {
         return Err(format!("{name}: boot: ipxe runs on qemu's user network (nic: user)"));
@@ -242,6 +261,8 @@ pub struct Boots {
     pub initrd_trusted: std::path::PathBuf,
     /// The plain initramfs with its modules filed under another kernel release.
     pub initrd_wrong_kernel: std::path::PathBuf,
+    /// Whether the test server serves this kernel's split archives (as [`SPLIT_INITRDS`]).
+    pub split: bool,
 }
 
 /// Where the VMs run: kernels and initramfs, the test files and the server's port, where logs go.
@@ -270,13 +291,22 @@ fn expand(text: &str, s: &Scenario, env: &Env) -> String {
 }
 
 /// The iPXE script a `boot: ipxe` scenario's VM gets over TFTP, in README's form: it loads the same
-/// kernel and initramfs over HTTP, names the initramfs on the kernel line (`initrd=`, which the EFI
-/// stub of older iPXE builds needs to find it) and passes BOOTIF as iPXE knows it.
+/// kernel and initramfs over HTTP (the two archives of `initramfs: split`, one `initrd` line each),
+/// names each initramfs on the kernel line (`initrd=`, which the EFI stub of older iPXE builds needs
+/// to find it) and passes BOOTIF as iPXE knows it.
 fn ipxe_script(s: &Scenario, env: &Env) -> String {
     let server = format!("http://10.0.2.2:{}", env.port);
+    let initrds: &[&str] = match s.initramfs {
+        Initramfs::Split => &SPLIT_INITRDS,
+        _ => &["initramfs.cpio.gz"],
+    };
+    let named: Vec<String> = initrds.iter().map(|name| format!("initrd={name} ")).collect();
+    let lines: Vec<String> = initrds.iter().map(|name| format!("initrd {server}/{name}\n")).collect();
     format!(
-        "#!ipxe\ndhcp\nkernel {server}/vmlinuz initrd=initramfs.cpio.gz {} BOOTIF=01-${{netX/mac:hexhyp}}\ninitrd {server}/initramfs.cpio.gz\nboot\n",
-        kernel_cmdline(s, env)
+        "#!ipxe\ndhcp\nkernel {server}/vmlinuz {}{} BOOTIF=01-${{netX/mac:hexhyp}}\n{}boot\n",
+        named.concat(),
+        kernel_cmdline(s, env),
+        lines.concat()
     )
 }
 
@@ -328,6 +358,11 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
         Initramfs::Plain => &boots.initrd,
         Initramfs::Trusted => &boots.initrd_trusted,
         Initramfs::WrongKernel => &boots.initrd_wrong_kernel,
+        // Served to iPXE under SPLIT_INITRDS' names; qemu's -initrd is not used.
+        Initramfs::Split if boots.split => &boots.initrd,
+        Initramfs::Split => {
+            return failed(format!("the split archives are built for kernel {} only", kernel::ALL[0].name))
+        }
     };
     let boot = match s.ipxe {
         true => Boot::Network,
@@ -393,17 +428,19 @@ pub fn strays(root: &Path) -> Vec<std::path::PathBuf> {
 mod tests {
     use super::*;
 
-    /// An iPXE script's commands in order, and whether its `kernel` line names, with `initrd=`, the
-    /// image its `initrd` line loads (iPXE names an image after the last part of its URL).
+    /// An iPXE script's commands in order, and whether its `kernel` line names, with `initrd=`, each
+    /// image its `initrd` lines load (iPXE names an image after the last part of its URL), in order.
     fn ipxe_shape(script: &str) -> (Vec<&str>, bool) {
         let commands: Vec<&str> = script.lines().filter_map(|l| l.split_whitespace().next()).collect();
-        let initrd_name = script
+        let loaded: Vec<&str> = script
             .lines()
-            .find_map(|l| l.strip_prefix("initrd "))
-            .and_then(|url| url.split_whitespace().next())
-            .and_then(|url| url.rsplit('/').next());
+            .filter_map(|l| l.strip_prefix("initrd "))
+            .filter_map(|url| url.split_whitespace().next())
+            .filter_map(|url| url.rsplit('/').next())
+            .collect();
         let named = script.lines().filter(|l| l.starts_with("kernel ")).any(|l| {
-            initrd_name.is_some_and(|name| l.split_whitespace().any(|w| w == format!("initrd={name}")))
+            let names: Vec<&str> = l.split_whitespace().filter_map(|w| w.strip_prefix("initrd=")).collect();
+            !loaded.is_empty() && names == loaded
         });
         (commands, named)
     }
@@ -465,6 +502,27 @@ mod tests {
                 && ours.contains("BOOTIF=01-${netX/mac:hexhyp}")
         );
         assert!(!ipxe_shape("kernel http://h/vmlinuz ip=dhcp\ninitrd http://h/netinit.cpio.gz\n").1);
+        assert!(
+            !ipxe_shape("kernel http://h/vmlinuz initrd=a.gz\ninitrd http://h/a.gz\ninitrd http://h/b.gz\n")
+                .1
+        );
+    }
+
+    /// README's second iPXE script, the two archives of `--split`, is the split scenarios' script.
+    #[test]
+    fn the_split_ipxe_script_is_the_readmes() {
+        let readme = include_str!("../../README.md");
+        let block = readme.split("```\n#!ipxe\n").nth(2).and_then(|b| b.split("```").next()).unwrap();
+        let readme_script = format!("#!ipxe\n{block}");
+        let s = parse("x", "boot: ipxe\ninitramfs: split\ncmdline: ip=dhcp\nexpect: y\n").unwrap();
+        let ours = ipxe_script(&s, &test_env());
+        assert_eq!(ipxe_shape(&readme_script), ipxe_shape(&ours), "README:\n{readme_script}\nours:\n{ours}");
+        assert_eq!(ipxe_shape(&ours), (vec!["#!ipxe", "dhcp", "kernel", "initrd", "initrd", "boot"], true));
+        assert!(
+            ours.contains(" initrd=initramfs-split.cpio.gz initrd=initramfs-split-modules.cpio.gz console=")
+        );
+        let e = parse("x", "initramfs: split\ncmdline: ip=dhcp\nexpect: y\n").unwrap_err();
+        assert_eq!(e, "x: initramfs: split boots through iPXE (boot: ipxe), which loads both archives");
     }
 
     #[test]
