@@ -301,11 +301,14 @@ fn load_modules(cfg: &cmdline::Config) -> Result<Option<modules::coldplug::Coldp
                 modules::coldplug::start(&dir, packed.db, aliases, &always, &cfg.modules, &cfg.blacklist)
                     .map_err(|e| modules::order_error(&dir, e))?;
             log::info!(
-                "modules: {} loaded, {} already present, {} failed; {} storage drivers, and the drivers of devices as they appear, load in the background",
+                "modules: {} loaded, {} already present, {} failed; in the background: {}the drivers of devices as they appear",
                 started.loaded,
                 started.already,
                 started.failed.len(),
-                started.background
+                match started.background {
+                    0 => String::new(),
+                    n => format!("{n} storage drivers, then "),
+                }
             );
             Ok(Some(coldplug))
         }
