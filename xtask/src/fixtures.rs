@@ -35,11 +35,9 @@ fn build_boots(init: &Path, k: &kernel::Kernel, images: &image::Images) -> Resul
     // The wrong-kernel scenario: the same modules, filed under a release that is not the kernel's.
     let elsewhere = host::cache().join("kernel/wrong-release");
     let fake = elsewhere.join(format!("{}-not-this-one", k.spec.release));
-    if !fake.exists() {
-        std::fs::create_dir_all(&elsewhere).map_err(|e| e.to_string())?;
-        std::os::unix::fs::symlink(&k.modules_dir, &fake)
-            .map_err(|e| format!("linking {}: {e}", fake.display()))?;
-    }
+    // Made afresh each time: a link left by a checkout that moved would point elsewhere.
+    std::fs::create_dir_all(&elsewhere).map_err(|e| e.to_string())?;
+    link(&fake, &k.modules_dir)?;
     let initrd_wrong_kernel = file("initramfs-wrong-kernel");
     build_initramfs(init, &fake, &list, &initrd_wrong_kernel, &Extras::default())?;
     // The split scenario: the plain initramfs as the two archives of `--split`, for iPXE.
