@@ -302,9 +302,9 @@ fn load_modules(cfg: &cmdline::Config) -> Result<Option<modules::coldplug::Coldp
                     .map_err(|e| modules::order_error(&dir, e))?;
             log::info!(
                 "modules: {} loaded, {} already present, {} failed; in the background: {}the drivers of devices as they appear",
-                started.loaded,
-                started.already,
-                started.failed.len(),
+                started.now.loaded,
+                started.now.already,
+                started.now.failed.len(),
                 match started.background {
                     0 => String::new(),
                     n => format!("{n} storage drivers, then "),

@@ -133,6 +133,11 @@ pub fn is_device_alias(alias: &str) -> bool {
     alias.contains(':') && !alias.starts_with("devname:") && !alias.starts_with("symbol:")
 }
 
+/// Whether module `m` has a device alias in `aliases`.
+fn has_device_alias(aliases: &BTreeMap<String, Vec<String>>, m: &str) -> bool {
+    aliases.get(m).is_some_and(|a| a.iter().any(|p| is_device_alias(p)))
+}
+
 /// The `modules.alias` the init reads, in depmod's format: `alias PATTERN MODULE` for the device
 /// aliases of the packed modules, by module, each module's patterns in their order.
 pub fn alias_index(aliases: &BTreeMap<String, Vec<String>>) -> String {
@@ -154,9 +159,6 @@ pub fn inherit_aliases<'a>(
     modules: &BTreeMap<String, Module>,
     listed: impl IntoIterator<Item = &'a str>,
 ) {
-    let has_device_alias = |aliases: &BTreeMap<String, Vec<String>>, m: &str| {
-        aliases.get(m).is_some_and(|a| a.iter().any(|p| is_device_alias(p)))
-    };
     for name in listed {
         if has_device_alias(aliases, name) {
             continue;
@@ -186,10 +188,7 @@ pub fn always<'a>(
     listed: impl IntoIterator<Item = &'a str>,
     aliases: &BTreeMap<String, Vec<String>>,
 ) -> String {
-    let mut names: Vec<&str> = listed
-        .into_iter()
-        .filter(|m| !aliases.get(*m).is_some_and(|a| a.iter().any(|p| is_device_alias(p))))
-        .collect();
+    let mut names: Vec<&str> = listed.into_iter().filter(|m| !has_device_alias(aliases, m)).collect();
     names.sort_unstable();
     names.dedup();
     names.iter().map(|n| format!("{n}\n")).collect()

@@ -24,7 +24,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use super::alias::AliasIndex;
-use super::{blocked, load_order, Module, ModuleDb, OrderError};
+use super::{
+    blocked, load_one, load_order, log_refused, warn_not_packed, LoadResult, Loaded, Module, ModuleDb,
+    OrderError,
+};
 use crate::sys;
 
 /// The most devices looked at: a big server has a few thousand.
@@ -54,6 +57,11 @@ pub fn is_storage(m: &Module) -> bool {
         "kernel/drivers/block/",
     ];
     m.name != "loop" && DIRS.iter().any(|d| m.path.starts_with(d))
+}
+
+/// Whether a packed module is a NIC's driver (its path is under `drivers/net/`).
+fn is_nic_driver(m: &Module) -> bool {
+    m.path.starts_with("kernel/drivers/net/")
 }
 
 /// Whether a `modalias` is a network device's: a PCI device of class 02 (network controller), or a
@@ -204,10 +212,8 @@ impl NicFindings {
             self.without_driver.insert(modalias.to_owned());
         }
         for d in drivers {
-            if let (Some(by), Some(m)) = (refused.get(*d), db.get(*d)) {
-                if m.path.starts_with("kernel/drivers/net/") {
-                    self.refused.insert((*d).to_owned(), by.clone());
-                }
+            if let (Some(by), true) = (refused.get(*d), db.get(*d).is_some_and(is_nic_driver)) {
+                self.refused.insert((*d).to_owned(), by.clone());
             }
         }
     }
@@ -228,12 +234,10 @@ pub struct Coldplug {
     findings: Arc<Mutex<NicFindings>>,
 }
 
-/// What [`start`] loaded on the boot's thread.
-#[derive(Debug, Default)]
+/// What [`start`] loaded on the boot's thread, and how many modules it left to the background.
+#[derive(Debug)]
 pub struct Started {
-    pub loaded: usize,
-    pub already: usize,
-    pub failed: Vec<String>,
+    pub now: Loaded,
     pub background: usize,
 }
 
@@ -251,27 +255,24 @@ struct Loader {
 impl Loader {
     /// Loads `name` (its dependencies first) unless done; says what it loaded.
     fn load(&mut self, name: &str, why: &str, late: &mut Late) {
-        let order: Vec<(String, String)> = match load_order(&self.db, &[name.to_owned()]) {
-            Ok(order) => order.into_iter().map(|m| (m.name.clone(), m.path.clone())).collect(),
+        let order: Vec<Module> = match load_order(&self.db, &[name.to_owned()]) {
+            Ok(order) => order.into_iter().cloned().collect(),
             Err(e) => {
                 log::warn!("modules: cannot load {name}: {e}");
                 return;
             }
         };
-        for (module, path) in order {
-            if !self.done.insert(module.clone()) {
+        for m in order {
+            if !self.done.insert(m.name.clone()) {
                 continue;
             }
-            match sys::load_module(&self.dir.join(&path)) {
-                Ok(()) => {
-                    log::info!("modules: loaded {module} ({why})");
-                    late.loaded.push(module);
+            match load_one(&self.dir, &m) {
+                LoadResult::Loaded => {
+                    log::info!("modules: loaded {} ({why})", m.name);
+                    late.loaded.push(m.name);
                 }
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(e) => {
-                    log::warn!("loading module {module} ({path}): {e}");
-                    late.failed.push(module);
-                }
+                LoadResult::Already => {}
+                LoadResult::Failed => late.failed.push(m.name),
             }
         }
     }
@@ -321,16 +322,8 @@ pub fn start(
     };
     let modaliases = device_modaliases(Path::new("/sys"));
     let p = plan(&db, &aliases, always, extra, blacklist, &modaliases, &BTreeSet::new())?;
-    for name in &p.not_packed {
-        log::warn!("modules: {name} is not in this initramfs; add it to modules-list and rebuild");
-    }
-    for (module, by) in &p.refused {
-        if module == by {
-            log::info!("not loading {module}: blacklisted");
-        } else {
-            log::info!("not loading {module}: it needs {by}, which is blacklisted");
-        }
-    }
+    p.not_packed.iter().for_each(|name| warn_not_packed(name));
+    log_refused(&p.refused);
     log::info!(
         "coldplug: {} devices, {} with a driver here ({} aliases), {} without",
         modaliases.len(),
@@ -356,25 +349,18 @@ pub fn start(
     if let Ok(mut f) = findings.lock() {
         f.without_driver.extend(p.unmatched.iter().filter(|m| is_network_device(m)).cloned());
         for (module, by) in &p.refused {
-            if loader.db.get(module).is_some_and(|m| m.path.starts_with("kernel/drivers/net/")) {
+            if loader.db.get(module).is_some_and(is_nic_driver) {
                 f.refused.insert(module.clone(), by.clone());
             }
         }
     }
     // Refused once: a uevent for the same driver is not logged again.
     loader.done.extend(p.refused.keys().cloned());
-    let mut started = Started { background: p.later.len(), ..Started::default() };
+    let mut started = Started { now: Loaded::default(), background: p.later.len() };
     for name in &p.now {
         loader.done.insert(name.clone());
-        let path = loader.db[name].path.clone();
-        log::debug!("loading {path}");
-        match sys::load_module(&loader.dir.join(&path)) {
-            Ok(()) => started.loaded += 1,
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => started.already += 1,
-            Err(e) => {
-                log::warn!("loading module {name} ({path}): {e}");
-                started.failed.push(name.clone());
-            }
+        if let Some(m) = loader.db.get(name) {
+            started.now.count(m, load_one(&loader.dir, m));
         }
     }
     let stop = Arc::new(AtomicBool::new(false));

@@ -261,33 +261,69 @@ pub fn load_all(packed: &Packed, extra: &[String], blacklist: &[String]) -> Resu
         if db.contains_key(name) {
             wanted.push(name.clone());
         } else {
-            log::warn!("modules: {name} is not in this initramfs; add it to modules-list and rebuild");
+            warn_not_packed(name);
         }
     }
     let blocked = blocked(db, blacklist);
-    for (module, by) in &blocked {
+    log_refused(&blocked);
+    wanted.retain(|m| !blocked.contains_key(m));
+    let order = load_order(db, &wanted).map_err(|source| order_error(dir, source))?;
+    log::info!("loading {} kernel modules for {}", order.len(), sys::kernel_release());
+    let mut result = Loaded::default();
+    for module in order {
+        result.count(module, load_one(dir, module));
+    }
+    Ok(result)
+}
+
+/// What one `finit_module` gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadResult {
+    Loaded,
+    /// `EEXIST`: loaded already, by the kernel or a module before.
+    Already,
+    /// Logged, with the module's name and path.
+    Failed,
+}
+
+/// Loads the module `m` of the modules directory `dir`.
+pub fn load_one(dir: &Path, m: &Module) -> LoadResult {
+    log::debug!("loading {}", m.path);
+    match sys::load_module(&dir.join(&m.path)) {
+        Ok(()) => LoadResult::Loaded,
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => LoadResult::Already,
+        Err(e) => {
+            log::warn!("loading module {} ({}): {e}", m.name, m.path);
+            LoadResult::Failed
+        }
+    }
+}
+
+impl Loaded {
+    pub fn count(&mut self, m: &Module, result: LoadResult) {
+        match result {
+            LoadResult::Loaded => self.loaded += 1,
+            LoadResult::Already => self.already += 1,
+            LoadResult::Failed => self.failed.push(m.name.clone()),
+        }
+    }
+}
+
+/// Says which modules `blacklist=` keeps from loading, and for those that only need a blacklisted
+/// one, which.
+pub fn log_refused(refused: &BTreeMap<String, String>) {
+    for (module, by) in refused {
         if module == by {
             log::info!("not loading {module}: blacklisted");
         } else {
             log::info!("not loading {module}: it needs {by}, which is blacklisted");
         }
     }
-    wanted.retain(|m| !blocked.contains_key(m));
-    let order = load_order(db, &wanted).map_err(|source| order_error(dir, source))?;
-    log::info!("loading {} kernel modules for {}", order.len(), sys::kernel_release());
-    let mut result = Loaded::default();
-    for module in order {
-        log::debug!("loading {}", module.path);
-        match sys::load_module(&dir.join(&module.path)) {
-            Ok(()) => result.loaded += 1,
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => result.already += 1,
-            Err(e) => {
-                log::warn!("loading module {} ({}): {e}", module.name, module.path);
-                result.failed.push(module.name.clone());
-            }
-        }
-    }
-    Ok(result)
+}
+
+/// `modules=` named a module this initramfs does not carry.
+pub fn warn_not_packed(name: &str) {
+    log::warn!("modules: {name} is not in this initramfs; add it to modules-list and rebuild");
 }
 
 pub fn order_error(dir: &Path, source: OrderError) -> ModulesError {
