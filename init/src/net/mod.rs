@@ -323,7 +323,8 @@ fn race(
         // NICs with a link join the race.
         let (joined, still): (Vec<Nic>, Vec<Nic>) = waiting.into_iter().partition(has_carrier);
         waiting = still;
-        let racing = candidates.len() > 1;
+        // Racing every NIC, the race is open to those that register later, however many there are now.
+        let racing = growing || candidates.len() > 1;
         for nic in joined {
             racers.push(Racer::join(nic, cfg, client_id, racing, now)?);
         }
