@@ -171,15 +171,24 @@ impl Timer {
     }
 
     fn summary(&self) -> String {
-        summary_line(&self.stages, sys::uptime())
+        let peak = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| peak_rss_kib(&s));
+        summary_line(&self.stages, sys::uptime(), peak)
     }
 }
 
-/// `boot took 5.21s since the kernel started: mounts 0.01s, modules 0.40s, ...`.
-fn summary_line(stages: &[(Stage, Duration)], uptime: Duration) -> String {
+/// `boot took 5.21s since the kernel started: mounts 0.01s, modules 0.40s, ...; peak RSS 4.1 MiB`.
+fn summary_line(stages: &[(Stage, Duration)], uptime: Duration, peak_rss_kib: Option<u64>) -> String {
     let parts: Vec<String> =
         stages.iter().map(|(s, d)| format!("{} {:.2}s", s.name(), d.as_secs_f64())).collect();
-    format!("boot took {:.2}s since the kernel started: {}", uptime.as_secs_f64(), parts.join(", "))
+    let peak = peak_rss_kib.map(|k| format!("; peak RSS {:.1} MiB", k as f64 / 1024.0)).unwrap_or_default();
+    format!("boot took {:.2}s since the kernel started: {}{peak}", uptime.as_secs_f64(), parts.join(", "))
+}
+
+/// The peak resident set (`VmHWM`, in KiB) that `/proc/self/status` gives: netinit's own memory,
+/// threads included, not the image's tmpfs pages.
+fn peak_rss_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    line.trim().strip_suffix("kB")?.trim().parse().ok()
 }
 
 /// PID 1's entry point. Never returns.
@@ -380,10 +389,19 @@ mod tests {
         assert_eq!(
             summary_line(
                 &[(Stage::Mounts, ms(12)), (Stage::Modules, ms(400)), (Stage::Fetch, ms(2346))],
-                ms(5210)
+                ms(5210),
+                None
             ),
             "boot took 5.21s since the kernel started: mounts 0.01s, modules 0.40s, fetch 2.35s"
         );
+        assert_eq!(
+            summary_line(&[(Stage::Mounts, ms(12))], ms(5210), Some(4198)),
+            "boot took 5.21s since the kernel started: mounts 0.01s; peak RSS 4.1 MiB"
+        );
+        let status = "Name:\tnetinit\nVmPeak:\t   10240 kB\nVmHWM:\t    4198 kB\nVmRSS:\t 3000 kB\n";
+        assert_eq!(peak_rss_kib(status), Some(4198));
+        assert_eq!(peak_rss_kib("VmRSS:\t 3000 kB\n"), None);
+        assert_eq!(peak_rss_kib("VmHWM:\t lots\n"), None);
     }
 
     #[test]

@@ -65,16 +65,18 @@ fn fetch(args: &[&str]) -> i32 {
     }
     crate::klog::init(false);
     let image = &parsed.config.image;
-    let job = crate::fetch::engine::Job::for_image(image, None);
+    // The operator's tool always prints the digest.
+    let job = crate::fetch::engine::Job { sha256: true, ..crate::fetch::engine::Job::for_image(image, None) };
     let start = std::time::Instant::now();
     match crate::fetch::engine::download_to(std::path::Path::new(file), &job, None) {
         Ok(done) => {
             let secs = start.elapsed().as_secs_f64();
             let rate = done.size as f64 / 1048576.0 / secs.max(0.001);
-            println!("{} bytes in {secs:.3}s ({rate:.1} MiB/s), sha256 {}", done.size, hex(&done.sha256));
+            let digest = done.sha256.map(|d| hex(&d)).unwrap_or_default();
+            println!("{} bytes in {secs:.3}s ({rate:.1} MiB/s), sha256 {digest}", done.size);
             match image.sha256 {
-                Some(expected) if expected != done.sha256 => {
-                    eprintln!("netinit: the SHA-256 is {}, not {}", hex(&done.sha256), hex(&expected));
+                Some(expected) if Some(expected) != done.sha256 => {
+                    eprintln!("netinit: the SHA-256 is {digest}, not {}", hex(&expected));
                     1
                 }
                 _ => 0,

@@ -277,6 +277,18 @@ pub fn poll_readable(fds: &[&OwnedFd], timeout: Duration) -> io::Result<Vec<bool
     }
 }
 
+/// A counter another thread can make readable, to end a [`poll_readable`] early: eventfd(2).
+pub fn eventfd() -> io::Result<OwnedFd> {
+    use rustix::event::EventfdFlags;
+    Ok(rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?)
+}
+
+/// Makes an [`eventfd`] readable (adds 1 to its counter); it stays readable until read.
+pub fn eventfd_signal(fd: &OwnedFd) -> io::Result<()> {
+    rustix::io::write(fd, &1u64.to_ne_bytes())?;
+    Ok(())
+}
+
 /// One datagram if one is waiting: recv(2) with `MSG_DONTWAIT`. `Ok(None)` when there is none.
 pub fn recv_now(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
     match rustix::net::recv(fd, buf, rustix::net::RecvFlags::DONTWAIT) {
@@ -300,6 +312,23 @@ pub fn uevent_socket(buffer: usize) -> io::Result<OwnedFd> {
     )?;
     // Best effort: the default (rmem_default, about 200 KiB) holds hundreds of uevents already.
     let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, buffer);
+    rustix::net::bind(&fd, &netlink::SocketAddrNetlink::new(0, 1))?;
+    Ok(fd)
+}
+
+/// A socket that receives rtnetlink's link notifications (rtnetlink(7), multicast group
+/// `RTMGRP_LINK`): a NIC registers, is set up, or its carrier changes. The kernel sends the first
+/// carrier-on of a NIC at once, as its queue discipline becomes usable. Read it with [`recv_now`].
+pub fn link_events() -> io::Result<OwnedFd> {
+    use rustix::net::{netlink, AddressFamily, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        // NETLINK_ROUTE is protocol 0, the default.
+        None,
+    )?;
+    // RTMGRP_LINK, <linux/rtnetlink.h>.
     rustix::net::bind(&fd, &netlink::SocketAddrNetlink::new(0, 1))?;
     Ok(fd)
 }

@@ -245,7 +245,7 @@ fn test_key() -> Result<PathBuf> {
 }
 
 /// `minisign -S`: signs `file` into `signature` with the test key.
-fn sign(file: &Path, signature: &Path) -> Result<()> {
+pub fn sign(file: &Path, signature: &Path) -> Result<()> {
     let secret = host::cache().join("test-key/netinit-test.key");
     host::run(
         Command::new("minisign")

@@ -320,7 +320,7 @@ fn entry_size(kind: &mkcpio::Kind) -> u64 {
 
 /// Writes `archive` gzip-compressed to `output` (through a `.partial` file); returns its size and
 /// the cpio bytes before compression.
-fn write_gz(archive: &mkcpio::Archive, output: &Path) -> Result<(u64, u64)> {
+pub fn write_gz(archive: &mkcpio::Archive, output: &Path) -> Result<(u64, u64)> {
     if let Some(dir) = output.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }

@@ -1,8 +1,9 @@
-//! SHA-256 of the image, and its minisign signature check when there is one, on their own thread, so
-//! hashing overlaps receiving and writing instead of adding to them: the download loop reads into a
-//! buffer from a small recycled pool, writes it to the file, and hands it over; the hashing thread
-//! gives it back. Bytes are hashed in the order they are handed over. Where a thread cannot be
-//! started, it hashes inline.
+//! SHA-256 of the image when `modloop_sha256=` asks for it, and its minisign signature check when
+//! there is one, on their own thread, so hashing overlaps receiving and writing instead of adding to
+//! them: the download loop reads into a buffer from a small recycled pool, writes it to the file,
+//! and hands it over; the hashing thread gives it back. Bytes are hashed in the order they are
+//! handed over. Where a thread cannot be started, it hashes inline; with nothing to compute, there
+//! is no thread and a buffer is only read into and written out.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
@@ -21,42 +22,52 @@ pub struct Check {
 /// What hashing found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Digests {
-    pub sha256: [u8; 32],
+    /// The SHA-256, when it was asked for.
+    pub sha256: Option<[u8; 32]>,
     /// The signature check's result, when there was a signature to check.
     pub signature: Option<Result<(), String>>,
 }
 
-/// SHA-256 and, with a [`Check`], the signature verifier.
+/// What to compute: SHA-256 or not, and the signature check if there is one.
+#[derive(Clone, Copy)]
+struct Want {
+    sha256: bool,
+    check: Option<&'static Check>,
+}
+
+/// SHA-256 when asked for and, with a [`Check`], the signature verifier.
 struct State {
-    sha: Sha256,
+    sha: Option<Sha256>,
     verifier: Option<StreamVerifier<'static>>,
 }
 
 impl State {
-    fn new(check: Option<&'static Check>) -> Self {
+    fn new(want: Want) -> Self {
         // `verify_stream` fails only for another key id or a legacy signature; `finish` reports it.
-        let verifier = check.and_then(|c| c.key.verify_stream(&c.signature).ok());
-        State { sha: Sha256::new(), verifier }
+        let verifier = want.check.and_then(|c| c.key.verify_stream(&c.signature).ok());
+        State { sha: want.sha256.then(Sha256::new), verifier }
     }
 
     fn update(&mut self, bytes: &[u8]) {
-        self.sha.update(bytes);
+        if let Some(sha) = &mut self.sha {
+            sha.update(bytes);
+        }
         if let Some(v) = &mut self.verifier {
             v.update(bytes);
         }
     }
 
     /// The digests so far; the state starts again empty.
-    fn finish(&mut self, check: Option<&'static Check>) -> Digests {
-        let sha256 = std::mem::take(&mut self.sha).finalize().into();
-        let signature = match (check, self.verifier.as_mut()) {
+    fn finish(&mut self, want: Want) -> Digests {
+        let sha256 = self.sha.take().map(|sha| sha.finalize().into());
+        let signature = match (want.check, self.verifier.as_mut()) {
             (None, _) => None,
             (Some(_), Some(v)) => Some(v.finalize().map_err(|e| e.to_string())),
             (Some(_), None) => {
                 Some(Err("the key does not match the signature, or it is a legacy one".into()))
             }
         };
-        *self = State::new(check);
+        *self = State::new(want);
         Digests { sha256, signature }
     }
 }
@@ -70,7 +81,7 @@ enum Msg {
 pub struct Hasher {
     inner: Inner,
     size: usize,
-    check: Option<&'static Check>,
+    want: Want,
 }
 
 enum Inner {
@@ -82,16 +93,25 @@ enum Inner {
         state: Box<State>,
         buf: Option<Vec<u8>>,
     },
+    /// Nothing to compute: one buffer, read into and written out.
+    Nothing {
+        buf: Option<Vec<u8>>,
+    },
     /// The thread stopped: the digest cannot be completed.
     Lost,
 }
 
 impl Hasher {
-    /// A hasher whose buffers are `size` bytes, checking `check`'s signature if given.
-    pub fn new(size: usize, check: Option<Check>) -> Hasher {
+    /// A hasher whose buffers are `size` bytes, computing SHA-256 if `sha256` and checking
+    /// `check`'s signature if given.
+    pub fn new(size: usize, sha256: bool, check: Option<Check>) -> Hasher {
         // The streaming verifier borrows its key and signature. They are leaked, a few hundred bytes
         // once per boot, so that the verifier can move into the thread with them.
         let check: Option<&'static Check> = check.map(|c| &*Box::leak(Box::new(c)));
+        let want = Want { sha256, check };
+        if !sha256 && check.is_none() {
+            return Hasher { inner: Inner::Nothing { buf: Some(vec![0u8; size]) }, size, want };
+        }
         let (tx, rx) = sync_channel::<Msg>(POOL);
         let (give_back, free) = sync_channel::<Vec<u8>>(POOL);
         for _ in 0..POOL {
@@ -99,7 +119,7 @@ impl Hasher {
             let _ = give_back.try_send(vec![0u8; size]);
         }
         let spawned = std::thread::Builder::new().name("sha256".into()).spawn(move || {
-            let mut state = State::new(check);
+            let mut state = State::new(want);
             for msg in rx {
                 match msg {
                     Msg::Data(buf, n) => {
@@ -108,9 +128,9 @@ impl Hasher {
                             return;
                         }
                     }
-                    Msg::Reset => state = State::new(check),
+                    Msg::Reset => state = State::new(want),
                     Msg::Finish(reply) => {
-                        let _ = reply.send(state.finish(check));
+                        let _ = reply.send(state.finish(want));
                     }
                 }
             }
@@ -119,17 +139,19 @@ impl Hasher {
             Ok(_) => Inner::Thread { tx, free },
             Err(e) => {
                 log::warn!("hashing on the download's thread: cannot start another ({e})");
-                Inner::Inline { state: Box::new(State::new(check)), buf: Some(vec![0u8; size]) }
+                Inner::Inline { state: Box::new(State::new(want)), buf: Some(vec![0u8; size]) }
             }
         };
-        Hasher { inner, size, check }
+        Hasher { inner, size, want }
     }
 
     /// A buffer to read into.
     pub fn buffer(&mut self) -> Vec<u8> {
         match &mut self.inner {
             Inner::Thread { free, .. } => free.recv().unwrap_or_else(|_| vec![0u8; self.size]),
-            Inner::Inline { buf, .. } => buf.take().unwrap_or_else(|| vec![0u8; self.size]),
+            Inner::Inline { buf, .. } | Inner::Nothing { buf } => {
+                buf.take().unwrap_or_else(|| vec![0u8; self.size])
+            }
             Inner::Lost => vec![0u8; self.size],
         }
     }
@@ -147,6 +169,7 @@ impl Hasher {
                 state.update(&buf[..n]);
                 *slot = Some(buf);
             }
+            Inner::Nothing { buf: slot } => *slot = Some(buf),
             Inner::Lost => {}
         }
     }
@@ -158,8 +181,8 @@ impl Hasher {
                 // If the thread is gone, `finish` says so and the download fails: nothing to do here.
                 let _ = tx.send(Msg::Reset);
             }
-            Inner::Inline { state, .. } => **state = State::new(self.check),
-            Inner::Lost => {}
+            Inner::Inline { state, .. } => **state = State::new(self.want),
+            Inner::Nothing { .. } | Inner::Lost => {}
         }
     }
 
@@ -171,7 +194,8 @@ impl Hasher {
                 let (reply, answer) = sync_channel(1);
                 tx.send(Msg::Finish(reply)).ok().and_then(|()| answer.recv().ok())
             }
-            Inner::Inline { state, .. } => Some(state.finish(self.check)),
+            Inner::Inline { state, .. } => Some(state.finish(self.want)),
+            Inner::Nothing { .. } => Some(Digests { sha256: None, signature: None }),
             Inner::Lost => None,
         }
     }
@@ -205,21 +229,32 @@ pub mod tests {
     #[test]
     fn same_digest_as_sha256_in_one_go() {
         let data = signed_data();
-        let mut h = Hasher::new(1000, None);
+        let mut h = Hasher::new(1000, true, None);
         feed(&mut h, b"junk before a restart");
         h.reset();
         feed(&mut h, &data);
         let expected: [u8; 32] = Sha256::digest(&data).into();
-        assert_eq!(h.finish(), Some(Digests { sha256: expected, signature: None }));
+        assert_eq!(h.finish(), Some(Digests { sha256: Some(expected), signature: None }));
         feed(&mut h, b"abc");
-        let abc = Digests { sha256: Sha256::digest(b"abc").into(), signature: None };
+        let abc = Digests { sha256: Some(Sha256::digest(b"abc").into()), signature: None };
         assert_eq!(h.finish(), Some(abc), "finish starts a new digest");
+    }
+
+    #[test]
+    fn only_what_is_asked_for() {
+        let data = signed_data();
+        let mut h = Hasher::new(1000, false, None);
+        feed(&mut h, &data);
+        assert_eq!(h.finish(), Some(Digests { sha256: None, signature: None }));
+        let mut h = Hasher::new(1000, false, Some(check()));
+        feed(&mut h, &data);
+        assert_eq!(h.finish(), Some(Digests { sha256: None, signature: Some(Ok(())) }));
     }
 
     #[test]
     fn signatures_verify_while_streaming() {
         let data = signed_data();
-        let mut h = Hasher::new(1000, Some(check()));
+        let mut h = Hasher::new(1000, true, Some(check()));
         feed(&mut h, b"junk before a restart");
         h.reset();
         feed(&mut h, &data);

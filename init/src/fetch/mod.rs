@@ -349,13 +349,13 @@ pub fn download(image: &ImageConfig) -> Result<Fetched, FetchError> {
     let done = engine::download_to(&path, &job, check)?;
     let elapsed = sys::uptime() - start;
     log::info!(
-        "fetched {} in {:.1}s ({} average, {} attempt{}), sha256 {}",
+        "fetched {} in {:.1}s ({} average, {} attempt{}){}",
         mib(done.size),
         elapsed.as_secs_f32(),
         rate(done.size, elapsed),
         done.attempts,
         if done.attempts == 1 { "" } else { "s" },
-        hex(&done.sha256)
+        done.sha256.map(|d| format!(", sha256 {}", hex(&d))).unwrap_or_default()
     );
     match &done.signature {
         Some(Ok(())) => log::info!(
@@ -369,9 +369,11 @@ pub fn download(image: &ImageConfig) -> Result<Fetched, FetchError> {
         None => {}
     }
     if let Some(expected) = image.sha256 {
-        if expected != done.sha256 {
-            let (expected, actual) = (hex(&expected), hex(&done.sha256));
-            return Err(FetchError::Digest { url: done.url, expected, actual });
+        // The job computes the digest whenever modloop_sha256= gives one: a missing one is a bug,
+        // and fails the check rather than skipping it.
+        let actual = done.sha256.map(|d| hex(&d)).unwrap_or_else(|| "not computed".into());
+        if Some(expected) != done.sha256 {
+            return Err(FetchError::Digest { url: done.url, expected: hex(&expected), actual });
         }
         log::info!("SHA-256 matches modloop_sha256");
     }

@@ -149,8 +149,8 @@ fn image() -> Vec<u8> {
     (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()
 }
 
-fn sha(data: &[u8]) -> [u8; 32] {
-    Sha256::digest(data).into()
+fn sha(data: &[u8]) -> Option<[u8; 32]> {
+    Some(Sha256::digest(data).into())
 }
 
 fn file(name: &str) -> PathBuf {
@@ -169,6 +169,7 @@ fn job(urls: &[Url]) -> Job<'_> {
             idle: Duration::from_millis(300),
         },
         room: None,
+        sha256: true,
     }
 }
 
@@ -182,6 +183,10 @@ fn a_plain_download() {
     let done = download_to(&path, &job(&urls), None).unwrap();
     assert_eq!((done.size, done.attempts, done.resumes), (data.len() as u64, 1, 0));
     assert_eq!(done.sha256, sha(&data));
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+    // Nothing asks for the digest: the same file, and no digest computed.
+    let done = download_to(&path, &Job { sha256: false, ..job(&urls) }, None).unwrap();
+    assert_eq!((done.size, done.sha256), (data.len() as u64, None));
     assert_eq!(std::fs::read(&path).unwrap(), data);
 }
 
@@ -321,7 +326,9 @@ fn twenty_resets_in_a_row_are_twenty_resumes() {
     let path = file("resets");
     let (tx, rx) = std::sync::mpsc::channel();
     let (job_urls, job_path) = (urls.clone(), path.clone());
-    std::thread::spawn(move || tx.send(download_to(&job_path, &job(&job_urls), None)));
+    std::thread::spawn(move || {
+        let _ = tx.send(download_to(&job_path, &job(&job_urls), None));
+    });
     let done = rx.recv_timeout(Duration::from_secs(20)).expect("the download hung").unwrap();
     assert_eq!((done.attempts, done.resumes), (21, 20));
     assert_eq!(done.sha256, sha(&data));

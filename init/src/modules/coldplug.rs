@@ -230,6 +230,8 @@ pub struct Late {
 /// The background loader, running.
 pub struct Coldplug {
     stop: Arc<AtomicBool>,
+    /// Ends the loader's wait for uevents at once when it is asked to stop.
+    wake: Option<Arc<OwnedFd>>,
     done: mpsc::Receiver<Late>,
     findings: Arc<Mutex<NicFindings>>,
 }
@@ -367,14 +369,22 @@ pub fn start(
     let (tx, done) = mpsc::channel();
     let later: VecDeque<String> = p.later.into();
     let flag = stop.clone();
+    let wake = match sys::eventfd() {
+        Ok(fd) => Some(Arc::new(fd)),
+        Err(e) => {
+            log::debug!("coldplug: no eventfd ({e}); stopping waits for the next 50 ms tick");
+            None
+        }
+    };
+    let woken = wake.clone();
     let spawned = std::thread::Builder::new().name("coldplug".into()).spawn(move || {
-        let late = follow(loader, socket, later, &flag);
+        let late = follow(loader, socket, later, &flag, woken.as_deref());
         let _ = tx.send(late);
     });
     if let Err(e) = spawned {
         log::warn!("coldplug: cannot start the background loader ({e}); storage drivers are not loaded");
     }
-    Ok((started, Coldplug { stop, done, findings }))
+    Ok((started, Coldplug { stop, wake, done, findings }))
 }
 
 /// The background loader's loop: uevents first, then the storage drivers, until asked to stop
@@ -384,6 +394,7 @@ fn follow(
     socket: Option<OwnedFd>,
     mut later: VecDeque<String>,
     stop: &AtomicBool,
+    wake: Option<&OwnedFd>,
 ) -> Late {
     let mut late = Late::default();
     let mut queue: VecDeque<(String, String)> = VecDeque::new();
@@ -437,22 +448,30 @@ fn follow(
             continue;
         }
         let now = sys::uptime();
-        if stop.load(Ordering::Acquire) {
+        let stopping = stop.load(Ordering::Acquire);
+        let mut wait = TICK;
+        if stopping {
             let since = *stopping_since.get_or_insert(now);
-            let quiet = now.saturating_sub(last_event) >= SETTLE_QUIET;
-            if socket.is_none() || quiet || now.saturating_sub(since) >= SETTLE_MAX {
+            let quiet = now.saturating_sub(last_event);
+            if socket.is_none() || quiet >= SETTLE_QUIET || now.saturating_sub(since) >= SETTLE_MAX {
                 break;
             }
+            // No later than the moment the devices count as settled.
+            wait = wait.min(SETTLE_QUIET.saturating_sub(quiet));
         }
-        match &socket {
-            Some(s) => {
-                let _ = sys::poll_readable(&[s], Duration::from_millis(50));
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
+        // The wake fd stays readable once signalled: it is watched only until the stop is seen.
+        let fds: Vec<&OwnedFd> = socket.iter().chain(wake.filter(|_| !stopping)).collect();
+        if fds.is_empty() {
+            std::thread::sleep(wait);
+        } else {
+            let _ = sys::poll_readable(&fds, wait);
         }
     }
     late
 }
+
+/// How long the loader waits for a uevent before it looks at its stop flag again, if nothing wakes it.
+const TICK: Duration = Duration::from_millis(50);
 
 impl Coldplug {
     /// What explains a missing NIC, so far.
@@ -464,6 +483,11 @@ impl Coldplug {
     /// most [`STOP_TIMEOUT`]; says what it loaded.
     pub fn finish(self) -> Option<Late> {
         self.stop.store(true, Ordering::Release);
+        if let Some(wake) = &self.wake {
+            if let Err(e) = sys::eventfd_signal(wake) {
+                log::debug!("coldplug: waking the loader: {e}");
+            }
+        }
         match self.done.recv_timeout(STOP_TIMEOUT) {
             Ok(late) => Some(late),
             Err(_) => {

@@ -32,6 +32,8 @@ const NIC_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for a link once the NICs are up: autonegotiation takes 1-5 s on real hardware.
 const CARRIER_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(50);
+/// With link notifications, the longest wait before sysfs is looked at again anyway.
+const WATCHED_POLL: Duration = Duration::from_millis(250);
 /// Datagrams read from one NIC per wakeup, at most.
 const RECEIVE_BURST: usize = 64;
 
@@ -103,7 +105,9 @@ impl NetError {
 /// Brings the network up as `cfg` says: each `ip=` in turn (one DHCP race over every NIC when there
 /// is none), then the files the booted system reads. The first configuration is the boot NIC's.
 pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
-    let nics = wait_for_nics(cfg)?;
+    // Opened before the first look at sysfs, so that no change after it goes unnoticed.
+    let watch = LinkWatch::open();
+    let nics = wait_for_nics(cfg, &watch)?;
     let mut nl =
         netlink::Rtnetlink::open().map_err(|source| netlink_error("opening rtnetlink", "-", source))?;
     let mut done: Vec<Configured> = Vec::new();
@@ -115,7 +119,7 @@ pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
         }
         let configured = match &ip.mode {
             IpMode::Static(s) => {
-                let nic = wait_for_carrier(&candidates)?;
+                let nic = wait_for_carrier(&candidates, &watch)?;
                 log::info!("{}: link up ({}), static configuration", nic.name, nic.mac);
                 Configured {
                     nic,
@@ -133,7 +137,8 @@ pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
             IpMode::Dhcp { client_id } => {
                 // Racing every NIC: one whose driver registers while DHCP runs joins too.
                 let growing = ip.device.is_none() && cfg.bootif.is_none();
-                let (nic, lease, candidates) = race(&mut nl, candidates, growing, cfg, client_id.as_ref())?;
+                let (nic, lease, candidates) =
+                    race(&mut nl, &watch, candidates, growing, cfg, client_id.as_ref())?;
                 for why in &lease.refused {
                     log::warn!("{}: DHCP: ignoring the {why}", nic.name);
                 }
@@ -216,8 +221,61 @@ pub fn list_nics() -> Result<Vec<Nic>, NetError> {
     Ok(nics)
 }
 
+/// Wakes the network stage when a link changes, so that it sets a NIC up the moment it registers
+/// and starts DHCP the moment it has carrier, rather than at the next look at sysfs. Without the
+/// socket (an old kernel, no memory), it is a plain sleep of [`POLL`].
+struct LinkWatch(Option<std::os::fd::OwnedFd>);
+
+/// Notifications read per wakeup, at most: a flapping link cannot hold the stage in the drain.
+const LINK_BURST: usize = 64;
+
+impl LinkWatch {
+    fn open() -> LinkWatch {
+        match sys::link_events() {
+            Ok(fd) => LinkWatch(Some(fd)),
+            Err(e) => {
+                log::debug!("no rtnetlink link notifications ({e}); looking at sysfs every 50 ms");
+                LinkWatch(None)
+            }
+        }
+    }
+
+    /// The longest wait between two looks at sysfs.
+    fn tick(&self) -> Duration {
+        if self.0.is_some() {
+            WATCHED_POLL
+        } else {
+            POLL
+        }
+    }
+
+    /// Waits until a link changes, at most `timeout` or [`LinkWatch::tick`], and drains what came.
+    fn wait(&self, timeout: Duration) {
+        let timeout = timeout.min(self.tick());
+        match &self.0 {
+            Some(fd) => {
+                let _ = sys::poll_readable(&[fd], timeout);
+                self.drain();
+            }
+            None => std::thread::sleep(timeout),
+        }
+    }
+
+    /// Reads the notifications that are waiting: only their arrival matters.
+    fn drain(&self) {
+        if let Some(fd) = &self.0 {
+            let mut buf = [0u8; 4096];
+            for _ in 0..LINK_BURST {
+                if !matches!(sys::recv_now(fd, &mut buf), Ok(Some(_))) {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Waits until the NICs the cmdline names (or any NIC) are registered.
-fn wait_for_nics(cfg: &NetConfig) -> Result<Vec<Nic>, NetError> {
+fn wait_for_nics(cfg: &NetConfig, watch: &LinkWatch) -> Result<Vec<Nic>, NetError> {
     let start = sys::uptime();
     loop {
         let nics = list_nics()?;
@@ -226,13 +284,14 @@ fn wait_for_nics(cfg: &NetConfig) -> Result<Vec<Nic>, NetError> {
             Some(mac) => nics.iter().any(|n| n.mac == *mac),
             None => !nics.is_empty() && named.into_iter().all(|d| nics.iter().any(|n| n.name == d)),
         };
-        if wanted || sys::uptime().saturating_sub(start) >= NIC_TIMEOUT {
+        let waited = sys::uptime().saturating_sub(start);
+        if wanted || waited >= NIC_TIMEOUT {
             if nics.is_empty() {
                 return Err(NetError::NoNic);
             }
             return Ok(nics);
         }
-        std::thread::sleep(POLL);
+        watch.wait(NIC_TIMEOUT.saturating_sub(waited));
     }
 }
 
@@ -268,13 +327,17 @@ fn has_carrier(nic: &Nic) -> bool {
 }
 
 /// The first NIC, in name order, that has a link.
-fn wait_for_carrier(candidates: &[Nic]) -> Result<Nic, NetError> {
+fn wait_for_carrier(candidates: &[Nic], watch: &LinkWatch) -> Result<Nic, NetError> {
     let start = sys::uptime();
-    while sys::uptime().saturating_sub(start) < CARRIER_TIMEOUT {
+    loop {
+        let waited = sys::uptime().saturating_sub(start);
+        if waited >= CARRIER_TIMEOUT {
+            break;
+        }
         if let Some(nic) = candidates.iter().find(|n| has_carrier(n)) {
             return Ok(nic.clone());
         }
-        std::thread::sleep(POLL);
+        watch.wait(CARRIER_TIMEOUT.saturating_sub(waited));
     }
     Err(NetError::NoCarrier {
         names: candidates.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", "),
@@ -296,6 +359,7 @@ struct Racer {
 /// the carrier timeout if no NIC has a link at all.
 fn race(
     nl: &mut netlink::Rtnetlink,
+    watch: &LinkWatch,
     mut candidates: Vec<Nic>,
     growing: bool,
     cfg: &NetConfig,
@@ -307,9 +371,11 @@ fn race(
     let mut racers: Vec<Racer> = Vec::new();
     let mut buf = vec![0u8; 1600];
     let mut listed = start;
+    // A link changed since the last look: a NIC may have registered or found its carrier.
+    let mut changed = false;
     loop {
         let now = sys::uptime();
-        if growing && now.saturating_sub(listed) >= POLL * 5 {
+        if growing && (changed || now.saturating_sub(listed) >= POLL * 5) {
             listed = now;
             for nic in newcomers(&candidates, list_nics().unwrap_or_default()) {
                 log::info!("{}: a new NIC ({}), set up to join the DHCP race", nic.name, nic.mac);
@@ -348,9 +414,16 @@ fn race(
         if !waiting.is_empty() || growing {
             wake = wake.min(now.saturating_add(POLL * 5));
         }
-        let sockets: Vec<&std::os::fd::OwnedFd> = racers.iter().map(|r| &r.socket).collect();
+        let mut sockets: Vec<&std::os::fd::OwnedFd> = racers.iter().map(|r| &r.socket).collect();
+        // The link watch last, while there is a NIC it could bring.
+        let watched = (!waiting.is_empty() || growing).then_some(watch.0.as_ref()).flatten();
+        sockets.extend(watched);
         let ready = sys::poll_readable(&sockets, wake.saturating_sub(sys::uptime()))
             .map_err(|source| NetError::Receive { nic: "-".into(), source })?;
+        changed = watched.is_some() && ready.last() == Some(&true);
+        if changed {
+            watch.drain();
+        }
         for (r, _) in racers.iter_mut().zip(ready).filter(|(_, ready)| *ready) {
             if let Some(lease) = r.receive(&mut buf)? {
                 if candidates.len() > 1 {
