@@ -26,6 +26,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::host::{self, Result};
+use crate::initramfs::Compression;
 use crate::{bench, httpd, image, initramfs, kernel, kmod, vm, Extras, BUSYBOX};
 
 const MARKER_C: &str = include_str!("../guest/bench-init.c");
@@ -262,18 +263,17 @@ fn root_image(dir: &Path, marker: &Path, pad_mib: u64, out: &Path, stamp: &str) 
 }
 
 /// The floor's initramfs: the marker as `/init`, the console node, packed as netinit's is.
-fn floor_initramfs(marker: &Path, out: &Path) -> Result<()> {
+fn floor_initramfs(marker: &Path, out: &Path, packing: Compression) -> Result<()> {
     let mut a = mkcpio::Archive::new(0);
     let e = |e: mkcpio::PathError| e.to_string();
     a.file("init", 0o755, std::fs::read(marker).map_err(|e| e.to_string())?).map_err(e)?;
     a.char_device("dev/console", 0o600, 5, 1).map_err(e)?;
-    initramfs::write_gz(&a, out).map(|_| ())
+    initramfs::write_compressed(&a, out, packing).map(|_| ())
 }
 
 /// The shell reference's initramfs: busybox, the script as `/init`, and [`SHELL_MODULES`] with
 /// their dependencies, decompressed, listed in load order in `/etc/modules`.
-fn shell_initramfs(modules_dir: &Path, out: &Path) -> Result<()> {
-    let tree = kmod::Tree::open(modules_dir)?;
+fn shell_initramfs(tree: &kmod::Tree, out: &Path, packing: Compression) -> Result<()> {
     let wanted: Vec<String> = SHELL_MODULES.iter().map(|m| (*m).to_owned()).collect();
     let resolved = tree.index.resolve(&wanted, &mut |name| tree.depends(name))?;
     // Dependencies first: a depth-first walk from each wanted module.
@@ -308,7 +308,7 @@ fn shell_initramfs(modules_dir: &Path, out: &Path) -> Result<()> {
         list.push_str(&format!("{name}.ko\n"));
     }
     a.file("etc/modules", 0o644, list.into_bytes()).map_err(e)?;
-    initramfs::write_gz(&a, out).map(|_| ())
+    initramfs::write_compressed(&a, out, packing).map(|_| ())
 }
 
 fn prepare() -> Result<Files> {
@@ -340,10 +340,14 @@ fn prepare() -> Result<Files> {
         &netinit_trusted,
         &Extras { trust: &trust, ..Extras::default() },
     )?;
+    // The floor and the shell reference are compressed as netinit's initramfs is for this kernel.
+    let tree = kmod::Tree::open(&k.modules_dir)?;
+    let packing = initramfs::compression_for(tree.config().as_ref().map(|(_, text)| text.as_str()))
+        .ok_or("the kernel unpacks neither gzip nor zstd")?;
     let floor = dir.join("floor.cpio.gz");
-    floor_initramfs(&marker, &floor)?;
+    floor_initramfs(&marker, &floor, packing)?;
     let shell = dir.join("shell.cpio.gz");
-    shell_initramfs(&k.modules_dir, &shell)?;
+    shell_initramfs(&tree, &shell, packing)?;
     let big_sha256 = image::sha256_file(&big)?;
     Ok(Files {
         vmlinuz: k.vmlinuz,

@@ -1,6 +1,8 @@
 //! `cargo xtask cpio`: build `/init` for musl, check it is static, resolve `modules-list` against a
-//! kernel's modules, and write a reproducible, gzip-compressed newc archive with the modules
-//! decompressed (see ARCHITECTURE.md for why gzip, and why modules are decompressed here).
+//! kernel's modules, and write a reproducible newc archive with the modules decompressed, compressed
+//! with zstd when the kernel's config says it unpacks zstd and with gzip otherwise (see ARCHITECTURE.md
+//! for the choice and its figures, and why modules are decompressed here). The file name does not
+//! follow the format: the kernel reads the magic, and so does [`list`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -84,14 +86,10 @@ pub fn verify(built: &Path, contents: &Contents) -> Result<()> {
     Ok(())
 }
 
-/// The paths the real `cpio -t` lists in a gzip archive.
+/// The paths the real `cpio -t` lists in an archive [`write`] wrote, gzip or zstd.
 pub fn list(archive: &Path) -> Result<String> {
-    use std::io::Read;
-    let gz = std::fs::read(archive).map_err(|e| format!("reading {}: {e}", archive.display()))?;
-    let mut cpio_bytes = Vec::new();
-    flate2::read::GzDecoder::new(&gz[..])
-        .read_to_end(&mut cpio_bytes)
-        .map_err(|e| format!("gunzip {}: {e}", archive.display()))?;
+    let data = std::fs::read(archive).map_err(|e| format!("reading {}: {e}", archive.display()))?;
+    let cpio_bytes = uncompress(&data).map_err(|e| format!("{}: {e}", archive.display()))?;
     let mut child = std::process::Command::new("cpio")
         .args(["-t", "--quiet"])
         .stdin(std::process::Stdio::piped())
@@ -132,9 +130,41 @@ pub struct Built {
     pub report: report::Report,
 }
 
-/// Whether a kernel built with this configuration unpacks a gzip initramfs (`CONFIG_RD_GZIP`).
-fn unpacks_gzip(config: &str) -> bool {
-    config.lines().any(|l| l.trim() == "CONFIG_RD_GZIP=y")
+/// How the archives are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Zstd,
+}
+
+/// The `zstd` command's flags, fixed so that one machine's zstd always gives the same bytes; it adds
+/// the content size, as the input's length is given with `--stream-size`.
+const ZSTD_FLAGS: [&str; 5] = ["-19", "--no-progress", "-q", "--content-size", "-c"];
+
+/// The compression for a kernel with this configuration (`None`: its config was not found): zstd when
+/// it unpacks zstd (`CONFIG_RD_ZSTD`), else gzip; `None` when it unpacks neither.
+pub fn compression_for(config: Option<&str>) -> Option<Compression> {
+    let Some(config) = config else { return Some(Compression::Gzip) };
+    let has = |option: &str| config.lines().any(|l| l.trim() == option);
+    if has("CONFIG_RD_ZSTD=y") {
+        Some(Compression::Zstd)
+    } else if has("CONFIG_RD_GZIP=y") {
+        Some(Compression::Gzip)
+    } else {
+        None
+    }
+}
+
+/// The cpio bytes of a gzip or zstd archive, told apart by their magic.
+fn uncompress(data: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    if data.starts_with(b"\x28\xb5\x2f\xfd") {
+        kmod::unzstd(data, &mut out).map_err(|e| format!("unzstd: {e}"))?;
+    } else {
+        flate2::read::GzDecoder::new(data).read_to_end(&mut out).map_err(|e| format!("gunzip: {e}"))?;
+    }
+    Ok(out)
 }
 
 /// busybox applets linked in the initramfs with `--shell`: enough to look around and mend a boot.
@@ -179,18 +209,34 @@ const RESCUE_APPLETS: &[&str] = &[
 ];
 
 /// The kernel's modules that `list` (its text `list_text`) names, with their dependencies; says which
-/// names are aliases and which modules the kernel lacks. A kernel that cannot unpack gzip is refused.
-fn resolve_modules(modules_dir: &Path, list: &Path, list_text: &str) -> Result<(kmod::Tree, kmod::Resolved)> {
+/// names are aliases and which modules the kernel lacks; chooses the compression from the kernel's
+/// config and says why. A kernel that unpacks neither gzip nor zstd is refused.
+fn resolve_modules(
+    modules_dir: &Path,
+    list: &Path,
+    list_text: &str,
+) -> Result<(kmod::Tree, kmod::Resolved, Compression, String)> {
     let tree = kmod::Tree::open(modules_dir)?;
     let release = &tree.release;
-    if let Some((path, config)) = tree.config() {
-        if !unpacks_gzip(&config) {
+    let config = tree.config();
+    let (compression, why) = match (&config, compression_for(config.as_ref().map(|(_, text)| text.as_str()))) {
+        (None, _) => (
+            Compression::Gzip,
+            format!("gzip: no boot/config-{release} beside the modules, and gzip is what kernels unpack by default"),
+        ),
+        (Some((path, _)), Some(Compression::Zstd)) => {
+            (Compression::Zstd, format!("zstd -19: {} has CONFIG_RD_ZSTD=y", path.display()))
+        }
+        (Some((path, _)), Some(Compression::Gzip)) => {
+            (Compression::Gzip, format!("gzip: {} has CONFIG_RD_GZIP=y but no CONFIG_RD_ZSTD=y", path.display()))
+        }
+        (Some((path, _)), None) => {
             return Err(format!(
-                "kernel {release} cannot unpack a gzip initramfs ({} has no CONFIG_RD_GZIP=y)",
+                "kernel {release} cannot unpack a gzip or zstd initramfs ({} has neither CONFIG_RD_GZIP=y nor CONFIG_RD_ZSTD=y)",
                 path.display()
             ));
         }
-    }
+    };
     let resolved = tree.index.resolve(&kmod::parse_list(list_text), &mut |name| tree.depends(name))?;
     for (alias, module) in &resolved.aliased {
         eprintln!("xtask: {} names {alias}, an alias of {module}", list.display());
@@ -203,7 +249,7 @@ fn resolve_modules(modules_dir: &Path, list: &Path, list_text: &str) -> Result<(
             resolved.missing.join(" ")
         );
     }
-    Ok((tree, resolved))
+    Ok((tree, resolved, compression, why))
 }
 
 /// Writes the initramfs to `output`. With a shell, a static busybox from the host goes in as
@@ -213,7 +259,7 @@ pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
         *contents;
     let init_bytes = std::fs::read(init).map_err(|e| format!("reading {}: {e}", init.display()))?;
     let list_text = std::fs::read_to_string(list).map_err(|e| format!("reading {}: {e}", list.display()))?;
-    let (tree, resolved) = resolve_modules(modules_dir, list, &list_text)?;
+    let (tree, resolved, compression, why) = resolve_modules(modules_dir, list, &list_text)?;
     let release = &tree.release;
 
     let mut a = mkcpio::Archive::new(0);
@@ -290,13 +336,14 @@ pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
     };
     let (mut written, mut uncompressed) = (Vec::new(), 0);
     for (path, archive) in &archives {
-        let (compressed, raw) = write_gz(archive, path)?;
+        let (compressed, raw) = write_compressed(archive, path, compression)?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         written.push((name, compressed));
         uncompressed += raw;
     }
-    let report =
+    let mut report =
         report::summarize(a.entries().map(|(path, kind, _)| (path, entry_size(kind))), written, uncompressed);
+    report.compression = why;
     Ok(Built {
         init_size: init_bytes.len() as u64,
         archive_size: report.compressed(),
@@ -318,21 +365,57 @@ fn entry_size(kind: &mkcpio::Kind) -> u64 {
     }
 }
 
-/// Writes `archive` gzip-compressed to `output` (through a `.partial` file); returns its size and
-/// the cpio bytes before compression.
-pub fn write_gz(archive: &mkcpio::Archive, output: &Path) -> Result<(u64, u64)> {
+/// Writes `archive` compressed to `output` (through a `.partial` file); returns its size and the cpio
+/// bytes before compression.
+pub fn write_compressed(
+    archive: &mkcpio::Archive,
+    output: &Path,
+    compression: Compression,
+) -> Result<(u64, u64)> {
     if let Some(dir) = output.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
     let tmp = output.with_extension("partial");
     let file = std::fs::File::create(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
-    // mtime 0 and no file name in the gzip header: the bytes depend only on the archive.
-    let mut gz =
-        flate2::GzBuilder::new().mtime(0).write(std::io::BufWriter::new(file), flate2::Compression::best());
-    let raw = archive.write_to(&mut gz).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-    gz.finish().and_then(|mut w| w.flush()).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    let raw = match compression {
+        Compression::Gzip => {
+            // mtime 0 and no file name in the gzip header: the bytes depend only on the archive.
+            let mut gz = flate2::GzBuilder::new()
+                .mtime(0)
+                .write(std::io::BufWriter::new(file), flate2::Compression::best());
+            let raw = archive.write_to(&mut gz).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+            gz.finish().and_then(|mut w| w.flush()).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+            raw
+        }
+        Compression::Zstd => zstd(archive, file).map_err(|e| format!("writing {}: {e}", tmp.display()))?,
+    };
     std::fs::rename(&tmp, output).map_err(|e| format!("renaming to {}: {e}", output.display()))?;
     Ok((std::fs::metadata(output).map(|m| m.len()).unwrap_or(0), raw))
+}
+
+/// Pipes `archive` through the `zstd` command (installed with apt when missing) into `file`;
+/// returns the cpio bytes.
+fn zstd(archive: &mkcpio::Archive, file: std::fs::File) -> Result<u64> {
+    if !host::on_path("zstd") {
+        host::apt_install(&["zstd"])?;
+    }
+    let mut cpio = Vec::new();
+    let raw = archive.write_to(&mut cpio).map_err(|e| e.to_string())?;
+    let mut cmd = std::process::Command::new("zstd");
+    cmd.args(ZSTD_FLAGS).arg(format!("--stream-size={}", cpio.len()));
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(file)
+        .spawn()
+        .map_err(|e| format!("running {cmd:?}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&cpio).map_err(|e| format!("feeding zstd: {e}"))?;
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("{cmd:?} failed: {status}"));
+    }
+    Ok(raw)
 }
 
 #[cfg(test)]
@@ -342,9 +425,7 @@ mod tests {
 
     /// The archive's `lib/modules` as the real `cpio` extracts it into `dir`.
     fn extract_modules(archive: &Path, dir: &Path) {
-        use std::io::Read;
-        let mut cpio = Vec::new();
-        flate2::read::GzDecoder::new(std::fs::File::open(archive).unwrap()).read_to_end(&mut cpio).unwrap();
+        let cpio = uncompress(&std::fs::read(archive).unwrap()).unwrap();
         std::fs::create_dir_all(dir).unwrap();
         let mut child = std::process::Command::new("cpio")
             .args(["-id", "--quiet", "--no-absolute-filenames", "lib/modules/*"])
@@ -401,21 +482,53 @@ kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/
             "overlay\nsquashfs\n",
             "listed, packed, and no device asks for them"
         );
-        // A kernel that cannot unpack gzip is refused.
-        std::fs::write(
-            root.join(format!("boot/config-{RELEASE}")),
-            "# CONFIG_RD_GZIP is not set\nCONFIG_RD_ZSTD=y\n",
-        )
-        .unwrap();
+        // The package's kernel unpacks gzip only; one that unpacks zstd gets the same cpio bytes in zstd.
+        let config = root.join(format!("boot/config-{RELEASE}"));
+        let gz = std::fs::read(&out).unwrap();
+        assert!(gz.starts_with(b"\x1f\x8b"));
+        assert_eq!(
+            built.report.compression,
+            format!("gzip: {} has CONFIG_RD_GZIP=y but no CONFIG_RD_ZSTD=y", config.display())
+        );
+        std::fs::write(&config, "CONFIG_RD_GZIP=y\nCONFIG_RD_ZSTD=y\n").unwrap();
+        let built = write(&contents, &out).unwrap();
+        assert_eq!(built.report.compression, format!("zstd -19: {} has CONFIG_RD_ZSTD=y", config.display()));
+        let zst = std::fs::read(&out).unwrap();
+        assert!(zst.starts_with(b"\x28\xb5\x2f\xfd"));
+        let mut decoded = Vec::new();
+        let mut decoder = ruzstd::decoding::StreamingDecoder::new(&zst[..]).unwrap();
+        std::io::Read::read_to_end(&mut decoder, &mut decoded).unwrap();
+        assert_eq!(
+            decoder.into_frame_decoder().content_size(),
+            decoded.len() as u64,
+            "content size in the frame"
+        );
+        assert_eq!(decoded, uncompress(&gz).unwrap());
+        // A kernel that unpacks neither is refused.
+        std::fs::write(&config, "# CONFIG_RD_GZIP is not set\nCONFIG_RD_XZ=y\n").unwrap();
         let e = write(&contents, &out).err().unwrap();
         assert_eq!(
             e,
             format!(
-                "kernel {RELEASE} cannot unpack a gzip initramfs ({} has no CONFIG_RD_GZIP=y)",
-                root.join(format!("boot/config-{RELEASE}")).display()
+                "kernel {RELEASE} cannot unpack a gzip or zstd initramfs ({} has neither CONFIG_RD_GZIP=y nor CONFIG_RD_ZSTD=y)",
+                config.display()
             )
         );
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn compression_from_the_kernel_config() {
+        fn check(config: Option<&str>, expected: Option<Compression>) {
+            assert_eq!(compression_for(config), expected, "{config:?}");
+        }
+        check(None, Some(Compression::Gzip));
+        check(Some("CONFIG_RD_GZIP=y\nCONFIG_RD_ZSTD=y\n"), Some(Compression::Zstd));
+        check(Some("# CONFIG_RD_GZIP is not set\nCONFIG_RD_ZSTD=y\n"), Some(Compression::Zstd));
+        check(Some("CONFIG_RD_GZIP=y\n# CONFIG_RD_ZSTD is not set\n"), Some(Compression::Gzip));
+        check(Some("CONFIG_RD_GZIP=y\nCONFIG_RD_ZSTD=m\n"), Some(Compression::Gzip));
+        check(Some("CONFIG_RD_XZ=y\n"), None);
+        check(Some(""), None);
     }
 
     #[test]
@@ -465,6 +578,9 @@ mod packing_tests {
         std::fs::write(&init, b"\x7fELF not really").unwrap();
         std::fs::write(&names, "r8169\nsquashfs\n").unwrap();
         let fw_dir = root.join("fw");
+        // A kernel that unpacks zstd: both archives are zstd, listed and reproducible as gzip ones are.
+        std::fs::write(root.join(format!("boot/config-{RELEASE}")), "CONFIG_RD_GZIP=y\nCONFIG_RD_ZSTD=y\n")
+            .unwrap();
         let contents = Contents {
             init: &init,
             modules_dir: &root,
@@ -492,6 +608,7 @@ mod packing_tests {
         assert!(mods.lines().any(|l| l == format!("lib/modules/{RELEASE}/modules.dep")));
         assert!(!mods.lines().any(|l| l == "init"));
         let (a, b) = (std::fs::read(&out).unwrap(), std::fs::read(&second).unwrap());
+        assert!(a.starts_with(b"\x28\xb5\x2f\xfd") && b.starts_with(b"\x28\xb5\x2f\xfd"));
         write(&contents, &out).unwrap();
         assert_eq!((std::fs::read(&out).unwrap(), std::fs::read(&second).unwrap()), (a, b), "reproducible");
         std::fs::remove_dir_all(&root).unwrap();

@@ -13,6 +13,8 @@ pub struct Report {
     pub archives: Vec<(String, u64)>,
     /// The cpio bytes, headers included, before compression (all archives).
     pub uncompressed: u64,
+    /// Which compression, and why (empty: not said).
+    pub compression: String,
     pub modules: usize,
     pub modules_size: u64,
     pub firmware: usize,
@@ -31,6 +33,7 @@ pub fn summarize<'a>(
     let mut r = Report {
         archives,
         uncompressed,
+        compression: String::new(),
         modules: 0,
         modules_size: 0,
         firmware: 0,
@@ -78,6 +81,9 @@ impl Report {
             let each: Vec<String> =
                 self.archives.iter().map(|(name, size)| format!("{name} {} KiB", kib(*size))).collect();
             out.push_str(&format!(" ({})", each.join(", ")));
+        }
+        if !self.compression.is_empty() {
+            out.push_str(&format!("\nxtask: compressed with {}", self.compression));
         }
         out.push_str(&format!(
             "\nxtask: {} modules ({} KiB), {} firmware files ({} KiB)\n",
@@ -159,5 +165,9 @@ xtask: the 7 biggest files, uncompressed:
             "xtask: initramfs 3 KiB compressed, 0 KiB uncompressed (a.cpio.gz 2 KiB, a-modules.cpio.gz 1 KiB)\n"
         ));
         assert!(text.contains("0.0%  lib/modules/r/m14.ko"), "no share of an empty archive: {text}");
+        let r = Report { compression: "zstd -19: config-r has CONFIG_RD_ZSTD=y".into(), ..r };
+        assert!(r.render().contains(
+            "(a.cpio.gz 2 KiB, a-modules.cpio.gz 1 KiB)\nxtask: compressed with zstd -19: config-r has CONFIG_RD_ZSTD=y\nxtask: 15 modules"
+        ));
     }
 }

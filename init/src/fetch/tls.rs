@@ -9,20 +9,50 @@ use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 /// Where the initramfs carries extra CAs.
 pub const CA_DIR: &str = "/etc/netinit/ca";
 
-/// The TLS configuration of every request: Mozilla's roots, plus the initramfs's CAs when there are.
+/// The TLS configuration of every request: Mozilla's roots plus the initramfs's CAs, and ring as
+/// rustls's cryptography. ureq is built without its own roots and provider (its `rustls` feature
+/// would link a second copy of the roots), so both are always given here: ureq takes the
+/// config's provider before any default, and never reaches its "no provider" panic.
 pub fn config() -> TlsConfig {
-    let extra = extra_cas();
-    let roots = if extra.is_empty() {
-        RootCerts::WebPki
-    } else {
-        let mut certs: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-            .iter()
-            .map(|c| Certificate::from_der(c).to_owned())
-            .collect();
-        certs.extend(extra);
-        RootCerts::Specific(Arc::new(certs))
-    };
-    TlsConfig::builder().root_certs(roots).build()
+    let mut certs: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|c| Certificate::from_der(c).to_owned())
+        .collect();
+    certs.extend(extra_cas());
+    TlsConfig::builder()
+        .root_certs(RootCerts::Specific(Arc::new(certs)))
+        .unversioned_rustls_crypto_provider(Arc::new(provider()))
+        .build()
+}
+
+/// ring's provider, without what netinit never uses: ChaCha20-Poly1305 (every server that offers it
+/// also offers AES-GCM, which x86-64's AES-NI runs faster) and the private keys of client certificates.
+fn provider() -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::ring::cipher_suite as suite;
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites = vec![
+        suite::TLS13_AES_256_GCM_SHA384,
+        suite::TLS13_AES_128_GCM_SHA256,
+        suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    ];
+    p.key_provider = &NoClientKeys;
+    p
+}
+
+/// netinit sends no client certificate, so it loads no private key.
+#[derive(Debug)]
+struct NoClientKeys;
+
+impl rustls::crypto::KeyProvider for NoClientKeys {
+    fn load_private_key(
+        &self,
+        _: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+        Err(rustls::Error::General("netinit loads no private keys".into()))
+    }
 }
 
 /// The certificates of the PEM files in [`CA_DIR`]; unreadable files and blocks are logged and skipped.
