@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::host::{self, Result};
 use crate::initramfs::Compression;
-use crate::{bench, httpd, image, initramfs, kernel, kmod, vm, Extras, BUSYBOX};
+use crate::{bench, httpd, image, initramfs, kernel, kmod, vm, BUSYBOX};
 
 const MARKER_C: &str = include_str!("../guest/bench-init.c");
 const SHELL_INIT: &str = include_str!("../guest/bench-shell-init.sh");
@@ -329,17 +329,23 @@ fn prepare() -> Result<Files> {
         image::sign(&big, &signature)?;
     }
     let list = host::root().join("modules-list");
-    let netinit = dir.join("netinit.cpio.gz");
-    crate::build_initramfs(&init, &k.modules_dir, &list, &netinit, &Extras::default())?;
-    let netinit_trusted = dir.join("netinit-trusted.cpio.gz");
     let trust = [images.key.clone()];
-    crate::build_initramfs(
-        &init,
-        &k.modules_dir,
-        &list,
-        &netinit_trusted,
-        &Extras { trust: &trust, ..Extras::default() },
-    )?;
+    let netinit = dir.join("netinit.cpio.gz");
+    let netinit_trusted = dir.join("netinit-trusted.cpio.gz");
+    for (out, trust) in [(&netinit, &trust[..0]), (&netinit_trusted, &trust[..])] {
+        // As `cargo xtask cpio` packs it, without its report: stdout is the table or the JSON.
+        let contents = initramfs::Contents {
+            init: &init,
+            modules_dir: &k.modules_dir,
+            list: &list,
+            shell: None,
+            trust,
+            ca: &[],
+            firmware: None,
+            split: false,
+        };
+        initramfs::write(&contents, out)?;
+    }
     // The floor and the shell reference are compressed as netinit's initramfs is for this kernel.
     let tree = kmod::Tree::open(&k.modules_dir)?;
     let packing = initramfs::compression_for(tree.config().as_ref().map(|(_, text)| text.as_str()))
