@@ -31,6 +31,7 @@ say "modules-loaded=$(busybox wc -l < /proc/modules)"
 busybox awk '{ print "netinit-test-root: module " $1 ";" }' /proc/modules
 say "args=$*"
 say "env-modloop=${modloop:-unset}"
+say "env-http_proxy=${http_proxy:-unset}"
 say "hostname=$(busybox hostname)"
 [ -f /etc/motd ] && say "motd=$(busybox cat /etc/motd)"
 [ -f /etc/apk/repositories ] && busybox sed 's/^/netinit-test-root: repo /' /etc/apk/repositories

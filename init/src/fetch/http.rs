@@ -29,9 +29,13 @@ impl Default for Timeouts {
     }
 }
 
-/// The HTTP client: per-phase timeouts, statuses as values (the retry table decides what they mean).
+/// The HTTP client: per-phase timeouts, statuses as values (the retry table decides what they mean),
+/// and no proxy: ureq's default reads `ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` from
+/// the environment, and the kernel hands PID 1 every cmdline word such as `http_proxy=...` as an
+/// environment variable, which would route every download through a proxy nobody documented.
 pub(super) fn agent(t: &Timeouts) -> ureq::Agent {
     ureq::Agent::config_builder()
+        .proxy(None)
         .http_status_as_error(false)
         // netinit follows redirects itself (see `get`), to refuse https -> http.
         .max_redirects(0)
