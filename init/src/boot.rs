@@ -298,6 +298,9 @@ fn run() -> Result<Infallible, BootError> {
     Ok(switch_root::exec(&init)?)
 }
 
+/// The 802.1Q driver, which `vlan=` needs: netinit has no modprobe for the kernel to ask.
+const VLAN_MODULE: &str = "8021q";
+
 /// The modules stage: coldplug, which goes on in the background (returned, to be stopped before
 /// the root is switched), or every packed module (`netinit.coldplug=no`, or an initramfs without
 /// `modules.alias`).
@@ -306,8 +309,13 @@ fn load_modules(cfg: &cmdline::Config) -> Result<Option<modules::coldplug::Coldp
     match packed.coldplug.take() {
         Some((aliases, always)) if cfg.coldplug => {
             let dir = packed.dir.clone();
+            // Modules the cmdline asks for by name, and those its interfaces need.
+            let mut extra = cfg.modules.clone();
+            if !cfg.net.vlans.is_empty() {
+                extra.push(VLAN_MODULE.to_owned());
+            }
             let (started, coldplug) =
-                modules::coldplug::start(&dir, packed.db, aliases, &always, &cfg.modules, &cfg.blacklist)
+                modules::coldplug::start(&dir, packed.db, aliases, &always, &extra, &cfg.blacklist)
                     .map_err(|e| modules::order_error(&dir, e))?;
             log::info!(
                 "modules: {} loaded, {} already present, {} failed; in the background: {}the drivers of devices as they appear",

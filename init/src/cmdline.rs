@@ -30,6 +30,8 @@ pub const ROOT_SIZE: &str = "root_size";
 pub const IP: &str = "ip";
 /// The boot NIC's MAC, as PXE/iPXE pass it.
 pub const BOOTIF: &str = "BOOTIF";
+/// A tagged VLAN over a NIC, dracut's `vlan=<name>:<phys>`.
+pub const VLAN: &str = "vlan";
 /// The machine's hostname.
 pub const HOSTNAME: &str = "hostname";
 /// How long DHCP may take.

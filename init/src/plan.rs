@@ -90,6 +90,10 @@ impl<'a> Plan<'a> {
 
     fn network_text(&self, s: &mut Lines) {
         let c = self.config;
+        for (i, v) in c.net.vlans.iter().enumerate() {
+            let text = format!("{}: VLAN {} over {} (8021q)", v.name, v.id, v.parent);
+            s.line(if i == 0 { "vlans:" } else { "" }, text);
+        }
         for (i, n) in self.nics.iter().enumerate() {
             s.line(if i == 0 { "network:" } else { "" }, choice_text(&n.choice));
             match &n.ip.mode {
@@ -260,8 +264,16 @@ impl<'a> Plan<'a> {
             }
             Json::Obj(f)
         };
+        let vlan = |v: &crate::cmdline::Vlan| {
+            Json::Obj(vec![
+                ("name", Json::str(&v.name)),
+                ("parent", Json::str(&v.parent)),
+                ("id", Json::Num(u64::from(v.id))),
+            ])
+        };
         Json::Obj(vec![
             ("bootif", Json::opt(c.net.bootif)),
+            ("vlans", Json::Arr(c.net.vlans.iter().map(vlan).collect())),
             ("interfaces", Json::Arr(self.nics.iter().map(nic).collect())),
             ("dhcp_timeout", Json::Num(c.net.dhcp_timeout.as_secs())),
             ("hostname", Json::opt(c.net.hostname())),

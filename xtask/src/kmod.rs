@@ -181,14 +181,19 @@ pub fn inherit_aliases<'a>(
     }
 }
 
+/// Listed modules that `/init` loads when the cmdline asks for what they do (`8021q` for `vlan=`),
+/// so they are not in `modules.always`.
+pub const ON_DEMAND: [&str; 1] = ["8021q"];
+
 /// `modules.always`, one name per line: the listed modules that no device alias names (the file
-/// systems, `loop`, protocol modules). No device will ask for them, so the init loads them on
-/// every boot.
+/// systems, `loop`, protocol modules) and that are not [`ON_DEMAND`]. No device will ask for them,
+/// so the init loads them on every boot.
 pub fn always<'a>(
     listed: impl IntoIterator<Item = &'a str>,
     aliases: &BTreeMap<String, Vec<String>>,
 ) -> String {
-    let mut names: Vec<&str> = listed.into_iter().filter(|m| !has_device_alias(aliases, m)).collect();
+    let mut names: Vec<&str> =
+        listed.into_iter().filter(|m| !has_device_alias(aliases, m) && !ON_DEMAND.contains(m)).collect();
     names.sort_unstable();
     names.dedup();
     names.iter().map(|n| format!("{n}\n")).collect()

@@ -23,6 +23,7 @@ mod runner;
 mod scenario;
 mod split;
 mod storm;
+mod vlan_switch;
 mod vm;
 
 use std::path::{Path, PathBuf};
@@ -91,6 +92,8 @@ fn main() -> ExitCode {
         Some("bench") => cmd_bench(rest),
         // Used by the test networks: the test HTTP server inside a network namespace.
         Some("serve") if rest.len() == 2 => cmd_serve(&rest[0], &rest[1]),
+        // Used by the VLAN scenarios: the trunk port between a guest and a lab's bridge.
+        Some("vlan-switch") if rest.len() == 4 => cmd_vlan_switch(rest),
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -261,6 +264,12 @@ fn number(flags: &[(String, String)], name: &str, default: u64) -> Result<u64> {
         .map(|v| v.parse::<u64>().map_err(|_| format!("{name} takes a whole number")))
         .transpose()
         .map(|v| v.unwrap_or(default))
+}
+
+fn cmd_vlan_switch(args: &[String]) -> Result<()> {
+    let vid = args[0].parse().map_err(|_| format!("bad VLAN id {:?}", args[0]))?;
+    let addr = |s: &String| s.parse().map_err(|_| format!("bad address {s:?}"));
+    vlan_switch::run(vid, &args[1], addr(&args[2])?, addr(&args[3])?)
 }
 
 fn cmd_serve(dir: &str, addr: &str) -> Result<()> {

@@ -24,10 +24,13 @@ pub enum Nic {
     Silent,
     /// A bridge with dnsmasq serving DHCP, from the start or after a delay.
     Dhcp(Duration),
+    /// A bridge with dnsmasq, reached only through VLAN `id`: the guest's NIC is a trunk port
+    /// (`vlan_switch`) that passes frames tagged `id` and drops the rest.
+    DhcpVlan(u16),
 }
 
 impl Nic {
-    /// `user`, `none`, `dhcp`, `dhcp-after SECONDS`.
+    /// `user`, `none`, `dhcp`, `dhcp-after SECONDS`, `dhcp-vlan ID`.
     pub fn parse(v: &str) -> std::result::Result<Nic, String> {
         let words: Vec<&str> = v.split_whitespace().collect();
         match words.as_slice() {
@@ -38,9 +41,21 @@ impl Nic {
                 .parse()
                 .map(|s| Nic::Dhcp(Duration::from_secs(s)))
                 .map_err(|_| format!("bad delay {secs:?}")),
-            _ => Err(format!("unknown nic {v:?} (expected user, none, dhcp or dhcp-after SECONDS)")),
+            ["dhcp-vlan", id] => match id.parse::<u16>() {
+                Ok(id) if (1..=4094).contains(&id) => Ok(Nic::DhcpVlan(id)),
+                _ => Err(format!("bad VLAN id {id:?}")),
+            },
+            _ => Err(format!(
+                "unknown nic {v:?} (expected user, none, dhcp, dhcp-after SECONDS or dhcp-vlan ID)"
+            )),
         }
     }
+}
+
+/// The UDP addresses, on the lab's loopback, of NIC `i`'s VLAN switch and of qemu's end.
+fn switch_ports(i: usize) -> (String, String) {
+    let port = 40000 + 2 * i;
+    (format!("127.0.0.1:{port}"), format!("127.0.0.1:{}", port + 1))
 }
 
 pub fn gateway(i: usize) -> String {
@@ -86,6 +101,20 @@ impl Lab {
             ip(&["-n", &ns, "link", "set", &tap, "up"])?;
         }
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        // The trunk ports: each VLAN NIC's tap is the switch's, and qemu talks to the switch.
+        for (i, nic) in nics.iter().enumerate() {
+            if let Nic::DhcpVlan(id) = nic {
+                let (listen, peer) = switch_ports(i);
+                let switch = Command::new("ip")
+                    .args(["netns", "exec", &ns])
+                    .arg(&exe)
+                    .args(["vlan-switch", &id.to_string(), &format!("tap{i}"), &listen, &peer])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .map_err(|e| format!("starting the VLAN switch in {ns}: {e}"))?;
+                lab.keep(switch);
+            }
+        }
         let http = Command::new("ip")
             .args(["netns", "exec", &ns])
             .arg(exe)
@@ -97,10 +126,14 @@ impl Lab {
             .map_err(|e| format!("starting the HTTP server in {ns}: {e}"))?;
         lab.keep(http);
         for (i, nic) in nics.iter().enumerate() {
-            if let Nic::Dhcp(delay) = nic {
+            let delay = match nic {
+                Nic::Dhcp(delay) => Some(*delay),
+                Nic::DhcpVlan(_) => Some(Duration::ZERO),
+                _ => None,
+            };
+            if let Some(delay) = delay {
                 let mut cmd = dnsmasq(&ns, i, logs);
                 let (children, stopped) = (Arc::clone(&lab.children), Arc::clone(&lab.stopped));
-                let delay = *delay;
                 std::thread::spawn(move || {
                     std::thread::sleep(delay);
                     if let Ok(mut c) = children.lock() {
@@ -125,12 +158,19 @@ impl Lab {
         }
     }
 
-    /// qemu's NIC arguments: one tap per NIC, each with its fixed MAC.
+    /// qemu's NIC arguments: one tap per NIC (a VLAN NIC: the UDP socket of its switch), each
+    /// with its fixed MAC.
     pub fn qemu_args(nics: &[Nic]) -> Vec<String> {
         let mut args = Vec::new();
-        for i in 0..nics.len() {
+        for (i, nic) in nics.iter().enumerate() {
             args.push("-netdev".into());
-            args.push(format!("tap,id=n{i},ifname=tap{i},script=no,downscript=no"));
+            match nic {
+                Nic::DhcpVlan(_) => {
+                    let (switch, qemu) = switch_ports(i);
+                    args.push(format!("socket,id=n{i},udp={switch},localaddr={qemu}"));
+                }
+                _ => args.push(format!("tap,id=n{i},ifname=tap{i},script=no,downscript=no")),
+            }
             args.push("-device".into());
             args.push(format!("virtio-net-pci,netdev=n{i},mac={},romfile=", mac(i)));
         }
@@ -183,6 +223,10 @@ mod tests {
         assert_eq!(Nic::parse("user"), Ok(Nic::User));
         assert!(Nic::parse("dhcp-after soon").is_err());
         assert!(Nic::parse("wifi").is_err());
+        assert_eq!(Nic::parse("dhcp-vlan 100"), Ok(Nic::DhcpVlan(100)));
+        assert!(Nic::parse("dhcp-vlan 4095").is_err());
+        let vlan = Lab::qemu_args(&[Nic::DhcpVlan(100)]);
+        assert_eq!(vlan[1], "socket,id=n0,udp=127.0.0.1:40000,localaddr=127.0.0.1:40001");
         assert_eq!((gateway(1), mac(1)), ("10.0.11.1".to_string(), "52:54:00:00:0a:02".to_string()));
         let args = Lab::qemu_args(&[Nic::Silent, Nic::Dhcp(Duration::ZERO)]);
         assert_eq!(args[1], "tap,id=n0,ifname=tap0,script=no,downscript=no");

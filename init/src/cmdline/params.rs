@@ -107,6 +107,13 @@ pub const PARAMETERS: &[Param] = &[
         Ok(ip) => d.ip_values.push((v.to_owned(), ip)),
         Err(why) => r.bad(v, format!("{why}; the network cannot be configured")),
     }),
+    value(VLAN, Severity::Error, |d, v, r| match Vlan::parse(v) {
+        Ok(vlan) if d.config.net.vlans.iter().any(|o| o.name == vlan.name) => {
+            r.bad(v, format!("{} is given twice", vlan.name))
+        }
+        Ok(vlan) => d.config.net.vlans.push(vlan),
+        Err(why) => r.bad(v, format!("{why}; the network cannot be configured")),
+    }),
     value(BOOTIF, Severity::Error, |d, v, r| {
         match Mac::parse(v) {
         Some(mac) => d.config.net.bootif = Some(mac),

@@ -528,3 +528,40 @@ fn spec_and_parser_agree() {
         );
     }
 }
+
+#[test]
+fn vlans() {
+    let vlan = |name: &str, parent: &str, id: u16| Vlan { name: name.into(), parent: parent.into(), id };
+    // dracut's four naming styles, and several VLANs in cmdline order.
+    let p =
+        parsed("vlan=eth0.100:eth0 vlan=vlan0005:eth1 vlan=vlan7:eth1 vlan=eno1.0042:eno1 ip=eth0.100:dhcp");
+    clean(&p);
+    assert_eq!(
+        p.config.net.vlans,
+        [
+            vlan("eth0.100", "eth0", 100),
+            vlan("vlan0005", "eth1", 5),
+            vlan("vlan7", "eth1", 7),
+            vlan("eno1.0042", "eno1", 42)
+        ]
+    );
+    assert_eq!(p.config.net.interfaces[0].device.as_deref(), Some("eth0.100"));
+    assert_eq!(parsed("").config.net.vlans, []);
+    for (value, message) in [
+        ("eth0.100", "expected <name>:<nic>"),
+        ("eth0.100:eth0:x", "expected <name>:<nic>"),
+        ("mgmt:eth0", "names no VLAN id"),
+        ("eth0.0:eth0", "names no VLAN id"),
+        ("eth0.4095:eth0", "names no VLAN id"),
+        ("eth0.5a:eth0", "names no VLAN id"),
+        ("eth0.+5:eth0", "is not an interface name"),
+        ("vlan:eth0", "names no VLAN id"),
+        ("averyveryverylongname.5:eth0", "is not an interface name"),
+        ("eth0.5:et/h0", "is not an interface name"),
+        ("eth0.5:", "is not an interface name"),
+        ("eth0.5:eth0.5", "cannot be its own NIC"),
+    ] {
+        one_error(&parsed(&format!("vlan={value}")), VLAN, message);
+    }
+    one_error(&parsed("vlan=eth0.5:eth0 vlan=eth0.5:eth1"), VLAN, "eth0.5 is given twice");
+}

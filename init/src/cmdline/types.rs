@@ -219,10 +219,58 @@ pub struct IpConfig {
     pub hostname: Option<String>,
 }
 
+/// One `vlan=`: an 802.1Q interface `name` over the NIC `parent`, tagging with `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vlan {
+    pub name: String,
+    pub parent: String,
+    pub id: u16,
+}
+
+impl Vlan {
+    /// dracut's `<name>:<phys>`. The VLAN id is in the name, in one of dracut's four styles:
+    /// `vlan0005`, `vlan5`, `eth0.0005`, `eth0.5`.
+    pub fn parse(v: &str) -> Result<Vlan, String> {
+        let (name, parent) = v
+            .split_once(':')
+            .filter(|(_, p)| !p.contains(':'))
+            .ok_or("expected <name>:<nic>, like eth0.100:eth0 or vlan100:eth0")?;
+        for (what, n) in [("VLAN", name), ("NIC", parent)] {
+            if !valid_interface_name(n) {
+                return Err(format!(
+                    "{what} name {n:?} is not an interface name (1 to 15 letters, digits, '.', '-' or '_')"
+                ));
+            }
+        }
+        if name == parent {
+            return Err(format!("the VLAN cannot be its own NIC, {name}"));
+        }
+        let digits = match name.rsplit_once('.') {
+            Some((_, id)) => id,
+            None => name.strip_prefix("vlan").unwrap_or(""),
+        };
+        let id = decimal::<u16>(digits)
+            .filter(|id| (1..=4094).contains(id))
+            .ok_or_else(|| format!("{name:?} names no VLAN id from 1 to 4094 (eth0.100, vlan100)"))?;
+        Ok(Vlan { name: name.to_owned(), parent: parent.to_owned(), id })
+    }
+}
+
+/// What the kernel takes as an interface name (`dev_valid_name`), kept to the characters a shell
+/// and a lease file take without quoting.
+pub fn valid_interface_name(n: &str) -> bool {
+    (1..=15).contains(&n.len())
+        && n != "."
+        && n != ".."
+        && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetConfig {
     /// One per `ip=` (DHCP on the chosen NIC when there is none). With several, each names its NIC.
     pub interfaces: Vec<IpConfig>,
+    /// The `vlan=` interfaces to create, in cmdline order.
+    pub vlans: Vec<Vlan>,
     /// The boot NIC's MAC from `BOOTIF=`, if any.
     pub bootif: Option<Mac>,
     pub dhcp_timeout: Duration,
@@ -462,6 +510,7 @@ impl Default for Config {
                     device: None,
                     hostname: None,
                 }],
+                vlans: Vec::new(),
                 bootif: None,
                 dhcp_timeout: DEFAULT_DHCP_TIMEOUT,
                 hostname: None,

@@ -24,7 +24,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cmdline::{ClientId, IpMode, Mac, NetConfig};
+use crate::cmdline::{ClientId, IpMode, Mac, NetConfig, Vlan};
 use crate::sys;
 
 /// How long to wait for the NIC driver to register its interfaces.
@@ -83,6 +83,8 @@ pub enum NetError {
     Receive { nic: String, source: io::Error },
     #[error("{step} on {nic}")]
     Netlink { step: String, nic: String, source: io::Error },
+    #[error("creating VLAN {name} (id {id}) over {parent}")]
+    Vlan { name: String, id: u16, parent: String, source: io::Error },
     #[error("writing {path}")]
     Write { path: PathBuf, source: io::Error },
 }
@@ -97,6 +99,9 @@ impl NetError {
             NetError::DhcpTimeout { .. } => {
                 "check that a DHCP server serves this segment; netinit.dhcp_timeout= waits longer (spanning tree can block a port for 50 s)"
             }
+            NetError::Vlan { source, .. } if source.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                "the kernel has no 802.1Q support loaded: pack 8021q (modules-list has it) or build it in"
+            }
             _ => "this is unexpected; the error above names the step and the system's answer",
         }
     }
@@ -110,9 +115,14 @@ pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
     let nics = wait_for_nics(cfg, &watch)?;
     let mut nl =
         netlink::Rtnetlink::open().map_err(|source| netlink_error("opening rtnetlink", "-", source))?;
+    let nics = add_vlans(&mut nl, &cfg.vlans, nics)?;
+    // A NIC that carries a VLAN is no candidate unless an ip= names it: its VLAN takes its place.
+    let unnamed: Vec<Nic> =
+        nics.iter().filter(|n| !cfg.vlans.iter().any(|v| v.parent == n.name)).cloned().collect();
     let mut done: Vec<Configured> = Vec::new();
     for ip in &cfg.interfaces {
-        let candidates = choose(cfg.bootif, ip.device.as_deref(), &nics)?;
+        let pool = if ip.device.is_some() { &nics } else { &unnamed };
+        let candidates = choose(cfg.bootif, ip.device.as_deref(), pool)?;
         for nic in &candidates {
             nl.request(|seq| netlink::link_up(nic.index, seq))
                 .map_err(|source| netlink_error("setting the link up", &nic.name, source))?;
@@ -135,8 +145,9 @@ pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
                 }
             }
             IpMode::Dhcp { client_id } => {
-                // Racing every NIC: one whose driver registers while DHCP runs joins too.
-                let growing = ip.device.is_none() && cfg.bootif.is_none();
+                // Racing every NIC: one whose driver registers while DHCP runs joins too (not with
+                // VLANs, whose NICs are no candidates).
+                let growing = ip.device.is_none() && cfg.bootif.is_none() && cfg.vlans.is_empty();
                 let (nic, lease, candidates) =
                     race(&mut nl, &watch, candidates, growing, cfg, client_id.as_ref())?;
                 for why in &lease.refused {
@@ -274,12 +285,55 @@ impl LinkWatch {
     }
 }
 
-/// Waits until the NICs the cmdline names (or any NIC) are registered.
+/// Creates each `vlan=` over its NIC (set up first: a VLAN cannot come up on a NIC that is down),
+/// in cmdline order, so that a VLAN may sit on an earlier one; returns `nics` with the VLANs.
+fn add_vlans(nl: &mut netlink::Rtnetlink, vlans: &[Vlan], mut nics: Vec<Nic>) -> Result<Vec<Nic>, NetError> {
+    for v in vlans {
+        let parent = nics
+            .iter()
+            .find(|n| n.name == v.parent)
+            .cloned()
+            .ok_or_else(|| NetError::NoDevice { name: v.parent.clone(), found: describe(&nics) })?;
+        let failed =
+            |source| NetError::Vlan { name: v.name.clone(), id: v.id, parent: v.parent.clone(), source };
+        nl.request(|seq| netlink::link_up(parent.index, seq)).map_err(failed)?;
+        match nl.request(|seq| netlink::new_vlan(&v.name, parent.index, v.id, seq)) {
+            Ok(()) => {}
+            // Made by an earlier netinit step or the kernel: use it as it is.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => log::info!("{}: exists already", v.name),
+            Err(e) => return Err(failed(e)),
+        }
+        let path = Path::new("/sys/class/net").join(&v.name);
+        let read = |file: &str| {
+            let p = path.join(file);
+            std::fs::read_to_string(&p)
+                .map(|s| s.trim().to_owned())
+                .map_err(|source| NetError::Sysfs { path: p, source })
+        };
+        let index = read("ifindex")?.parse::<u32>().map_err(|_| NetError::Sysfs {
+            path: path.join("ifindex"),
+            source: io::Error::from(io::ErrorKind::InvalidData),
+        })?;
+        let mac = Mac::parse(&read("address")?).unwrap_or(parent.mac);
+        log::info!("{}: VLAN {} over {} ({mac})", v.name, v.id, v.parent);
+        nics.push(Nic { name: v.name.clone(), index, mac });
+    }
+    Ok(nics)
+}
+
+/// Waits until the NICs the cmdline names (or any NIC) are registered; a VLAN's name stands for
+/// its NIC, as netinit makes the VLAN itself.
 fn wait_for_nics(cfg: &NetConfig, watch: &LinkWatch) -> Result<Vec<Nic>, NetError> {
     let start = sys::uptime();
+    let is_vlan = |d: &str| cfg.vlans.iter().any(|v| v.name == d);
     loop {
         let nics = list_nics()?;
-        let named = cfg.interfaces.iter().filter_map(|i| i.device.as_deref());
+        let named = cfg
+            .interfaces
+            .iter()
+            .filter_map(|i| i.device.as_deref())
+            .filter(|d| !is_vlan(d))
+            .chain(cfg.vlans.iter().map(|v| v.parent.as_str()).filter(|p| !is_vlan(p)));
         let wanted = match &cfg.bootif {
             Some(mac) => nics.iter().any(|n| n.mac == *mac),
             None => !nics.is_empty() && named.into_iter().all(|d| nics.iter().any(|n| n.name == d)),

@@ -60,11 +60,18 @@ const NLMSG_ERROR: u16 = 2;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_REPLACE: u16 = 0x100;
+const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 
 const AF_INET: u8 = 2;
 const IFF_UP: u32 = 0x1;
+const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
+const IFLA_LINK: u16 = 5;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const IFLA_VLAN_ID: u16 = 1;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFA_BROADCAST: u16 = 4;
@@ -110,11 +117,7 @@ impl Message {
 
     /// One `struct rtattr`: length, type, payload, padding to 4 bytes.
     fn attr(mut self, kind: u16, payload: &[u8]) -> Self {
-        let len = 4 + payload.len();
-        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
-        self.buf.extend_from_slice(&kind.to_ne_bytes());
-        self.buf.extend_from_slice(payload);
-        self.buf.resize(self.buf.len() + (4 - len % 4) % 4, 0);
+        self.buf.extend_from_slice(&rtattr(kind, payload));
         self
     }
 
@@ -125,6 +128,17 @@ impl Message {
     }
 }
 
+/// One `struct rtattr` as bytes, padded to 4: the payload of a nested attribute is a run of these.
+fn rtattr(kind: u16, payload: &[u8]) -> Vec<u8> {
+    let len = 4 + payload.len();
+    let mut b = Vec::with_capacity(len + 3);
+    b.extend_from_slice(&(len as u16).to_ne_bytes());
+    b.extend_from_slice(&kind.to_ne_bytes());
+    b.extend_from_slice(payload);
+    b.resize(len + (4 - len % 4) % 4, 0);
+    b
+}
+
 /// `struct ifinfomsg` setting `flags` within `change`.
 fn ifinfo(index: u32, flags: u32, change: u32) -> Vec<u8> {
     let mut b = vec![0u8; 16];
@@ -132,6 +146,22 @@ fn ifinfo(index: u32, flags: u32, change: u32) -> Vec<u8> {
     b[8..12].copy_from_slice(&flags.to_ne_bytes());
     b[12..16].copy_from_slice(&change.to_ne_bytes());
     b
+}
+
+/// `ip link add link <parent> name <name> type vlan id <id>`: a new 802.1Q interface, refused with
+/// `EEXIST` if the name is taken.
+pub fn new_vlan(name: &str, parent: u32, id: u16, seq: u32) -> Vec<u8> {
+    let mut ifname = name.as_bytes().to_vec();
+    ifname.push(0);
+    let info =
+        [rtattr(IFLA_INFO_KIND, b"vlan\0"), rtattr(IFLA_INFO_DATA, &rtattr(IFLA_VLAN_ID, &id.to_ne_bytes()))]
+            .concat();
+    Message::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, seq)
+        .bytes(&ifinfo(0, 0, 0))
+        .attr(IFLA_IFNAME, &ifname)
+        .attr(IFLA_LINK, &parent.to_ne_bytes())
+        .attr(IFLA_LINKINFO, &info)
+        .finish()
 }
 
 /// `ip link set dev <index> up`.
@@ -253,6 +283,31 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
         assert!(e.to_string().contains("did not answer within 0.3s"), "{e}");
         assert!(start.elapsed() < Duration::from_secs(3), "bounded by the socket's timeout");
+    }
+
+    #[test]
+    fn a_vlan() {
+        let m = new_vlan("eth0.100", 7, 100, 9);
+        assert_eq!(u32_at(&m, 0) as usize, m.len());
+        assert_eq!(u16_at(&m, 4), RTM_NEWLINK);
+        assert_eq!(u16_at(&m, 6), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL);
+        assert_eq!(&m[16..32], &[0u8; 16], "ifinfomsg: no index, no flags");
+        let a = attrs(&m, 16);
+        assert_eq!(a[0], (IFLA_IFNAME, b"eth0.100\0".to_vec()));
+        assert_eq!(a[1], (IFLA_LINK, 7u32.to_ne_bytes().to_vec()));
+        assert_eq!(a[2].0, IFLA_LINKINFO);
+        assert_eq!(a.len(), 3);
+        // The nested attributes, parsed as the kernel does: kind, then data holding the id.
+        let mut info = vec![0u8; 16];
+        info.extend_from_slice(&a[2].1);
+        let nested = attrs(&info, 0);
+        assert_eq!(nested[0], (IFLA_INFO_KIND, b"vlan\0".to_vec()));
+        assert_eq!(nested[1].0, IFLA_INFO_DATA);
+        let mut data = vec![0u8; 16];
+        data.extend_from_slice(&nested[1].1);
+        assert_eq!(attrs(&data, 0), [(IFLA_VLAN_ID, 100u16.to_ne_bytes().to_vec())]);
+        // 16 header, 16 ifinfomsg, 16 name (4 + 9, padded), 8 link, 28 linkinfo (4 + 12 kind + 12 data).
+        assert_eq!(m.len(), 84);
     }
 
     #[test]

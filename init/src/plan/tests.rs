@@ -74,7 +74,7 @@ fn json() {
     assert_eq!(
         Plan::new(&p).json(),
         concat!(
-            r#"{"boots":true,"network":{"bootif":null,"interfaces":["#,
+            r#"{"boots":true,"network":{"bootif":null,"vlans":[],"interfaces":["#,
             r#"{"device":"eth0","choice":"eth0 (ip=)","method":"dhcp","client_id":null},"#,
             r#"{"device":"eth1","choice":"eth1 (ip=)","method":"static","address":"10.0.0.5","prefix":24,"gateway":"10.0.0.1","dns":[]}],"#,
             r#""dhcp_timeout":90,"hostname":"x"},"#,
@@ -110,6 +110,28 @@ fn the_init_line_states_the_rule() {
     let json = Plan::new(&cmdline::parse("modloop=http://a/b init=/bin/sh")).json();
     assert!(
         json.contains(r#""init":{"path":"/bin/sh","args":[],"candidates":[{"path":"/bin/sh","args":[],"with_dir":null}]}"#),
+        "{json}"
+    );
+}
+
+#[test]
+fn a_vlan_plan() {
+    let p = cmdline::parse(
+        "modloop=http://images.lan/r.squashfs vlan=eth0.100:eth0 vlan=vlan7:eth1 ip=eth0.100:dhcp",
+    );
+    let text = Plan::new(&p).text();
+    assert!(
+        text.starts_with(
+            "vlans:    eth0.100: VLAN 100 over eth0 (8021q)
+          vlan7: VLAN 7 over eth1 (8021q)
+network:  eth0.100 (ip=)
+"
+        ),
+        "{text}"
+    );
+    let json = Plan::new(&p).json();
+    assert!(
+        json.contains(r#""vlans":[{"name":"eth0.100","parent":"eth0","id":100},{"name":"vlan7","parent":"eth1","id":7}]"#),
         "{json}"
     );
 }
