@@ -5,6 +5,7 @@
 
 mod boot;
 mod cli;
+mod clock;
 mod cmdline;
 mod customize;
 mod failure;

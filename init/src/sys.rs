@@ -26,6 +26,21 @@ pub fn uptime() -> Duration {
     Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.clamp(0, 999_999_999) as u32)
 }
 
+/// The wall clock: `clock_gettime(CLOCK_REALTIME)`, clock_gettime(2); zero before 1970.
+pub fn realtime() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.clamp(0, 999_999_999) as u32)
+}
+
+/// Sets the wall clock: `clock_settime(CLOCK_REALTIME)`, clock_settime(2).
+pub fn set_realtime(to: Duration) -> io::Result<()> {
+    let t = rustix::time::Timespec {
+        tv_sec: i64::try_from(to.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(to.subsec_nanos()),
+    };
+    Ok(rustix::time::clock_settime(rustix::time::ClockId::Realtime, t)?)
+}
+
 /// Random bytes that never block, even before the kernel's pool is seeded:
 /// `getrandom(buf, GRND_INSECURE)`, getrandom(2). For DHCP transaction ids and jitter, not for keys.
 pub fn random_u64() -> u64 {

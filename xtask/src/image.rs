@@ -60,7 +60,32 @@ pub struct TestTls {
     pub server_key: PathBuf,
 }
 
-/// Makes the test CA and server certificate with openssl, once.
+/// The test CA's `openssl ca` configuration: its certificates are valid from 2020 to 2039, so that
+/// a guest whose clock is from before 2020 fails them and one raised to netinit's build passes
+/// (the `clock-epoch` scenario). `openssl req -x509` and `x509 -req` of OpenSSL 3.0 start a
+/// certificate now, which a machine that made them after netinit's commit would not pass.
+const CA_CONFIG: &str = "[ca]
+default_ca = test
+[test]
+dir = .
+database = index.txt
+new_certs_dir = .
+serial = serial
+default_md = sha256
+policy = anything
+unique_subject = no
+[anything]
+commonName = supplied
+[ca_ext]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+[server_ext]
+subjectAltName = IP:10.0.2.2,IP:127.0.0.1
+extendedKeyUsage = serverAuth
+basicConstraints = CA:FALSE
+";
+
+/// Makes the test CA and server certificate with openssl, once (again when [`CA_CONFIG`] changes).
 fn test_tls() -> Result<TestTls> {
     let dir = host::cache().join("test-tls");
     let tls = TestTls {
@@ -68,10 +93,15 @@ fn test_tls() -> Result<TestTls> {
         server_cert: dir.join("server.pem"),
         server_key: dir.join("server.key"),
     };
-    if tls.ca_cert.is_file() && tls.server_cert.is_file() && tls.server_key.is_file() {
+    let stamp = dir.join("ca.cnf");
+    let made = [&tls.ca_cert, &tls.server_cert, &tls.server_key].iter().all(|p| p.is_file());
+    if made && std::fs::read_to_string(&stamp).is_ok_and(|s| s == CA_CONFIG) {
         return Ok(tls);
     }
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("index.txt"), "").map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("serial"), "01\n").map_err(|e| e.to_string())?;
     let openssl = |args: &[&str]| {
         host::run(
             Command::new("openssl")
@@ -82,55 +112,52 @@ fn test_tls() -> Result<TestTls> {
         )
     };
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let dates = ["-startdate", "20200101000000Z", "-enddate", "20391231235959Z"];
+    let ca = ["ca", "-batch", "-notext", "-config", "ca.tmp.cnf", "-keyfile", "ca.key"];
+    // Written as ca.cnf (the stamp) only once everything is made.
+    std::fs::write(dir.join("ca.tmp.cnf"), CA_CONFIG).map_err(|e| e.to_string())?;
     openssl(
         &[
-            &["req", "-x509"][..],
+            &["req", "-new"][..],
             &ec,
-            &[
-                "-days",
-                "3650",
-                "-subj",
-                "/CN=netinit test CA",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "netinit-test-ca.pem",
-            ],
-            &[
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
+            &["-subj", "/CN=netinit test CA", "-keyout", "ca.key", "-out", "ca.csr"],
         ]
         .concat(),
     )?;
     openssl(
-        &[&["req"][..], &ec, &["-subj", "/CN=10.0.2.2", "-keyout", "server.key", "-out", "server.csr"]]
-            .concat(),
+        &[
+            &ca[..],
+            &["-selfsign", "-in", "ca.csr", "-extensions", "ca_ext", "-out", "netinit-test-ca.pem"],
+            &dates,
+        ]
+        .concat(),
     )?;
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:10.0.2.2,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
-    )
-    .map_err(|e| e.to_string())?;
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "netinit-test-ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "3650",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.pem",
-    ])?;
+    openssl(
+        &[
+            &["req", "-new"][..],
+            &ec,
+            &["-subj", "/CN=10.0.2.2", "-keyout", "server.key", "-out", "server.csr"],
+        ]
+        .concat(),
+    )?;
+    openssl(
+        &[
+            &ca[..],
+            &[
+                "-cert",
+                "netinit-test-ca.pem",
+                "-in",
+                "server.csr",
+                "-extensions",
+                "server_ext",
+                "-out",
+                "server.pem",
+            ],
+            &dates,
+        ]
+        .concat(),
+    )?;
+    std::fs::rename(dir.join("ca.tmp.cnf"), &stamp).map_err(|e| e.to_string())?;
     Ok(tls)
 }
 

@@ -19,11 +19,17 @@ pub fn init_path() -> PathBuf {
 pub fn build_init() -> Result<PathBuf> {
     host::ensure_musl_target()?;
     host::ensure_musl_cc()?;
-    host::run(
-        host::cargo()
-            .args(["build", "--quiet", "--release", "--package", "netinit", "--target", host::MUSL_TARGET])
-            .env("CC_x86_64_unknown_linux_musl", "musl-gcc"),
-    )?;
+    let mut cargo = host::cargo();
+    cargo
+        .args(["build", "--quiet", "--release", "--package", "netinit", "--target", host::MUSL_TARGET])
+        .env("CC_x86_64_unknown_linux_musl", "musl-gcc");
+    // The clock floor of `/init` (init/src/clock.rs): the commit's time, unless the caller gives one.
+    if std::env::var_os("SOURCE_DATE_EPOCH").is_none() {
+        if let Some(epoch) = commit_time() {
+            cargo.env("SOURCE_DATE_EPOCH", epoch);
+        }
+    }
+    host::run(&mut cargo)?;
     let path = init_path();
     let data = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     if crate::elf::has_interpreter(&data)? {
@@ -33,6 +39,22 @@ pub fn build_init() -> Result<PathBuf> {
         ));
     }
     Ok(path)
+}
+
+/// The time of the checkout's commit, in seconds since 1970 (`git log -1 --format=%ct`), if it is a
+/// git checkout.
+fn commit_time() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(host::root())
+        .args(["log", "-1", "--format=%ct"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let epoch = text.trim();
+    (out.status.success() && !epoch.is_empty() && epoch.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| epoch.to_owned())
 }
 
 /// What goes into an initramfs.
