@@ -7,7 +7,8 @@
 //!   nothing else, packed the same way;
 //! - netinit (the default `modules-list`, as `cargo xtask cpio` packs it) fetching a 1 MiB image,
 //!   a 257 MiB one, the 257 MiB one with `modloop_sha256=`, and the 257 MiB one signed (an
-//!   initramfs that trusts the test key);
+//!   initramfs that trusts the test key), and the 1 MiB one again with an archive of only the
+//!   modules this VM loads (what the default list's unpacking costs);
 //! - the shell reference (`guest/bench-shell-init.sh`, busybox): insmod of the modules the job
 //!   needs, udhcpc, wget into a tmpfs (through `tee | sha256sum` when it checks), loop mount,
 //!   overlay, switch_root; with the 1 MiB image, the 257 MiB one, and the 257 MiB one checked.
@@ -48,6 +49,8 @@ const MEMORY_MB: u32 = 2048;
 enum Case {
     Floor,
     Small,
+    /// netinit with only the modules this VM loads: what the default list's unpacking costs.
+    SmallMinimal,
     Big,
     BigSha,
     BigSigned,
@@ -57,9 +60,10 @@ enum Case {
 }
 
 impl Case {
-    const ALL: [Case; 8] = [
+    const ALL: [Case; 9] = [
         Case::Floor,
         Case::Small,
+        Case::SmallMinimal,
         Case::Big,
         Case::BigSha,
         Case::BigSigned,
@@ -72,6 +76,7 @@ impl Case {
         match self {
             Case::Floor => "floor",
             Case::Small => "netinit 1 MiB",
+            Case::SmallMinimal => "netinit 1 MiB, 5 modules",
             Case::Big => "netinit 257 MiB",
             Case::BigSha => "netinit 257 MiB sha256",
             Case::BigSigned => "netinit 257 MiB signed",
@@ -85,6 +90,7 @@ impl Case {
         match self {
             Case::Floor => "floor",
             Case::Small => "netinit_small",
+            Case::SmallMinimal => "netinit_small_minimal_modules",
             Case::Big => "netinit_big",
             Case::BigSha => "netinit_big_sha256",
             Case::BigSigned => "netinit_big_signed",
@@ -95,7 +101,7 @@ impl Case {
     }
 
     fn is_netinit(self) -> bool {
-        matches!(self, Case::Small | Case::Big | Case::BigSha | Case::BigSigned)
+        matches!(self, Case::Small | Case::SmallMinimal | Case::Big | Case::BigSha | Case::BigSigned)
     }
 
     /// The console line that shows the check this case asks for ran and passed.
@@ -226,6 +232,8 @@ struct Files {
     floor: PathBuf,
     netinit: PathBuf,
     netinit_trusted: PathBuf,
+    /// netinit packed with [`SHELL_MODULES`] alone.
+    netinit_minimal: PathBuf,
     shell: PathBuf,
     init: PathBuf,
     www: PathBuf,
@@ -332,12 +340,19 @@ fn prepare() -> Result<Files> {
     let trust = [images.key.clone()];
     let netinit = dir.join("netinit.cpio.gz");
     let netinit_trusted = dir.join("netinit-trusted.cpio.gz");
-    for (out, trust) in [(&netinit, &trust[..0]), (&netinit_trusted, &trust[..])] {
+    let netinit_minimal = dir.join("netinit-minimal.cpio.gz");
+    let minimal_list = dir.join("modules-list-minimal");
+    std::fs::write(&minimal_list, SHELL_MODULES.join("\n") + "\n").map_err(|e| e.to_string())?;
+    for (out, trust, list) in [
+        (&netinit, &trust[..0], &list),
+        (&netinit_trusted, &trust[..], &list),
+        (&netinit_minimal, &trust[..0], &minimal_list),
+    ] {
         // As `cargo xtask cpio` packs it, without its report: stdout is the table or the JSON.
         let contents = initramfs::Contents {
             init: &init,
             modules_dir: &k.modules_dir,
-            list: &list,
+            list,
             shell: None,
             trust,
             ca: &[],
@@ -361,6 +376,7 @@ fn prepare() -> Result<Files> {
         floor,
         netinit,
         netinit_trusted,
+        netinit_minimal,
         shell,
         init,
         www,
@@ -375,6 +391,9 @@ fn boot_args(case: Case, files: &Files, port: u16) -> (String, &Path) {
     match case {
         Case::Floor => (base.to_owned(), &files.floor),
         Case::Small => (format!("{base} modloop={} ip=dhcp", url("small.squashfs")), &files.netinit),
+        Case::SmallMinimal => {
+            (format!("{base} modloop={} ip=dhcp", url("small.squashfs")), &files.netinit_minimal)
+        }
         Case::Big => (format!("{base} modloop={} ip=dhcp", url("big.squashfs")), &files.netinit),
         Case::BigSha => (
             format!("{base} modloop={} modloop_sha256={} ip=dhcp", url("big.squashfs"), files.big_sha256),
@@ -644,6 +663,29 @@ fn table(files: &Files, runs: usize, all: &[Figures], sizes: &Sizes, budget: &[B
         sizes.floor / 1024
     );
     let _ = writeln!(t);
+    // Where a small image's boot goes, beside the floor and the shell.
+    let med = |case: Case, f: fn(&Figures) -> Option<Spread>| {
+        all.iter().find(|x| x.case == case).and_then(f).map(|s| s.median)
+    };
+    if let (Some(fs), Some(ns), Some(ms), Some(nm), Some(ss), Some(sm)) = (
+        med(Case::Floor, Figures::start),
+        med(Case::Small, Figures::start),
+        med(Case::SmallMinimal, Figures::start),
+        med(Case::Small, Figures::marker),
+        med(Case::ShellSmall, Figures::start),
+        med(Case::ShellSmall, Figures::marker),
+    ) {
+        let _ = writeln!(
+            t,
+            "small image: /init starts {:.2}s after the floor's ({:.2}s of it the default list's modules: with 5 it starts {:.2}s after); from /init to the marker netinit takes {:.2}s, the shell {:.2}s",
+            ns - fs,
+            ns - ms,
+            ms - fs,
+            nm - ns,
+            sm - ss
+        );
+        let _ = writeln!(t);
+    }
     let _ = writeln!(t, "budget (issue 13), medians of this run:");
     for b in budget {
         let verdict = match b.met() {
@@ -786,6 +828,7 @@ mod tests {
                 floor: PathBuf::new(),
                 netinit: PathBuf::new(),
                 netinit_trusted: PathBuf::new(),
+                netinit_minimal: PathBuf::new(),
                 shell: PathBuf::new(),
                 init: PathBuf::new(),
                 www: PathBuf::new(),
