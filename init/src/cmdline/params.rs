@@ -111,6 +111,9 @@ pub const PARAMETERS: &[Param] = &[
         Ok(vlan) if d.config.net.vlans.iter().any(|o| o.name == vlan.name) => {
             r.bad(v, format!("{} is given twice", vlan.name))
         }
+        Ok(vlan) if d.config.net.vlans.iter().any(|o| (&o.parent, o.id) == (&vlan.parent, vlan.id)) => {
+            r.bad(v, format!("VLAN {} on {} is given twice", vlan.id, vlan.parent))
+        }
         Ok(vlan) => d.config.net.vlans.push(vlan),
         Err(why) => r.bad(v, format!("{why}; the network cannot be configured")),
     }),

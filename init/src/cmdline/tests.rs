@@ -564,4 +564,5 @@ fn vlans() {
         one_error(&parsed(&format!("vlan={value}")), VLAN, message);
     }
     one_error(&parsed("vlan=eth0.5:eth0 vlan=eth0.5:eth1"), VLAN, "eth0.5 is given twice");
+    one_error(&parsed("vlan=vlan100:eth0 vlan=eth0.100:eth0"), VLAN, "VLAN 100 on eth0 is given twice");
 }

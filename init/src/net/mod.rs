@@ -297,12 +297,9 @@ fn add_vlans(nl: &mut netlink::Rtnetlink, vlans: &[Vlan], mut nics: Vec<Nic>) ->
         let failed =
             |source| NetError::Vlan { name: v.name.clone(), id: v.id, parent: v.parent.clone(), source };
         nl.request(|seq| netlink::link_up(parent.index, seq)).map_err(failed)?;
-        match nl.request(|seq| netlink::new_vlan(&v.name, parent.index, v.id, seq)) {
-            Ok(()) => {}
-            // Made by an earlier netinit step or the kernel: use it as it is.
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => log::info!("{}: exists already", v.name),
-            Err(e) => return Err(failed(e)),
-        }
+        // EEXIST too is a failure: nothing else makes VLANs before netinit, and an interface of that
+        // name (or that id on that NIC) would not be the one asked for.
+        nl.request(|seq| netlink::new_vlan(&v.name, parent.index, v.id, seq)).map_err(failed)?;
         let path = Path::new("/sys/class/net").join(&v.name);
         let read = |file: &str| {
             let p = path.join(file);
