@@ -13,6 +13,7 @@
 pub mod dhcp;
 pub(crate) mod files;
 pub mod netlink;
+pub mod sntp;
 
 use files::write_files;
 pub use files::{hostname, resolver, summary};
