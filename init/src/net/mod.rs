@@ -11,8 +11,10 @@
 //! with dnsmasq, ISC and qemu's built-in server (see ARCHITECTURE.md).
 
 pub mod dhcp;
+pub mod dhcp6;
 pub(crate) mod files;
 pub mod netlink;
+pub mod ra;
 pub mod sntp;
 
 use files::write_files;
