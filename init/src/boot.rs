@@ -266,8 +266,21 @@ fn run() -> Result<Infallible, BootError> {
         (net::NetError::NoNic, Some(c)) => no_nic(&e, &c.nic_findings()),
         _ => BootError::Net(e),
     })?;
+    let mut ntp: Vec<std::net::Ipv4Addr> = Vec::new();
+    for server in network.iter().flat_map(|c| &c.ntp) {
+        if !ntp.contains(server) {
+            ntp.push(*server);
+        }
+    }
+    clock::set_from_ntp(&ntp);
     timer.stage(Stage::Network);
 
+    if let Some(proxy) = &cfg.image.proxy.server {
+        let bypass: Vec<String> = cfg.image.proxy.bypass.iter().map(ToString::to_string).collect();
+        let except =
+            if bypass.is_empty() { String::new() } else { format!(" (not for {})", bypass.join(" ")) };
+        log::info!("downloads go through the proxy {proxy}{except}");
+    }
     let extras = fetch::Extras::for_image(&cfg.image)?;
     let image = fetch::download(&cfg.image)?;
     timer.stage(Stage::Fetch);

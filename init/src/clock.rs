@@ -3,10 +3,20 @@
 //! the network stage, a clock earlier than the build's epoch is raised to it, and the console says
 //! so, as systemd does with its `TIME_EPOCH`. The epoch is `SOURCE_DATE_EPOCH` when the build gives
 //! one (`cargo xtask` builds with the commit's time), and never earlier than [`SOURCE_EPOCH`].
+//!
+//! Once the network is up, when DHCP (option 42) or `ip=`'s NTP field names NTP servers, the clock
+//! is set from one of them with one bounded SNTP exchange ([`set_from_ntp`], the client in
+//! `net/sntp.rs`): no daemon, no discipline, one step, good to the round trip.
 
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
+use crate::net::sntp;
 use crate::sys;
+
+/// The longest [`set_from_ntp`] takes, whatever the servers do: the client gives up within
+/// `sntp::MAX_SERVERS` * 3 s by itself; this bounds the loop around it too.
+const NTP_BUDGET: Duration = Duration::from_secs(15);
 
 /// 2026-12-02 00:00:00 UTC: no netinit built from this source is older.
 const SOURCE_EPOCH: u64 = 1_796_169_600;
@@ -52,6 +62,68 @@ pub fn raise_to_epoch() {
             civil(now.as_secs()),
             civil(to)
         ),
+    }
+}
+
+/// Sets the clock from the first of `servers` (IPv4 NTP servers) that gives a usable time, saying
+/// what it did; an unreachable or refusing server costs its timeouts and a warning, never the boot.
+pub fn set_from_ntp(servers: &[Ipv4Addr]) {
+    if servers.is_empty() {
+        return;
+    }
+    let socket = match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)) {
+        Ok(s) => s,
+        Err(e) => return log::warn!("SNTP: no UDP socket ({e}); the clock is left as it is"),
+    };
+    let start = sys::uptime();
+    let all: Vec<IpAddr> = servers.iter().copied().map(IpAddr::V4).collect();
+    let mut client = sntp::Client::new(all, epoch(), sys::random_u64(), start);
+    let mut buf = [0u8; 512];
+    while !client.is_done() && sys::uptime().saturating_sub(start) < NTP_BUDGET {
+        if let Some(t) = client.poll_transmit(sys::uptime()) {
+            log::debug!("SNTP: asking {} (try {})", t.server, t.attempt);
+            if let Err(e) = socket.send_to(&t.packet, (t.server, sntp::PORT)) {
+                log::debug!("SNTP: sending to {}: {e}", t.server);
+            }
+        }
+        let now = sys::uptime();
+        let wait = client.next_deadline().min(start.saturating_add(NTP_BUDGET)).saturating_sub(now);
+        if client.is_done() || socket.set_read_timeout(Some(wait.max(Duration::from_millis(1)))).is_err() {
+            continue;
+        }
+        let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
+        match client.handle(from.ip(), &buf[..n], sys::uptime()) {
+            sntp::Event::Synced(t) => return step(&t),
+            e @ sntp::Event::Refused { .. } => log::warn!("{e}"),
+            e @ sntp::Event::Ignored { .. } => log::debug!("{e}"),
+        }
+    }
+    match client.gave_up() {
+        Some(why) => log::warn!("SNTP: {why}; the clock stays at {}", civil(sys::realtime().as_secs())),
+        None => log::warn!("SNTP: no time within {}s; the clock stays as it is", NTP_BUDGET.as_secs()),
+    }
+}
+
+/// Sets the clock to `t`, saying from where and by how much it moved.
+fn step(t: &sntp::Time) {
+    let was = sys::realtime();
+    let to = t.unix_at(sys::uptime());
+    let moved = |a: Duration, b: Duration| match a >= b {
+        true => format!("forward {:.3}s", (a - b).as_secs_f64()),
+        false => format!("back {:.3}s", (b - a).as_secs_f64()),
+    };
+    match sys::set_realtime(to) {
+        Ok(()) => log::info!(
+            "clock set to {} from NTP server {} (stratum {}, round trip {} ms): {}",
+            civil(to.as_secs()),
+            t.server,
+            t.stratum,
+            t.round_trip.as_millis(),
+            moved(to, was)
+        ),
+        Err(e) => {
+            log::warn!("SNTP: {} gave {}, but the clock cannot be set: {e}", t.server, civil(to.as_secs()))
+        }
     }
 }
 

@@ -32,6 +32,10 @@ pub const IP: &str = "ip";
 pub const BOOTIF: &str = "BOOTIF";
 /// A tagged VLAN over a NIC, dracut's `vlan=<name>:<phys>`.
 pub const VLAN: &str = "vlan";
+/// dracut's HTTP proxy for every download.
+pub const PROXY: &str = "proxy";
+/// Hosts reached without the proxy.
+pub const NOPROXY: &str = "noproxy";
 /// The machine's hostname.
 pub const HOSTNAME: &str = "hostname";
 /// How long DHCP may take.
@@ -315,6 +319,11 @@ impl Parser {
         {
             self.error(IP, "off", "turns the network off, but the image must be fetched over it");
         }
+        let proxy = &self.draft.config.image.proxy;
+        if proxy.server.is_none() && !proxy.bypass.is_empty() {
+            let list: Vec<String> = proxy.bypass.iter().map(Bypass::to_string).collect();
+            self.warn(NOPROXY, &list.join(","), "has no effect without proxy=");
+        }
         Parsed { config: self.draft.config, warnings: self.warnings, errors: self.errors }
     }
 }
@@ -376,15 +385,15 @@ fn parse_ip(v: &str) -> Result<IpConfig, String> {
     // client address of the full form.
     if !v.contains(':') && !v.starts_with(|c: char| c.is_ascii_digit()) {
         return match autoconf(v)? {
-            Some(mode) => Ok(IpConfig { mode, device: None, hostname: None }),
-            None => Ok(IpConfig { mode: IpMode::Off, device: None, hostname: None }),
+            Some(mode) => Ok(IpConfig { mode, device: None, hostname: None, ntp: None }),
+            None => Ok(IpConfig { mode: IpMode::Off, device: None, hostname: None, ntp: None }),
         };
     }
     let f: Vec<&str> = v.split(':').collect();
     if f.len() == 2 {
         // dracut: <device>:dhcp
         let mode = autoconf(f[1])?.unwrap_or(IpMode::Off);
-        return Ok(IpConfig { mode, device: non_empty(f[0]), hostname: None });
+        return Ok(IpConfig { mode, device: non_empty(f[0]), hostname: None, ntp: None });
     }
     if f.len() > 10 {
         return Err(format!("has {} fields (at most 10)", f.len()));
@@ -412,7 +421,7 @@ fn parse_ip(v: &str) -> Result<IpConfig, String> {
     }
     let device = non_empty(field(5));
     let dns: Vec<std::net::Ipv4Addr> = [addr(7, "dns0")?, addr(8, "dns1")?].into_iter().flatten().collect();
-    addr(9, "ntp0")?;
+    let ntp = addr(9, "ntp0")?;
     let auto = autoconf(field(6))?;
     let mode = match (client, auto) {
         (_, Some(mode)) => mode,
@@ -424,7 +433,7 @@ fn parse_ip(v: &str) -> Result<IpConfig, String> {
         (None, None) if field(6).is_empty() => IpMode::Dhcp { client_id: None },
         (None, None) => return Err("has autoconf off but no client address".into()),
     };
-    Ok(IpConfig { mode, device, hostname })
+    Ok(IpConfig { mode, device, hostname, ntp })
 }
 
 fn non_empty(s: &str) -> Option<String> {

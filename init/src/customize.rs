@@ -218,6 +218,6 @@ mod tests {
         assert!(must_stop(&FetchError::Unsigned { url: url.clone(), why: why.clone() }));
         assert!(must_stop(&FetchError::UnknownKey { url: url.clone(), why: why.clone() }));
         assert!(must_stop(&FetchError::BadSignature { url: url.clone(), why }));
-        assert!(!must_stop(&FetchError::Status { url, status: 404, reason: None }));
+        assert!(!must_stop(&FetchError::Status { url, status: 404, reason: None, via: None }));
     }
 }

@@ -139,6 +139,14 @@ impl<'a> Plan<'a> {
                 Verify::Off => "signature not checked (modloop_verify=no)",
             },
         );
+        if let Some(proxy) = &c.image.proxy.server {
+            let except: Vec<String> = c.image.proxy.bypass.iter().map(ToString::to_string).collect();
+            let except = match except.is_empty() {
+                true => String::new(),
+                false => format!(", except for {}", except.join(" ")),
+            };
+            s.line("", format!("every download through the proxy {proxy}{except}"));
+        }
         let (p, budget) = (self.retry, c.image.timeout.as_secs());
         s.line(
             "",
@@ -294,6 +302,13 @@ impl<'a> Plan<'a> {
             ("attempts", Json::Num(u64::from(self.retry.attempts))),
             ("timeout", Json::Num(c.image.timeout.as_secs())),
             ("overlay_size", Json::str(c.overlay_size.tmpfs_option())),
+            (
+                "proxy",
+                Json::Obj(vec![
+                    ("server", Json::opt(c.image.proxy.server.as_ref())),
+                    ("noproxy", Json::Arr(c.image.proxy.bypass.iter().map(Json::str).collect())),
+                ]),
+            ),
         ])
     }
 

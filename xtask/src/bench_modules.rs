@@ -69,6 +69,8 @@ pub fn modules(kernel_name: &str, nic: &str, runs: usize) -> Result<()> {
             kernel: spec,
             user_nic: (nic.to_owned(), String::new()),
             qemu: Vec::new(),
+            services: Vec::new(),
+            logs: Vec::new(),
         };
         let outcome = scenario::run(&s, &env, false);
         if let Some(why) = outcome.failure {

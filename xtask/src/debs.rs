@@ -90,6 +90,29 @@ pub fn unpack(debs: &[PathBuf], tree: &Path) -> Result<()> {
     Ok(())
 }
 
+/// chronyd unpacked under the cache, and the directories of the libraries it needs.
+pub struct Chrony {
+    pub chronyd: PathBuf,
+    pub libraries: std::ffi::OsString,
+}
+
+/// Debian's chrony, for `lab: ntp`: downloaded and unpacked with its libraries (not the C library,
+/// which must be the host's own, to match its loader) instead of installed, which would start a
+/// time service on the host.
+pub fn chrony() -> Result<Chrony> {
+    let tree = host::cache().join("chrony");
+    let chronyd = tree.join("usr/sbin/chronyd");
+    if !chronyd.is_file() {
+        let mut packages = library_closure("chrony")?;
+        packages.retain(|p| p != "libc6");
+        let _ = std::fs::remove_dir_all(&tree);
+        unpack(&download(&packages)?, &tree)?;
+    }
+    let dirs = ["usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu"].map(|d| tree.join(d));
+    let libraries = std::env::join_paths(dirs).map_err(|e| e.to_string())?;
+    Ok(Chrony { chronyd, libraries })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

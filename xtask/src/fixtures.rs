@@ -112,6 +112,7 @@ pub fn prepare_vm_env(kernels: &[&'static kernel::Spec]) -> Result<(scenario::En
         root_sha256: images.root_sha256,
         www: images.www,
         logs,
+        tls: (images.tls.server_cert.clone(), images.tls.server_key.clone()),
     };
     Ok((env, Servers { _http: server, _https: https }))
 }

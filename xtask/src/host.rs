@@ -20,6 +20,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("dnsmasq", "dnsmasq-base"),
     ("minisign", "minisign"),
     ("openssl", "openssl"),
+    // lab: proxy's HTTP proxy; the package without the service (`tinyproxy` would start one).
+    ("tinyproxy", "tinyproxy-bin"),
     // The host tests compress small modules as kernel builds do; zstd also compresses the initramfs
     // of a kernel that unpacks it (`initramfs.rs` installs it for `cargo xtask cpio` too).
     ("xz", "xz-utils"),

@@ -300,6 +300,8 @@ fn cmd_qemu(args: &[String]) -> Result<()> {
         kernel: kernel::ALL[0],
         user_nic: ("virtio-net-pci".into(), String::new()),
         qemu: Vec::new(),
+        services: Vec::new(),
+        logs: Vec::new(),
         forbids: vec!["Kernel panic".into()],
         timeout: Duration::from_secs(timeout),
     };

@@ -6,6 +6,16 @@
 //!
 //! NIC `i` sits on bridge `br{i}` with address `10.0.{10+i}.1/24`, leases `.100`-`.200`, MAC
 //! `52:54:00:00:0a:0{i+1}`. Scenarios name the bridge addresses `{gw0}`, `{gw1}`...
+//!
+//! `lab: proxy` adds an HTTP proxy (Debian's tinyproxy) on port 3128 of every bridge, which wants
+//! the credentials `netinit:s3cr3t`, and servers only it can reach: the test files over HTTP on the
+//! namespace's `127.0.0.1:8080` and over HTTPS on `127.0.0.1:8443` (the test CA's certificate is
+//! for 127.0.0.1). The guest's own 127.0.0.1 is its loopback, so those URLs work only through the
+//! proxy. Its log is the lab log `proxy` (`log: proxy TEXT` in a scenario).
+//!
+//! `lab: ntp` adds an NTP server (Debian's chronyd, unpacked from its package under the cache so
+//! that no service is installed, serving its local clock at stratum 8 and never setting it) on every
+//! bridge, and dnsmasq names it in option 42.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -66,8 +76,38 @@ pub fn mac(i: usize) -> String {
     format!("52:54:00:00:0a:{:02x}", i + 1)
 }
 
+/// A server a scenario adds to its lab (`lab:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Proxy,
+    Ntp,
+}
+
+impl Service {
+    pub fn parse(v: &str) -> std::result::Result<Service, String> {
+        match v {
+            "proxy" => Ok(Service::Proxy),
+            "ntp" => Ok(Service::Ntp),
+            _ => Err(format!("unknown lab service {v:?} (expected proxy or ntp)")),
+        }
+    }
+}
+
+/// The port of `lab: proxy`'s proxy, and the credentials it wants.
+pub const PROXY_PORT: u16 = 3128;
+pub const PROXY_USER: (&str, &str) = ("netinit", "s3cr3t");
+
+/// The lab's files the test server and the HTTPS server serve, and the HTTPS server's certificate
+/// and key.
+pub struct Files<'a> {
+    pub www: &'a Path,
+    pub logs: &'a Path,
+    pub tls: (&'a Path, &'a Path),
+}
+
 pub struct Lab {
     pub ns: String,
+    logs: std::path::PathBuf,
     children: Arc<Mutex<Vec<Child>>>,
     stopped: Arc<AtomicBool>,
 }
@@ -79,14 +119,16 @@ fn ip(args: &[&str]) -> Result<()> {
 impl Lab {
     /// Builds the namespace `name` for `nics` (all but `User`) and starts its servers; the HTTP
     /// server serves `www`, and each dnsmasq's log and leases go under `logs`.
-    pub fn create(name: &str, nics: &[Nic], www: &Path, logs: &Path) -> Result<Lab> {
+    pub fn create(name: &str, nics: &[Nic], services: &[Service], files: &Files) -> Result<Lab> {
+        let (www, logs) = (files.www, files.logs);
         if !host::is_root() {
             return Err("this scenario builds a test network (network namespaces, taps, dnsmasq), which needs root: run cargo xtask test as root".into());
         }
         let ns = format!("netinit-{name}-{}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &ns]).stderr(Stdio::null()).status();
         ip(&["netns", "add", &ns])?;
-        let lab = Lab { ns: ns.clone(), children: Arc::default(), stopped: Arc::default() };
+        let lab =
+            Lab { ns: ns.clone(), logs: logs.to_owned(), children: Arc::default(), stopped: Arc::default() };
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         for (i, nic) in nics.iter().enumerate() {
             if *nic == Nic::User {
@@ -115,6 +157,12 @@ impl Lab {
                 lab.keep(switch);
             }
         }
+        if services.contains(&Service::Proxy) {
+            lab.start_proxy(&exe, files)?;
+        }
+        if services.contains(&Service::Ntp) {
+            lab.start_ntp()?;
+        }
         let http = Command::new("ip")
             .args(["netns", "exec", &ns])
             .arg(exe)
@@ -132,7 +180,7 @@ impl Lab {
                 _ => None,
             };
             if let Some(delay) = delay {
-                let mut cmd = dnsmasq(&ns, i, logs);
+                let mut cmd = dnsmasq(&ns, i, logs, services.contains(&Service::Ntp));
                 let (children, stopped) = (Arc::clone(&lab.children), Arc::clone(&lab.stopped));
                 std::thread::spawn(move || {
                     std::thread::sleep(delay);
@@ -147,9 +195,94 @@ impl Lab {
                 });
             }
         }
-        // Let the HTTP server bind before the guest asks it anything.
+        // Let the servers bind before the guest asks them anything; one that exited at once (a bad
+        // configuration, a port in use) fails the scenario here, not as a refused connection later.
         std::thread::sleep(Duration::from_millis(200));
+        if let Ok(mut children) = lab.children.lock() {
+            for child in children.iter_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!(
+                        "a server of the test network (pid {}) exited at once: {status}",
+                        child.id()
+                    ));
+                }
+            }
+        }
         Ok(lab)
+    }
+
+    /// The path of the lab's log `name` (`proxy`).
+    pub fn log(&self, name: &str) -> std::path::PathBuf {
+        self.logs.join(format!("{}-{name}.log", self.ns))
+    }
+
+    /// tinyproxy on every bridge, and the servers only it reaches, on the namespace's loopback.
+    fn start_proxy(&self, exe: &Path, files: &Files) -> Result<()> {
+        let ns = &self.ns;
+        let hidden = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(exe)
+            .arg("serve")
+            .arg(files.www)
+            .arg("127.0.0.1:8080")
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting the HTTP server behind the proxy: {e}"))?;
+        self.keep(hidden);
+        let https = Command::new("ip")
+            .args(["netns", "exec", ns, "openssl", "s_server", "-WWW", "-quiet", "-accept", "127.0.0.1:8443"])
+            .arg("-cert")
+            .arg(files.tls.0)
+            .arg("-key")
+            .arg(files.tls.1)
+            .current_dir(files.www)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting the HTTPS server behind the proxy: {e}"))?;
+        self.keep(https);
+        let log = self.log("proxy");
+        let _ = std::fs::remove_file(&log);
+        let conf = self.logs.join(format!("{ns}-tinyproxy.conf"));
+        std::fs::write(&conf, tinyproxy_conf(&log))
+            .map_err(|e| format!("writing {}: {e}", conf.display()))?;
+        let tinyproxy = Command::new("ip")
+            .args(["netns", "exec", ns, "tinyproxy", "-d", "-c"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting tinyproxy in {ns}: {e}"))?;
+        self.keep(tinyproxy);
+        Ok(())
+    }
+
+    /// chronyd on every address of the namespace.
+    fn start_ntp(&self) -> Result<()> {
+        let chrony = crate::debs::chrony()?;
+        let log = self.log("ntp");
+        let conf = self.logs.join(format!("{}-chrony.conf", self.ns));
+        let text = format!(
+            "local stratum 8\nallow 10.0.0.0/8\nport 123\ncmdport 0\npidfile {}\n",
+            self.logs.join(format!("{}-chrony.pid", self.ns)).display()
+        );
+        std::fs::write(&conf, text).map_err(|e| format!("writing {}: {e}", conf.display()))?;
+        let out = std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(&chrony.chronyd)
+            // -x: never touch the clock (the namespace shares the host's); -u root: the package's
+            // _chrony user need not exist here.
+            .args(["-d", "-x", "-u", "root", "-f"])
+            .arg(&conf)
+            .env("LD_LIBRARY_PATH", &chrony.libraries)
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .map_err(|e| format!("starting chronyd in {}: {e}", self.ns))?;
+        self.keep(child);
+        Ok(())
     }
 
     fn keep(&self, child: Child) {
@@ -178,8 +311,20 @@ impl Lab {
     }
 }
 
+/// tinyproxy's configuration: on every address of the namespace, for the lab's networks only,
+/// wanting `PROXY_USER`'s credentials, tunnelling (`CONNECT`) only to the HTTPS server's port, and
+/// logging each request.
+fn tinyproxy_conf(log: &Path) -> String {
+    format!(
+        "Port {PROXY_PORT}\nListen 0.0.0.0\nTimeout 60\nMaxClients 20\nAllow 10.0.0.0/8\nBasicAuth {} {}\nConnectPort 8443\nLogFile \"{}\"\nLogLevel Info\nDisableViaHeader Yes\n",
+        PROXY_USER.0,
+        PROXY_USER.1,
+        log.display()
+    )
+}
+
 /// dnsmasq serving DHCP (and nothing else: `--port=0` turns DNS off) on bridge `i`, in the foreground.
-fn dnsmasq(ns: &str, i: usize, logs: &Path) -> Command {
+fn dnsmasq(ns: &str, i: usize, logs: &Path, ntp: bool) -> Command {
     let net = format!("10.0.{}", 10 + i);
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0"])
@@ -191,6 +336,7 @@ fn dnsmasq(ns: &str, i: usize, logs: &Path) -> Command {
         .arg("--dhcp-option=option:mtu,1400")
         // Option 121 replaces option 3 (RFC 3442), so it carries the default route too.
         .arg(format!("--dhcp-option=option:classless-static-route,192.168.77.0/24,{net}.1,0.0.0.0/0,{net}.1"))
+        .args(ntp.then(|| format!("--dhcp-option=option:ntp-server,{net}.1")))
         .arg(format!("--dhcp-leasefile={}", logs.join(format!("{ns}-br{i}.leases")).display()))
         .args(["--pid-file=", "--log-dhcp", "--log-facility=-"])
         .stdout(Stdio::null())

@@ -15,7 +15,7 @@
 //! as the guest sees it on qemu's user network (`http://10.0.2.2:PORT`), `{gw0}`, `{gw1}`... the
 //! bridges of a test network (see `netlab`), `{https}` the test HTTPS server (its certificate from
 //! the test CA, which only the `trusted` initramfs carries), and `{root_sha256}` the test image's
-//! SHA-256. Every
+//! SHA-256, `{proxy_user}` the `user:password` `lab: proxy`'s proxy wants. Every
 //! scenario also forbids a kernel panic and a netinit crash.
 //!
 //! `monitor:` lines are commands for qemu's monitor, run in order with the other steps
@@ -36,6 +36,9 @@
 //! (`virtio-net-pci` by default; `e1000`, `e1000e`) and adds options to its `-netdev`
 //! (`ipv4=off`: a NIC no DHCP server answers). `qemu:` lines add qemu arguments (a disk).
 //!
+//! `lab: proxy` and `lab: ntp` add servers to the test network (see `netlab`); `log: NAME TEXT`
+//! lines must each find TEXT in the lab's log NAME (`proxy`) once the VM is done.
+//!
 //! `nic:` lines give the guest's NICs in order (`user`, the default; `none`, a bridge without DHCP;
 //! `dhcp`; `dhcp-after SECONDS`). `boot: ipxe` boots through the NIC's iPXE ROM: qemu's DHCP hands it
 //! a script over TFTP, in README's form, which fetches the kernel and initramfs over HTTP with
@@ -46,7 +49,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::kernel;
-use crate::netlab::{self, Lab, Nic};
+use crate::netlab::{self, Lab, Nic, Service};
 use crate::vm::{Boot, Firmware, Spec, Vm};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +102,10 @@ pub struct Scenario {
     pub user_nic: (String, String),
     /// `qemu:`: more qemu arguments (a disk, say).
     pub qemu: Vec<String>,
+    /// `lab:`: servers added to the test network.
+    pub services: Vec<Service>,
+    /// `log: NAME TEXT`: lines a lab log must hold once the VM is done.
+    pub logs: Vec<(String, String)>,
 }
 
 /// Lines every scenario forbids.
@@ -120,6 +127,8 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
         kernel: kernel::ALL[0],
         user_nic: ("virtio-net-pci".into(), String::new()),
         qemu: Vec::new(),
+        services: Vec::new(),
+        logs: Vec::new(),
     };
     let mut in_header = true;
     for (n, line) in text.lines().enumerate() {
@@ -169,6 +178,13 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
                 s.user_nic = (model.to_owned(), words.map(|w| format!(",{w}")).collect());
             }
             "qemu" => s.qemu.extend(value.split_whitespace().map(str::to_owned)),
+            "lab" => s.services.push(Service::parse(&value).map_err(|e| format!("{name}:{}: {e}", n + 1))?),
+            "log" => match value.split_once(' ') {
+                Some((log, text)) if !text.trim().is_empty() => {
+                    s.logs.push((log.to_owned(), text.trim().to_owned()))
+                }
+                _ => return Err(format!("{name}:{}: log: NAME TEXT", n + 1)),
+            },
             "firmware" => match value.as_str() {
                 "bios" => s.firmware = Firmware::Bios,
                 "uefi" => s.firmware = Firmware::Uefi,
@@ -193,6 +209,9 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
     }
     if s.ipxe && s.nics != [Nic::User] {
         return Err(format!("{name}: boot: ipxe runs on qemu's user network (nic: user)"));
+    }
+    if (!s.services.is_empty() || !s.logs.is_empty()) && s.nics.contains(&Nic::User) {
+        return Err(format!("{name}: lab: and log: need a test network (nic: dhcp...)"));
     }
     if s.cmdline.is_empty() || !s.steps.iter().any(|st| matches!(st, Step::Expect(_))) {
         return Err(format!("{name}: needs a cmdline and at least one expect"));
@@ -275,6 +294,8 @@ pub struct Env {
     pub root_sha256: String,
     pub www: std::path::PathBuf,
     pub logs: std::path::PathBuf,
+    /// The test HTTPS server's certificate and key.
+    pub tls: (std::path::PathBuf, std::path::PathBuf),
 }
 
 /// Fills in `{server}`, `{gw0}`..., `{root_sha256}`, `{release}` and `{kernel}`.
@@ -283,7 +304,8 @@ fn expand(text: &str, s: &Scenario, env: &Env) -> String {
         .replace("{release}", s.kernel.release)
         .replace("{kernel}", s.kernel.name)
         .replace("{server}", &format!("http://10.0.2.2:{}", env.port))
-        .replace("{https}", &format!("https://10.0.2.2:{}", env.https_port));
+        .replace("{https}", &format!("https://10.0.2.2:{}", env.https_port))
+        .replace("{proxy_user}", &format!("{}:{}", netlab::PROXY_USER.0, netlab::PROXY_USER.1));
     for i in 0..4 {
         out = out.replace(&format!("{{gw{i}}}"), &netlab::gateway(i));
     }
@@ -320,7 +342,12 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
     let failed = |e: String| Outcome { failure: Some(e), transcript: Vec::new(), elapsed: start.elapsed() };
     let lab = match s.nics.as_slice() {
         [Nic::User] => None,
-        nics => match Lab::create(&s.name, nics, &env.www, &env.logs) {
+        nics => match Lab::create(
+            &s.name,
+            nics,
+            &s.services,
+            &netlab::Files { www: &env.www, logs: &env.logs, tls: (&env.tls.0, &env.tls.1) },
+        ) {
             Ok(lab) => Some(lab),
             Err(e) => return failed(format!("building the test network: {e}")),
         },
@@ -396,6 +423,14 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
     }
     let transcript = std::mem::take(&mut vm.transcript);
     drop(vm);
+    if let (None, Some(lab)) = (&failure, &lab) {
+        failure = s.logs.iter().find_map(|(log, text)| {
+            let path = lab.log(log);
+            let held = std::fs::read_to_string(&path).unwrap_or_default();
+            let text = expand(text, s, env);
+            (!held.contains(&text)).then(|| format!("{} does not hold {text:?}", path.display()))
+        });
+    }
     drop(lab);
     if failure.is_none() {
         failure = s.forbids.iter().map(|f| expand(f, s, env)).find_map(|f| {
@@ -453,6 +488,7 @@ mod tests {
             root_sha256: "ab12".into(),
             www: "w".into(),
             logs: "l".into(),
+            tls: ("c".into(), "k".into()),
         }
     }
 

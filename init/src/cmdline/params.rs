@@ -101,6 +101,19 @@ pub const PARAMETERS: &[Param] = &[
         bad: Severity::Warning,
     },
     seconds(TIMEOUT, DEFAULT_FETCH_TIMEOUT, |c, n| c.image.timeout = Duration::from_secs(n)),
+    value(PROXY, Severity::Error, |d, v, r| match ProxyServer::parse(v) {
+        Ok(p) => d.config.image.proxy.server = Some(p),
+        Err(why) => r.bad(v, format!("{why}; the image cannot be fetched as asked")),
+    }),
+    value(NOPROXY, Severity::Warning, |d, v, r| {
+        d.config.image.proxy.bypass.clear();
+        for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            match Bypass::parse(entry) {
+                Ok(b) => d.config.image.proxy.bypass.push(b),
+                Err(why) => r.bad(entry, format!("{why}; ignored")),
+            }
+        }
+    }),
     value(OVERLAY_SIZE, Severity::Warning, read_overlay_size),
     value(ROOT_SIZE, Severity::Warning, read_overlay_size),
     value(IP, Severity::Error, |d, v, r| match parse_ip(v) {

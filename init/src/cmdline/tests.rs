@@ -566,3 +566,75 @@ fn vlans() {
     one_error(&parsed("vlan=eth0.5:eth0 vlan=eth0.5:eth1"), VLAN, "eth0.5 is given twice");
     one_error(&parsed("vlan=vlan100:eth0 vlan=eth0.100:eth0"), VLAN, "VLAN 100 on eth0 is given twice");
 }
+
+#[test]
+fn proxies() {
+    let p = parsed(
+        "proxy=http://boot:s3cr%40t@proxy.lan:3128/ noproxy=.Lan,10.0.0.0/8,[fd00::]/8,images.test.,*",
+    );
+    clean(&p);
+    let proxy = &p.config.image.proxy;
+    let server = proxy.server.as_ref().unwrap();
+    assert_eq!(server.authority(), "proxy.lan:3128");
+    assert_eq!(server.to_string(), "http://***@proxy.lan:3128");
+    // base64("boot:s3cr@t")
+    assert_eq!(server.authorization().as_deref(), Some("Basic Ym9vdDpzM2NyQHQ="));
+    assert_eq!(
+        proxy.bypass.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [".lan", "10.0.0.0/8", "fd00::/8", ".images.test", "*"]
+    );
+    let plain = parsed("proxy=http://10.0.0.3:8080");
+    assert_eq!(plain.config.image.proxy.server.as_ref().unwrap().authorization(), None);
+    assert_eq!(plain.config.image.proxy.server.as_ref().unwrap().to_string(), "http://10.0.0.3:8080");
+
+    for (value, message) in [
+        ("http://proxy.lan", "give the proxy's port, as in http://proxy.lan:3128"),
+        ("http://[fd00::1]", "give the proxy's port"),
+        ("https://proxy.lan:3128", "expected an http:// proxy"),
+        ("proxy.lan:3128", "expected an http:// or https:// URL"),
+        ("http://proxy.lan:3128/path", "a proxy URL has no path"),
+        ("http://a:%zz@proxy.lan:3128", "bad %-escape"),
+        ("http://proxy.lan:0", "bad port"),
+    ] {
+        one_error(&parsed(&format!("proxy={value}")), PROXY, message);
+    }
+    one_warning(&parsed("proxy=http://p:1 noproxy=a/8,ok.lan"), NOPROXY, "expected a host name");
+    one_warning(&parsed("proxy=http://p:1 noproxy=10.0.0.0/33"), NOPROXY, "bad prefix length");
+    one_warning(&parsed("noproxy=.lan"), NOPROXY, "has no effect without proxy=");
+}
+
+#[test]
+fn what_bypasses_the_proxy() {
+    let config = |bypass: &str| parsed(&format!("proxy=http://p:3128 noproxy={bypass}")).config.image.proxy;
+    let through = |config: &ProxyConfig, url: &str| config.for_url(&Url::parse(url).unwrap()).is_some();
+    let c = config("images.lan,10.0.0.0/8,fd00::/16,192.168.1.7");
+    assert!(!through(&c, "http://images.lan/r"));
+    assert!(!through(&c, "http://a.b.IMAGES.lan./r"));
+    assert!(through(&c, "http://badimages.lan/r"));
+    assert!(through(&c, "http://lan/r"));
+    assert!(!through(&c, "http://10.200.0.1:8080/r"));
+    assert!(through(&c, "http://11.0.0.1/r"));
+    assert!(!through(&c, "https://[fd00:0:1::5]/r"));
+    assert!(through(&c, "https://[fd01::5]/r"));
+    assert!(!through(&c, "http://192.168.1.7/r"));
+    assert!(through(&c, "http://192.168.1.8/r"));
+    // A name is not resolved to match an address entry.
+    assert!(through(&c, "http://localhost/r"));
+    assert!(!through(&config("*"), "http://x/"));
+    assert!(through(&config("0.0.0.0/1"), "http://200.0.0.1/"));
+    assert!(!through(&config("0.0.0.0/0"), "http://200.0.0.1/"));
+    assert!(!through(&config("10.1.2.0/23"), "http://10.1.3.255/"));
+    assert!(through(&config("10.1.2.0/23"), "http://10.1.4.0/"));
+    // No proxy= at all: everything goes direct.
+    assert!(!through(&parsed("").config.image.proxy, "http://x/"));
+}
+
+#[test]
+fn the_ntp_field() {
+    let p = parsed("ip=10.0.0.5::10.0.0.1:24::eth0:off:10.0.0.1::10.0.0.9");
+    clean(&p);
+    assert_eq!(p.config.net.interfaces[0].ntp, Some(ip("10.0.0.9")));
+    assert_eq!(parsed("ip=::::::dhcp:::10.0.0.9").config.net.interfaces[0].ntp, Some(ip("10.0.0.9")));
+    assert_eq!(parsed("ip=dhcp").config.net.interfaces[0].ntp, None);
+    one_error(&parsed("ip=10.0.0.5::10.0.0.1:24::eth0:off:::ntp.lan"), IP, "bad ntp0 address");
+}

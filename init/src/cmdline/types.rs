@@ -2,7 +2,7 @@
 //! Each type parses its own syntax; none does I/O.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 /// The countdown when the cmdline has no `panic=`.
@@ -125,6 +125,187 @@ impl fmt::Display for Url {
     }
 }
 
+impl Url {
+    /// The host as the URL names it: a name, an IPv4 address, or an IPv6 address without its brackets.
+    pub fn host(&self) -> &str {
+        let hostport = &self.raw[self.host_start..self.path_start];
+        match hostport.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or(""),
+            None => hostport.split(':').next().unwrap_or(""),
+        }
+    }
+
+    /// `host[:port]`, without credentials: the `Host` header's value.
+    pub fn authority(&self) -> &str {
+        &self.raw[self.host_start..self.path_start]
+    }
+
+    /// The credentials of `user:password@`, still percent-encoded.
+    pub fn userinfo(&self) -> Option<&str> {
+        self.userinfo.then(|| &self.raw[self.raw.find("://").map_or(0, |i| i + 3)..self.host_start - 1])
+    }
+}
+
+/// `proxy=`: the HTTP proxy downloads go through, `http://[user:password@]host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyServer {
+    url: Url,
+}
+
+impl ProxyServer {
+    /// dracut's form. The port is required: proxies listen on 3128, 8080, 8888..., and a guessed
+    /// default would fail far from its cause.
+    pub fn parse(v: &str) -> Result<ProxyServer, String> {
+        if v.starts_with("https://") {
+            return Err("expected an http:// proxy (TLS to the proxy itself is not supported; https images still go through it)".into());
+        }
+        let url = Url::parse(v).map_err(|why| format!("{why}; expected http://[user:password@]host:port"))?;
+        if !url.raw[url.path_start..].trim_end_matches('/').is_empty() {
+            return Err("a proxy URL has no path: expected http://[user:password@]host:port".into());
+        }
+        let port = url.authority().rsplit_once(':').map(|(_, p)| p).filter(|p| !p.ends_with(']'));
+        if port.is_none() {
+            return Err(format!("give the proxy's port, as in http://{}:3128", url.authority()));
+        }
+        if url.userinfo().is_some_and(|u| percent_decode(u).is_none()) {
+            return Err("the credentials have a bad %-escape".into());
+        }
+        Ok(ProxyServer { url })
+    }
+
+    /// `host:port`.
+    pub fn authority(&self) -> &str {
+        self.url.authority()
+    }
+
+    /// The URL as given, credentials included: for the HTTP client only.
+    pub fn as_str(&self) -> &str {
+        self.url.as_str().trim_end_matches('/')
+    }
+
+    /// `Proxy-Authorization`'s value, when the URL has credentials.
+    pub fn authorization(&self) -> Option<String> {
+        self.url.userinfo().and_then(basic_credentials)
+    }
+}
+
+/// Shows the proxy with any credentials replaced by `***`.
+impl fmt::Display for ProxyServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.url.to_string().trim_end_matches('/'))
+    }
+}
+
+/// `Basic` credentials from a URL's `user:password` (percent-encoded), as RFC 7617 writes them.
+pub fn basic_credentials(userinfo: &str) -> Option<String> {
+    use base64::Engine as _;
+    let decoded = percent_decode(userinfo)?;
+    Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(decoded)))
+}
+
+/// `%XX` escapes decoded; `None` for a bad escape.
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hex = [bytes.next()?, bytes.next()?];
+                out.push(hex_byte(std::str::from_utf8(&hex).ok()?)?);
+            }
+            b => out.push(b),
+        }
+    }
+    Some(out)
+}
+
+/// One `noproxy=` entry: the hosts reached without the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bypass {
+    /// `*`: every host.
+    All,
+    /// `example.com` or `.example.com`: that name and every name under it.
+    Domain(String),
+    /// `10.0.0.0/8`, `fd00::/8`, or one address: URLs whose host is an address in it.
+    Net(IpAddr, u8),
+}
+
+impl Bypass {
+    pub fn parse(v: &str) -> Result<Bypass, String> {
+        if v == "*" {
+            return Ok(Bypass::All);
+        }
+        let (addr, prefix) = match v.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (v, None),
+        };
+        let addr = addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')).unwrap_or(addr);
+        if let Ok(addr) = addr.parse::<IpAddr>() {
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                None => max,
+                Some(p) => {
+                    decimal::<u8>(p).filter(|p| *p <= max).ok_or(format!("bad prefix length {p:?}"))?
+                }
+            };
+            return Ok(Bypass::Net(addr, prefix));
+        }
+        let name = v.strip_prefix('.').unwrap_or(v).trim_end_matches('.').to_ascii_lowercase();
+        match prefix.is_none() && super::valid_hostname(&name) {
+            true => Ok(Bypass::Domain(name)),
+            false => Err("expected a host name, a .domain, an address, an address/prefix or *".into()),
+        }
+    }
+
+    /// Whether a URL naming `host` bypasses the proxy. Names are not resolved: an address entry
+    /// matches only URLs that name an address.
+    pub fn matches(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        match self {
+            Bypass::All => true,
+            Bypass::Domain(d) => {
+                host == *d || host.strip_suffix(d.as_str()).is_some_and(|h| h.ends_with('.'))
+            }
+            Bypass::Net(net, prefix) => match (host.parse::<IpAddr>(), net) {
+                (Ok(IpAddr::V4(a)), IpAddr::V4(n)) => in_prefix(&a.octets(), &n.octets(), *prefix),
+                (Ok(IpAddr::V6(a)), IpAddr::V6(n)) => in_prefix(&a.octets(), &n.octets(), *prefix),
+                _ => false,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Bypass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bypass::All => f.write_str("*"),
+            Bypass::Domain(d) => write!(f, ".{d}"),
+            Bypass::Net(a, p) => write!(f, "{a}/{p}"),
+        }
+    }
+}
+
+/// Whether the first `prefix` bits of `a` and `net` agree.
+fn in_prefix(a: &[u8], net: &[u8], prefix: u8) -> bool {
+    let (bytes, bits) = (usize::from(prefix / 8), prefix % 8);
+    a[..bytes] == net[..bytes] && (bits == 0 || (a[bytes] ^ net[bytes]) >> (8 - bits) == 0)
+}
+
+/// `proxy=` and `noproxy=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyConfig {
+    pub server: Option<ProxyServer>,
+    pub bypass: Vec<Bypass>,
+}
+
+impl ProxyConfig {
+    /// The proxy a download from `url` goes through, if any.
+    pub fn for_url(&self, url: &Url) -> Option<&ProxyServer> {
+        let host = url.host();
+        self.server.as_ref().filter(|_| !self.bypass.iter().any(|b| b.matches(host)))
+    }
+}
+
 /// A URL with Alpine's `{MAC}` and `{UUID}` placeholders (`apkovl=`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UrlTemplate(String);
@@ -217,6 +398,8 @@ pub struct IpConfig {
     pub device: Option<String>,
     /// The hostname field, if given.
     pub hostname: Option<String>,
+    /// The NTP server field (the tenth), if given: the clock is set from it.
+    pub ntp: Option<Ipv4Addr>,
 }
 
 /// One `vlan=`: an 802.1Q interface `name` over the NIC `parent`, tagging with `id`.
@@ -302,6 +485,8 @@ pub struct ImageConfig {
     pub verify: Verify,
     pub retries: u32,
     pub timeout: Duration,
+    /// `proxy=` and `noproxy=`: every download's route, the image's and the smaller files'.
+    pub proxy: ProxyConfig,
 }
 
 /// A tmpfs size: a share of RAM or a byte count, as tmpfs(5)'s `size=` takes it.
@@ -502,6 +687,7 @@ impl Default for Config {
                 verify: Verify::Auto,
                 retries: DEFAULT_RETRIES,
                 timeout: DEFAULT_FETCH_TIMEOUT,
+                proxy: ProxyConfig::default(),
             },
             overlay_size: Size::Percent(50),
             net: NetConfig {
@@ -509,6 +695,7 @@ impl Default for Config {
                     mode: IpMode::Dhcp { client_id: None },
                     device: None,
                     hostname: None,
+                    ntp: None,
                 }],
                 vlans: Vec::new(),
                 bootif: None,

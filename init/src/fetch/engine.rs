@@ -33,10 +33,10 @@ use std::time::Duration;
 
 use super::hasher::{Check, Hasher};
 pub use super::http::Timeouts;
-use super::http::{agent, decoded, get, GetError};
+use super::http::{decoded, get, Client, GetError};
 use super::retry::{self, Failure, Next, Schedule, Verdict};
 use super::{mib, FetchError, Phase, Progress, RetryPolicy};
-use crate::cmdline::{ImageConfig, Url};
+use crate::cmdline::{ImageConfig, ProxyConfig, Url};
 use crate::sys;
 
 /// What one download is asked to do.
@@ -49,6 +49,8 @@ pub struct Job<'a> {
     pub timeouts: Timeouts,
     /// Bytes the file may grow to (the RAM disk's free space), if known.
     pub room: Option<u64>,
+    /// `proxy=` and `noproxy=`.
+    pub proxy: &'a ProxyConfig,
     /// Whether to compute the SHA-256: only when something compares it. Under qemu's TCG, with
     /// no spare CPU, hashing every byte took the download from 80 to 26 MiB/s.
     pub sha256: bool,
@@ -64,6 +66,7 @@ impl<'a> Job<'a> {
             budget: image.timeout,
             timeouts: Timeouts::default(),
             room,
+            proxy: &image.proxy,
             sha256: image.sha256.is_some(),
         }
     }
@@ -258,7 +261,7 @@ pub fn download_to(path: &Path, job: &Job, check: Option<Check>) -> Result<Done,
         File::options().read(true).write(true).create(true).truncate(true).open(path).map_err(write_error)?;
     let mut sink =
         Sink { file, partial: Partial::default(), hasher: Hasher::new(super::BUFFER, job.sha256, check) };
-    let agent = agent(&job.timeouts);
+    let client = Client::new(&job.timeouts, job.proxy);
     let deadline = sys::uptime().saturating_add(job.budget);
     let mut schedule = Schedule::new(job.policy, job.urls.len());
     let mut busy_log = BusyLog::default();
@@ -279,7 +282,7 @@ pub fn download_to(path: &Path, job: &Job, check: Option<Check>) -> Result<Done,
             let level = if schedule.in_busy_streak() { log::Level::Debug } else { log::Level::Info };
             log::log!(level, "fetching {url} (attempt {attempts}, {retries_left} retries left)");
         }
-        let (error, failure, answered) = match attempt(&agent, url, &mut sink, job, left, attempts)? {
+        let (error, failure, answered) = match attempt(&client, url, &mut sink, job, left, attempts)? {
             Attempt::Done => {
                 busy_log.over(&schedule);
                 let digests = sink.hasher.finish().ok_or(FetchError::Hashing)?;
@@ -322,7 +325,7 @@ pub fn download_to(path: &Path, job: &Job, check: Option<Check>) -> Result<Done,
 
 /// One GET. `Err` is fatal for the whole download; `Ok(Failed)` may be retried.
 fn attempt(
-    agent: &ureq::Agent,
+    client: &Client,
     url: &Url,
     sink: &mut Sink,
     job: &Job,
@@ -337,7 +340,7 @@ fn attempt(
     };
     let failed = |error, failure| Ok(Attempt::Failed { error, failure, answered: true });
     let write_error = |source| FetchError::Write { path: "the image file".into(), source };
-    let response = match get(agent, url, &resume_headers(&sink.partial), Some(budget)) {
+    let response = match get(client, url, &resume_headers(&sink.partial), Some(budget)) {
         Ok((_, r)) => r,
         Err(GetError::Fatal(e)) => return Err(e),
         Err(GetError::Transfer(phase, message)) => {
@@ -354,7 +357,7 @@ fn attempt(
     );
     if !matches!(status, 200 | 206 | 416) {
         let reason = response.status().canonical_reason().map(str::to_owned);
-        let error = FetchError::Status { url: url.clone(), status, reason };
+        let error = FetchError::Status { url: url.clone(), status, reason, via: client.via(url) };
         let (retry_after, date) = (header("retry-after"), header("date"));
         let failure = match retry::verdict(status, retry_after.as_deref(), date.as_deref()) {
             Verdict::Busy(wait) => Failure::Busy(wait),

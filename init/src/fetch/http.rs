@@ -7,7 +7,7 @@ use std::io::{self, Read};
 use std::time::Duration;
 
 use super::{tls, FetchError, Phase};
-use crate::cmdline::Url;
+use crate::cmdline::{ProxyConfig, ProxyServer, Url};
 
 /// Per-phase timeouts of one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,12 +30,43 @@ impl Default for Timeouts {
 }
 
 /// The HTTP client: per-phase timeouts, statuses as values (the retry table decides what they mean),
-/// and no proxy: ureq's default reads `ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` from
-/// the environment, and the kernel hands PID 1 every cmdline word such as `http_proxy=...` as an
-/// environment variable, which would route every download through a proxy nobody documented.
-pub(super) fn agent(t: &Timeouts) -> ureq::Agent {
+/// and no proxy but `proxy=`'s: ureq's default reads `ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY` and
+/// `NO_PROXY` from the environment, and the kernel hands PID 1 every cmdline word such as
+/// `http_proxy=...` as an environment variable, which would route every download through a proxy
+/// nobody documented.
+///
+/// Through `proxy=`, an https URL goes through a `CONNECT` tunnel (ureq's), so the certificate is
+/// still checked against the origin's name; a plain http URL is asked of the proxy in absolute form
+/// (`proxy.rs` says why and how).
+pub(crate) struct Client {
+    direct: ureq::Agent,
+    proxy: ProxyConfig,
+    /// For plain http through the proxy, and for https (ureq's `CONNECT`); `None` when ureq
+    /// cannot read the proxy's URL (the cmdline parser took it): `get` then fails each request
+    /// that would go through it, naming the proxy, rather than go around it.
+    forward: Option<ureq::Agent>,
+    tunnel: Option<ureq::Agent>,
+}
+
+impl Client {
+    pub(crate) fn new(t: &Timeouts, proxy: &ProxyConfig) -> Client {
+        let server = proxy.server.as_ref();
+        let tunnel = server.and_then(|p| ureq::Proxy::new(p.as_str()).ok()).map(|p| agent(t, Some(p)));
+        let forward = server
+            .and_then(|p| format!("http://{}/", p.authority()).parse().ok())
+            .map(|uri| super::proxy::forwarding_agent(config(t, None), uri));
+        Client { direct: agent(t, None), proxy: proxy.clone(), forward, tunnel }
+    }
+
+    /// The proxy a request for `url` goes through, as the log shows it.
+    pub(crate) fn via(&self, url: &Url) -> Option<String> {
+        self.proxy.for_url(url).map(ToString::to_string)
+    }
+}
+
+fn config(t: &Timeouts, proxy: Option<ureq::Proxy>) -> ureq::config::Config {
     ureq::Agent::config_builder()
-        .proxy(None)
+        .proxy(proxy)
         .http_status_as_error(false)
         // netinit follows redirects itself (see `get`), to refuse https -> http.
         .max_redirects(0)
@@ -47,7 +78,29 @@ pub(super) fn agent(t: &Timeouts) -> ureq::Agent {
         .timeout_per_read(Some(t.idle))
         .user_agent(concat!("netinit/", env!("CARGO_PKG_VERSION")))
         .build()
-        .into()
+}
+
+fn agent(t: &Timeouts, proxy: Option<ureq::Proxy>) -> ureq::Agent {
+    config(t, proxy).into()
+}
+
+/// How one request reaches its server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Way {
+    Direct,
+    /// Plain http, asked of the proxy in absolute form.
+    Forward,
+    /// https, through a `CONNECT` tunnel.
+    Tunnel,
+}
+
+/// The way of a request for `url` under `proxy`, and the proxy it goes through.
+pub(crate) fn way<'a>(url: &Url, proxy: &'a ProxyConfig) -> (Way, Option<&'a ProxyServer>) {
+    match proxy.for_url(url) {
+        None => (Way::Direct, None),
+        Some(p) if url.is_https() => (Way::Tunnel, Some(p)),
+        Some(p) => (Way::Forward, Some(p)),
+    }
 }
 
 /// The longest budget ureq is given: far beyond any cmdline bound, far below what overflows an `Instant`.
@@ -69,7 +122,7 @@ pub(crate) enum GetError {
 /// status. Asks for the body as it is (`Accept-Encoding: identity`): an image is compressed already.
 /// `budget` bounds the whole exchange, every redirect and the reading of the final body included.
 pub(super) fn get(
-    agent: &ureq::Agent,
+    client: &Client,
     url: &Url,
     headers: &[(&'static str, String)],
     budget: Option<Duration>,
@@ -89,12 +142,30 @@ pub(super) fn get(
                 "the time budget ran out while following redirects".into(),
             ));
         }
+        let (way, via) = way(at, &client.proxy);
+        let through = |m: String| match via {
+            Some(p) => format!("{m} (through the proxy {p})"),
+            None => m,
+        };
+        let agent = match (way, &client.forward, &client.tunnel) {
+            (Way::Direct, _, _) => &client.direct,
+            (Way::Forward, Some(agent), _) | (Way::Tunnel, _, Some(agent)) => agent,
+            _ => {
+                return Err(GetError::Transfer(
+                    Phase::Connect,
+                    through("the HTTP client cannot use this proxy".into()),
+                ))
+            }
+        };
         let mut request = agent
             .get(at.as_str())
             .config()
             .timeout_global(left)
             .build()
             .header("Accept-Encoding", "identity");
+        if let (Way::Forward, Some(credentials)) = (way, via.and_then(ProxyServer::authorization)) {
+            request = request.header("Proxy-Authorization", credentials);
+        }
         for (name, value) in headers {
             request = request.header(*name, value);
         }
@@ -104,7 +175,7 @@ pub(super) fn get(
                 let (phase, message, fatal) = classify(&e);
                 return Err(match fatal {
                     true => GetError::Fatal(FetchError::Tls { url: at.clone(), message }),
-                    false => GetError::Transfer(phase, message),
+                    false => GetError::Transfer(phase, through(message)),
                 });
             }
         };

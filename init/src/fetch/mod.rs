@@ -14,6 +14,7 @@
 pub mod engine;
 mod hasher;
 pub(crate) mod http;
+mod proxy;
 pub mod retry;
 #[cfg(test)]
 mod tests;
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 pub use retry::RetryPolicy;
 
-use crate::cmdline::{ImageConfig, Url, Verify};
+use crate::cmdline::{ImageConfig, ProxyConfig, Url, Verify};
 use crate::sys;
 
 /// Where the image is stored; the tmpfs mounted here is moved into the new root with `/run`.
@@ -60,8 +61,12 @@ impl std::fmt::Display for Phase {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("GET {url} answered HTTP {status}{}", reason.as_deref().map(|r| format!(" {r}")).unwrap_or_default())]
-    Status { url: Url, status: u16, reason: Option<String> },
+    #[error(
+        "GET {url} answered HTTP {status}{}{}",
+        reason.as_deref().map(|r| format!(" {r}")).unwrap_or_default(),
+        via.as_deref().map(|p| format!(" (through the proxy {p})")).unwrap_or_default()
+    )]
+    Status { url: Url, status: u16, reason: Option<String>, via: Option<String> },
     #[error("GET {url}: {phase} failed on attempt {attempts}: {message}")]
     Transfer { url: Url, phase: Phase, attempts: u32, message: String },
     #[error("GET {url}: the body ended after {got} of {expected} bytes")]
@@ -107,6 +112,12 @@ impl FetchError {
         match self {
             FetchError::Status { status: 404 | 410, .. } => {
                 "check that the image exists at that path on the server"
+            }
+            FetchError::Status { status: 407, .. } | FetchError::Status { status: 401, via: Some(_), .. } => {
+                "the proxy or the server refuses the credentials: check those of proxy= and of the URL"
+            }
+            FetchError::Status { status: 403, via: Some(_), .. } => {
+                "the proxy or the server refuses access: check the proxy's rules and the server's permissions"
             }
             FetchError::Status { status: 401 | 403, .. } => {
                 "the server refuses access: check its permissions"
@@ -196,17 +207,23 @@ pub fn small_budget(image: &ImageConfig) -> Duration {
 
 /// GETs a small file (an overlay, a key, a signature) into memory, once, refusing more than
 /// `limit` bytes and giving up when `budget` is spent, redirects and the body included.
-pub fn get_small(url: &Url, limit: u64, budget: Duration) -> Result<Vec<u8>, FetchError> {
+pub fn get_small(
+    url: &Url,
+    limit: u64,
+    budget: Duration,
+    proxy: &ProxyConfig,
+) -> Result<Vec<u8>, FetchError> {
     let transfer = |phase, message| FetchError::Transfer { url: url.clone(), phase, attempts: 1, message };
-    let agent = http::agent(&http::Timeouts::default());
-    let (_, response) = http::get(&agent, url, &[], Some(budget)).map_err(|e| match e {
+    let client = http::Client::new(&http::Timeouts::default(), proxy);
+    let (at, response) = http::get(&client, url, &[], Some(budget)).map_err(|e| match e {
         http::GetError::Fatal(e) => e,
         http::GetError::Transfer(phase, message) => transfer(phase, message),
     })?;
     let status = response.status();
     if status.as_u16() != 200 {
         let reason = status.canonical_reason().map(str::to_owned);
-        return Err(FetchError::Status { url: url.clone(), status: status.as_u16(), reason });
+        let via = client.via(&at);
+        return Err(FetchError::Status { url: url.clone(), status: status.as_u16(), reason, via });
     }
     response.into_body().into_with_config().limit(limit).read_to_vec().map_err(|e| {
         let message = match e {
@@ -223,6 +240,7 @@ pub struct Extras {
     pub budget: Duration,
     /// The trusted keys when signatures are checked; then every extra must be signed by one of them.
     keys: Option<Vec<(PathBuf, minisign_verify::PublicKey)>>,
+    proxy: ProxyConfig,
 }
 
 /// A file fetched besides the image.
@@ -239,7 +257,7 @@ impl Extras {
     pub fn for_image(image: &ImageConfig) -> Result<Extras, FetchError> {
         let keys = trusted_keys()?;
         let checked = image.verify != Verify::Off && !keys.is_empty();
-        Ok(Extras { budget: small_budget(image), keys: checked.then_some(keys) })
+        Ok(Extras { budget: small_budget(image), keys: checked.then_some(keys), proxy: image.proxy.clone() })
     }
 
     /// GETs `url` (at most `limit` bytes) and then, when signatures are checked, `<url>.minisig`,
@@ -249,15 +267,15 @@ impl Extras {
         let deadline = sys::uptime().saturating_add(self.budget);
         let left = || deadline.saturating_sub(sys::uptime());
         let Some(keys) = &self.keys else {
-            return Ok(Extra { bytes: get_small(url, limit, self.budget)?, signed_by: None });
+            return Ok(Extra { bytes: get_small(url, limit, self.budget, &self.proxy)?, signed_by: None });
         };
         // The file first: one that is not there is the caller's to judge, as without signatures.
-        let bytes = get_small(url, limit, left())?;
+        let bytes = get_small(url, limit, left(), &self.proxy)?;
         let sig_url = signature_url(url).ok_or_else(|| FetchError::Unsigned {
             url: url.clone(),
             why: "no URL for its signature".into(),
         })?;
-        let text = get_small(&sig_url, SIGNATURE_LIMIT, left())
+        let text = get_small(&sig_url, SIGNATURE_LIMIT, left(), &self.proxy)
             .map_err(|e| unsigned_or(e, |why| FetchError::Unsigned { url: url.clone(), why }))?;
         let signature = minisign_verify::Signature::decode(&String::from_utf8_lossy(&text))
             .map_err(|e| FetchError::BadSignature { url: sig_url.clone(), why: e.to_string() })?;
@@ -419,7 +437,7 @@ fn signature_check(image: &ImageConfig) -> Result<Option<hasher::Check>, FetchEr
     let mut failure = None;
     for url in &image.urls {
         let Some(sig_url) = signature_url(url) else { continue };
-        let text = match get_small(&sig_url, SIGNATURE_LIMIT, small_budget(image)) {
+        let text = match get_small(&sig_url, SIGNATURE_LIMIT, small_budget(image), &image.proxy) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) => {
                 log::warn!("{e}");
@@ -520,7 +538,8 @@ mod unit {
     #[test]
     fn errors_name_url_status_and_phase() {
         let url = Url::parse("http://user:pw@10.0.2.2:8080/missing.squashfs").unwrap();
-        let e = FetchError::Status { url: url.clone(), status: 404, reason: Some("Not Found".into()) };
+        let e =
+            FetchError::Status { url: url.clone(), status: 404, reason: Some("Not Found".into()), via: None };
         assert_eq!(
             e.to_string(),
             "GET http://***@10.0.2.2:8080/missing.squashfs answered HTTP 404 Not Found"

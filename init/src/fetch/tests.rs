@@ -12,15 +12,18 @@ use sha2::{Digest, Sha256};
 
 use super::engine::{download_to, Job, Timeouts};
 use super::{FetchError, Phase, RetryPolicy};
-use crate::cmdline::Url;
+use crate::cmdline::{ProxyConfig, Url};
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
 struct Seen {
+    method: String,
     path: String,
     range: Option<String>,
     if_range: Option<String>,
     accept_encoding: Option<String>,
+    host: Option<String>,
+    proxy_authorization: Option<String>,
 }
 
 /// One scripted answer.
@@ -99,7 +102,15 @@ fn serve(stream: TcpStream, script: &Script, log: &Mutex<Vec<Seen>>) {
         return;
     }
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    let mut seen = Seen { path, range: None, if_range: None, accept_encoding: None };
+    let mut seen = Seen {
+        method: line.split_whitespace().next().unwrap_or("").to_owned(),
+        path,
+        range: None,
+        if_range: None,
+        accept_encoding: None,
+        host: None,
+        proxy_authorization: None,
+    };
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
@@ -110,6 +121,8 @@ fn serve(stream: TcpStream, script: &Script, log: &Mutex<Vec<Seen>>) {
                 "range" => seen.range = Some(v.trim().to_owned()),
                 "if-range" => seen.if_range = Some(v.trim().to_owned()),
                 "accept-encoding" => seen.accept_encoding = Some(v.trim().to_owned()),
+                "host" => seen.host = Some(v.trim().to_owned()),
+                "proxy-authorization" => seen.proxy_authorization = Some(v.trim().to_owned()),
                 _ => {}
             }
         }
@@ -169,9 +182,12 @@ fn job(urls: &[Url]) -> Job<'_> {
             idle: Duration::from_millis(300),
         },
         room: None,
+        proxy: &NO_PROXY,
         sha256: true,
     }
 }
+
+static NO_PROXY: ProxyConfig = ProxyConfig { server: None, bypass: Vec::new() };
 
 #[test]
 fn a_plain_download() {
@@ -686,7 +702,7 @@ fn a_small_download_ends_at_its_budget_however_slowly_the_bytes_come() {
     let server =
         Server::start(|_, _| Answer { trickle: Some(Duration::from_millis(50)), ..ok(&[b'k'; 100]) });
     let start = Instant::now();
-    let e = super::get_small(&server.url("/key"), 1 << 10, Duration::from_secs(1)).unwrap_err();
+    let e = super::get_small(&server.url("/key"), 1 << 10, Duration::from_secs(1), &NO_PROXY).unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
     assert!(
         matches!(&e, FetchError::Transfer { phase: Phase::Body, message, .. } if message.contains("budget of 1s")),
@@ -694,7 +710,7 @@ fn a_small_download_ends_at_its_budget_however_slowly_the_bytes_come() {
     );
     let fast = Server::start(|_, _| ok(b"ssh-ed25519 AAAA"));
     assert_eq!(
-        super::get_small(&fast.url("/key"), 1 << 10, Duration::from_secs(1)).unwrap(),
+        super::get_small(&fast.url("/key"), 1 << 10, Duration::from_secs(1), &NO_PROXY).unwrap(),
         b"ssh-ed25519 AAAA"
     );
 }
@@ -703,7 +719,7 @@ fn a_small_download_ends_at_its_budget_however_slowly_the_bytes_come() {
 fn a_budget_too_large_for_an_instant_is_not_a_crash() {
     let server = Server::start(|_, _| ok(b"x"));
     let huge = Duration::from_secs(u64::MAX);
-    assert_eq!(super::get_small(&server.url("/x"), 1 << 10, huge).unwrap(), b"x");
+    assert_eq!(super::get_small(&server.url("/x"), 1 << 10, huge, &NO_PROXY).unwrap(), b"x");
 }
 
 mod extras {
@@ -732,7 +748,7 @@ mod extras {
                 )
             })
             .collect();
-        Extras { budget: Duration::from_secs(5), keys: Some(keys) }
+        Extras { budget: Duration::from_secs(5), keys: Some(keys), proxy: ProxyConfig::default() }
     }
 
     const OTHER: &str = include_str!("testdata/other.pub");
@@ -780,9 +796,57 @@ mod extras {
         let e = trusting(&[KEY]).get(&server.url("/ovl"), 1 << 20).unwrap_err();
         assert!(matches!(e, FetchError::Status { status: 404, .. }), "{e}");
         let server = serve(Some(b"plain".to_vec()), false);
-        let open = Extras { budget: Duration::from_secs(5), keys: None };
+        let open = Extras { budget: Duration::from_secs(5), keys: None, proxy: ProxyConfig::default() };
         let got = open.get(&server.url("/ovl"), 1 << 20).unwrap();
         assert_eq!((got.bytes.as_slice(), got.signed_by), (&b"plain"[..], None));
         assert_eq!(server.seen().iter().map(|s| s.path.as_str()).collect::<Vec<_>>(), ["/ovl"]);
     }
+}
+
+/// `proxy=`: a plain http URL is asked of the proxy in absolute form, with the origin's `Host` and
+/// the proxy's credentials; `noproxy=` sends a matching host straight to it; an https URL goes
+/// through `CONNECT`, whose refusal names the proxy.
+#[test]
+fn through_a_proxy() {
+    let data = image();
+    let d = data.clone();
+    let proxy = Server::start(move |_, seen| match seen.method.as_str() {
+        "GET" => ok(&d),
+        _ => status(403),
+    });
+    let config = ProxyConfig {
+        server: Some(
+            crate::cmdline::ProxyServer::parse(&format!("http://op:s%40cret@127.0.0.1:{}", proxy.port))
+                .unwrap(),
+        ),
+        bypass: vec![crate::cmdline::Bypass::parse(".direct.test").unwrap()],
+    };
+    let urls = [Url::parse("http://images.test:8080/root.squashfs#x").unwrap()];
+    let path = file("proxy");
+    let done = download_to(&path, &Job { proxy: &config, ..job(&urls) }, None).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+    assert_eq!(done.size, data.len() as u64);
+    let seen = proxy.seen();
+    assert_eq!(seen[0].method, "GET");
+    assert_eq!(seen[0].path, "http://images.test:8080/root.squashfs");
+    assert_eq!(seen[0].host.as_deref(), Some("images.test:8080"));
+    // "op:s@cret"
+    assert_eq!(seen[0].proxy_authorization.as_deref(), Some("Basic b3A6c0BjcmV0"));
+
+    // Bypassed: straight to the server (here the same one, which then sees an origin-form request).
+    let urls = [Url::parse(&format!("http://127.0.0.1:{}/root.squashfs", proxy.port)).unwrap()];
+    let direct =
+        ProxyConfig { bypass: vec![crate::cmdline::Bypass::parse("127.0.0.0/8").unwrap()], ..config.clone() };
+    download_to(&path, &Job { proxy: &direct, ..job(&urls) }, None).unwrap();
+    let last = proxy.seen().pop().unwrap();
+    assert_eq!((last.path.as_str(), last.proxy_authorization), ("/root.squashfs", None));
+
+    let urls = [Url::parse("https://images.test/root.squashfs").unwrap()];
+    let small =
+        Job { proxy: &config, policy: RetryPolicy { attempts: 1, ..job(&urls).policy }, ..job(&urls) };
+    let e = download_to(&path, &small, None).unwrap_err().to_string();
+    assert!(e.contains(&format!("through the proxy http://***@127.0.0.1:{}", proxy.port)), "{e}");
+    let last = proxy.seen().pop().unwrap();
+    assert_eq!((last.method.as_str(), last.path.as_str()), ("CONNECT", "images.test:443"));
+    let _ = std::fs::remove_file(&path);
 }

@@ -115,6 +115,8 @@ pub struct Lease {
     pub hostname: Option<String>,
     pub mtu: Option<u16>,
     pub lease_time: Option<Duration>,
+    /// Option 42's NTP servers.
+    pub ntp: Vec<Ipv4Addr>,
     /// What the server sent that netinit refused to pass on to the booted system, each saying why.
     pub refused: Vec<String>,
 }
@@ -259,6 +261,7 @@ impl Packet {
                 .option(OPT_LEASE_TIME)
                 .filter(|v| v.len() == 4)
                 .map(|v| Duration::from_secs(u64::from(u32::from_be_bytes([v[0], v[1], v[2], v[3]])))),
+            ntp: self.ip_list(OPT_NTP),
             refused,
         }
     }

@@ -85,6 +85,7 @@ pub fn lease_file(c: &Configured) -> String {
         ("SEARCH", c.search.join(" ")),
         ("HOSTNAME", c.hostname.clone().unwrap_or_default()),
         ("MTU", c.mtu.map(|m| m.to_string()).unwrap_or_default()),
+        ("NTP", c.ntp.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(" ")),
     ];
     match c.dhcp {
         Some((server, lease_time)) => {

@@ -64,6 +64,8 @@ pub struct Configured {
     pub mtu: Option<u16>,
     /// The DHCP server and lease time, when configured by DHCP.
     pub dhcp: Option<(Ipv4Addr, Option<Duration>)>,
+    /// NTP servers: `ip=`'s field, then DHCP's option 42.
+    pub ntp: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +147,7 @@ pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
                     hostname: cfg.hostname().map(str::to_owned),
                     mtu: None,
                     dhcp: None,
+                    ntp: ip.ntp.into_iter().collect(),
                 }
             }
             IpMode::Dhcp { client_id } => {
@@ -162,7 +165,12 @@ pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
                         Err(e) => log::warn!("{}: setting the link down: {e}", loser.name),
                     }
                 }
-                Configured::from_lease(nic, &lease, cfg.hostname())
+                let mut configured = Configured::from_lease(nic, &lease, cfg.hostname());
+                if let Some(ntp) = ip.ntp {
+                    configured.ntp.retain(|n| *n != ntp);
+                    configured.ntp.insert(0, ntp);
+                }
+                configured
             }
             IpMode::Off => {
                 for nic in &candidates {
@@ -192,6 +200,7 @@ impl Configured {
             hostname: hostname.map(str::to_owned).or(lease.hostname.clone()),
             mtu: lease.mtu,
             dhcp: Some((lease.server, lease.lease_time)),
+            ntp: lease.ntp.clone(),
         }
     }
 
@@ -640,6 +649,7 @@ mod tests {
             hostname: Some("it's".into()),
             mtu: None,
             dhcp: Some((Ipv4Addr::new(10, 0, 2, 2), Some(Duration::from_secs(86400)))),
+            ntp: vec![Ipv4Addr::new(10, 0, 2, 2)],
         }
     }
 
@@ -652,7 +662,7 @@ mod tests {
         assert_eq!(resolv_conf(&[], &[]), "# written by netinit\n");
         assert_eq!(
             lease_file(&configured()),
-            "INTERFACE='eth0'\nMAC='52:54:00:00:00:01'\nADDRESS='10.0.2.15'\nPREFIX='24'\nGATEWAY='10.0.2.2'\nDNS='10.0.2.3'\nDOMAIN='lan'\nSEARCH=''\nHOSTNAME='it'\\''s'\nMTU=''\nMETHOD='dhcp'\nSERVER='10.0.2.2'\nLEASE_TIME='86400'\n"
+            "INTERFACE='eth0'\nMAC='52:54:00:00:00:01'\nADDRESS='10.0.2.15'\nPREFIX='24'\nGATEWAY='10.0.2.2'\nDNS='10.0.2.3'\nDOMAIN='lan'\nSEARCH=''\nHOSTNAME='it'\\''s'\nMTU=''\nNTP='10.0.2.2'\nMETHOD='dhcp'\nSERVER='10.0.2.2'\nLEASE_TIME='86400'\n"
         );
     }
 

@@ -9,7 +9,6 @@
 //! needs it, is not computed. It deliberately does not discipline the clock, poll, average several
 //! servers, or authenticate (no NTS, no symmetric keys): one step of the clock at boot, good to the
 //! round trip, which is what TLS's certificate dates need.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::fmt;
 use std::net::IpAddr;
@@ -329,13 +328,6 @@ pub enum Event {
     Refused { server: IpAddr, why: Reject },
     /// No answer to the waiting request: no change.
     Ignored { from: IpAddr, why: Reject },
-}
-
-impl Event {
-    /// One line for the log.
-    pub fn describe(&self) -> String {
-        self.to_string()
-    }
 }
 
 impl fmt::Display for Event {

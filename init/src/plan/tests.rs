@@ -78,7 +78,7 @@ fn json() {
             r#"{"device":"eth0","choice":"eth0 (ip=)","method":"dhcp","client_id":null},"#,
             r#"{"device":"eth1","choice":"eth1 (ip=)","method":"static","address":"10.0.0.5","prefix":24,"gateway":"10.0.0.1","dns":[]}],"#,
             r#""dhcp_timeout":90,"hostname":"x"},"#,
-            r#""image":{"urls":["http://a/b"],"sha256":null,"verify":"auto","attempts":6,"timeout":900,"overlay_size":"50%"},"#,
+            r#""image":{"urls":["http://a/b"],"sha256":null,"verify":"auto","attempts":6,"timeout":900,"overlay_size":"50%","proxy":{"server":null,"noproxy":[]}},"#,
             r#""modules":{"coldplug":true,"extra":[],"blacklist":[]},"alpine":{"apkovl":null,"repositories":[],"ssh_key":null},"#,
             r#""init":{"path":null,"args":["a","\\\"b"],"candidates":["#,
             r#"{"path":"/sbin/zinit","args":["a","\\\"b"],"with_dir":"/etc/zinit"},"#,
@@ -134,4 +134,23 @@ network:  eth0.100 (ip=)
         json.contains(r#""vlans":[{"name":"eth0.100","parent":"eth0","id":100},{"name":"vlan7","parent":"eth1","id":7}]"#),
         "{json}"
     );
+}
+
+#[test]
+fn a_proxy_plan() {
+    let p = cmdline::parse(
+        "modloop=http://images.lan/r.squashfs proxy=http://u:pw@proxy.lan:3128 noproxy=.lan,10.0.0.0/8",
+    );
+    let text = Plan::new(&p).text();
+    assert!(
+        text.contains("          every download through the proxy http://***@proxy.lan:3128, except for .lan 10.0.0.0/8\n"),
+        "{text}"
+    );
+    assert!(!text.contains("pw"), "{text}");
+    let json = Plan::new(&p).json();
+    assert!(
+        json.contains(r#""proxy":{"server":"http://***@proxy.lan:3128","noproxy":[".lan","10.0.0.0/8"]}"#),
+        "{json}"
+    );
+    assert!(!json.contains("pw"), "{json}");
 }

@@ -104,6 +104,7 @@ fn full_exchange() {
                 (OPT_DOMAIN, b"lan"),
                 (OPT_LEASE_TIME, &86400u32.to_be_bytes()),
                 (OPT_MTU, &9000u16.to_be_bytes()),
+                (OPT_NTP, &[10, 0, 2, 2, 192, 0, 2, 123]),
             ],
         ),
         secs(102),
@@ -122,6 +123,7 @@ fn full_exchange() {
             hostname: None,
             mtu: Some(9000),
             lease_time: Some(secs(86400)),
+            ntp: vec![SERVER, Ipv4Addr::new(192, 0, 2, 123)],
             refused: vec![],
         }
     );

@@ -140,7 +140,7 @@ fn a_good_reply_gives_the_server_time_plus_half_the_round_trip() {
     assert_eq!(c.next_deadline(), Duration::MAX);
     assert_eq!(c.poll_transmit(Duration::from_secs(100)), None);
     assert_eq!(
-        Event::Synced(time).describe(),
+        Event::Synced(time).to_string(),
         "SNTP: 10.0.2.123 (stratum 2) says 2027-01-01 00:00:00 UTC, round trip 99 ms"
     );
 }
@@ -396,7 +396,7 @@ fn kiss_o_death() {
         "no time from any SNTP server: 10.0.2.123: refused its reply: kiss-o'-death DENY: not asking this server again"
     );
     assert_eq!(
-        deny.describe(),
+        deny.to_string(),
         "SNTP: refused 10.0.2.123's reply: kiss-o'-death DENY: not asking this server again"
     );
     assert_eq!(Kiss([b'R', b'A', 0, 0xff]).to_string(), "RA??");
@@ -454,7 +454,7 @@ proptest! {
         let from = if from_server { S1 } else { OTHER };
         match c.handle(from, &data, ms(at)) {
             Event::Synced(_) => prop_assert_eq!(&data[24..32], &t.packet[40..48]),
-            e => { let _ = e.describe(); }
+            e => { let _ = e.to_string(); }
         }
         let _ = c.poll_transmit(ms(at));
     }
