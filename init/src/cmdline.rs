@@ -7,6 +7,8 @@
 pub(crate) mod params;
 mod types;
 
+use std::net::{IpAddr, Ipv6Addr};
+
 pub use params::{Kind, Param, Severity, PARAMETERS};
 pub use types::*;
 
@@ -364,18 +366,34 @@ fn parse_ip(v: &str) -> Result<IpConfig, String> {
         match method {
             "" | "off" | "none" => Ok(None),
             "on" | "any" | "dhcp" | "bootp" | "both" | "rarp" => {
-                let client_id = match (parts.next(), parts.next()) {
-                    (None, _) => None,
-                    (Some(kind), Some(id)) if !id.is_empty() => {
+                let mut rest: Vec<&str> = parts.collect();
+                let v6 = match rest.last() {
+                    Some(&"auto6") => Some(Stack6::Auto6),
+                    Some(&"dhcp6") => Some(Stack6::Dhcp6),
+                    _ => None,
+                };
+                if v6.is_some() {
+                    rest.pop();
+                }
+                let client_id = match rest.as_slice() {
+                    [] => None,
+                    [kind, id] if !id.is_empty() => {
                         let kind = hex_byte(kind)
                             .ok_or_else(|| format!("bad client id type {kind:?} (expected hex like 01)"))?;
-                        Some(ClientId { kind, id: id.to_owned() })
+                        Some(ClientId { kind, id: (*id).to_owned() })
                     }
-                    (Some(_), _) => return Err("dhcp,<client-id-type>,<client-id> needs both parts".into()),
+                    _ => return Err("dhcp,<client-id-type>,<client-id> needs both parts".into()),
                 };
-                Ok(Some(IpMode::Dhcp { client_id }))
+                Ok(Some(match v6 {
+                    None => IpMode::Dhcp { client_id },
+                    Some(v6) => IpMode::DualStack { client_id, v6 },
+                }))
             }
-            other => Err(format!("unknown autoconf method {other:?} (expected dhcp, on, any, off or none)")),
+            "auto6" if parts.next().is_none() => Ok(Some(IpMode::Auto6)),
+            "dhcp6" if parts.next().is_none() => Ok(Some(IpMode::Dhcp6)),
+            other => Err(format!(
+                "unknown autoconf method {other:?} (expected dhcp, auto6, dhcp6, on, any, off or none)"
+            )),
         }
     };
     if v.is_empty() {
@@ -388,6 +406,12 @@ fn parse_ip(v: &str) -> Result<IpConfig, String> {
             Some(mode) => Ok(IpConfig { mode, device: None, hostname: None, ntp: None }),
             None => Ok(IpConfig { mode: IpMode::Off, device: None, hostname: None, ntp: None }),
         };
+    }
+    if v.starts_with('[') {
+        return parse_ip6(v);
+    }
+    if v.contains('[') {
+        return Err("an IPv6 configuration has the client address first, in brackets: ip=[2001:db8::10]::[2001:db8::1]:64::eth0:none".into());
     }
     let f: Vec<&str> = v.split(':').collect();
     if f.len() == 2 {
@@ -434,6 +458,69 @@ fn parse_ip(v: &str) -> Result<IpConfig, String> {
         (None, None) => return Err("has autoconf off but no client address".into()),
     };
     Ok(IpConfig { mode, device, hostname, ntp })
+}
+
+/// The kernel's bracketed IPv6 form (dracut's too):
+/// `[<client>]:[<server>]:[<gw>]:<prefix>:<hostname>:<device>:<autoconf>:[<dns0>]:[<dns1>]`.
+fn parse_ip6(v: &str) -> Result<IpConfig, String> {
+    let mut f: Vec<&str> = Vec::new();
+    let mut rest = v;
+    loop {
+        let (field, after) = match rest.strip_prefix('[') {
+            Some(inner) => {
+                let (addr, after) = inner.split_once(']').ok_or("an address has '[' without ']'")?;
+                if !(after.is_empty() || after.starts_with(':')) {
+                    return Err(format!("expected ':' after [{addr}]"));
+                }
+                (addr, after)
+            }
+            None => rest.split_once(':').map_or((rest, ""), |(a, _)| (a, &rest[a.len()..])),
+        };
+        f.push(field);
+        match after.strip_prefix(':') {
+            Some(next) => rest = next,
+            None => break,
+        }
+    }
+    if f.len() > 9 {
+        return Err(format!("has {} fields (at most 9 in the IPv6 form)", f.len()));
+    }
+    let field = |i: usize| f.get(i).copied().unwrap_or("");
+    let addr = |i: usize, what: &str| -> Result<Option<Ipv6Addr>, String> {
+        match field(i) {
+            "" => Ok(None),
+            s => s
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("bad {what} address {s:?} (expected an IPv6 address)")),
+        }
+    };
+    let address = addr(0, "client")?.ok_or("the IPv6 form needs the client address")?;
+    addr(1, "server")?;
+    let gateway = addr(2, "gateway")?;
+    let prefix = match field(3) {
+        "" => 64,
+        p => decimal::<u8>(p)
+            .filter(|p| (1..=128).contains(p))
+            .ok_or(format!("bad prefix length {p:?} (1 to 128)"))?,
+    };
+    let hostname = non_empty(field(4));
+    if hostname.as_deref().is_some_and(|h| !valid_hostname(h)) {
+        return Err(format!("bad hostname {:?} (letters, digits, '-' and '.')", field(4)));
+    }
+    let device = non_empty(field(5));
+    if !matches!(field(6), "" | "none" | "off") {
+        return Err(format!("the IPv6 form is static: autoconf {:?} (expected none or off)", field(6)));
+    }
+    let mut dns: Vec<IpAddr> = Vec::new();
+    for (i, what) in [(7, "dns0"), (8, "dns1")] {
+        match field(i) {
+            "" => {}
+            s => dns.push(s.parse().map_err(|_| format!("bad {what} address {s:?}"))?),
+        }
+    }
+    let mode = IpMode::Static6(StaticIp6 { address, prefix, gateway, dns });
+    Ok(IpConfig { mode, device, hostname, ntp: None })
 }
 
 fn non_empty(s: &str) -> Option<String> {

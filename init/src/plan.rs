@@ -12,6 +12,23 @@ use crate::fetch::{hex, RetryPolicy};
 use crate::json::Json;
 use crate::switch_root;
 
+/// A static configuration's lines: the address, then the gateway and DNS servers when given.
+fn static_lines(
+    s: &mut Lines,
+    address: String,
+    gateway: Option<impl std::fmt::Display>,
+    dns: &[impl ToString],
+) {
+    s.line("", address);
+    if let Some(gw) = gateway {
+        s.line("", format!("gateway {gw}"));
+    }
+    if !dns.is_empty() {
+        let dns: Vec<String> = dns.iter().map(ToString::to_string).collect();
+        s.line("", format!("dns {}", dns.join(" ")));
+    }
+}
+
 /// How the NIC of one `ip=` is chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Choice {
@@ -96,23 +113,37 @@ impl<'a> Plan<'a> {
         }
         for (i, n) in self.nics.iter().enumerate() {
             s.line(if i == 0 { "network:" } else { "" }, choice_text(&n.choice));
+            let timeout = c.net.dhcp_timeout.as_secs();
+            let dhcp = |s: &mut Lines, client_id: &Option<crate::cmdline::ClientId>| {
+                let id = client_id
+                    .as_ref()
+                    .map(|id| format!(" with client id {:02x}:{}", id.kind, id.id))
+                    .unwrap_or_default();
+                s.line("", format!("DHCP{id}, giving up after {timeout}s"));
+            };
             match &n.ip.mode {
-                IpMode::Dhcp { client_id } => {
-                    let id = client_id
-                        .as_ref()
-                        .map(|id| format!(" with client id {:02x}:{}", id.kind, id.id))
-                        .unwrap_or_default();
-                    s.line("", format!("DHCP{id}, giving up after {}s", c.net.dhcp_timeout.as_secs()));
-                }
+                IpMode::Dhcp { client_id } => dhcp(s, client_id),
                 IpMode::Static(st) => {
-                    s.line("", format!("static {}/{}", st.address, st.prefix));
-                    if let Some(gw) = st.gateway {
-                        s.line("", format!("gateway {gw}"));
-                    }
-                    if !st.dns.is_empty() {
-                        let dns: Vec<String> = st.dns.iter().map(|d| d.to_string()).collect();
-                        s.line("", format!("dns {}", dns.join(" ")));
-                    }
+                    static_lines(s, format!("static {}/{}", st.address, st.prefix), st.gateway, &st.dns)
+                }
+                IpMode::Auto6 => s.line(
+                    "",
+                    format!(
+                        "IPv6 by SLAAC (Router Advertisement, DNS from RDNSS), giving up after {timeout}s"
+                    ),
+                ),
+                IpMode::DualStack { client_id, v6 } => {
+                    dhcp(s, client_id);
+                    let text =
+                        format!("then IPv6 by {} on that NIC (a failure there is a warning)", v6.name());
+                    s.line("", text);
+                }
+                IpMode::Dhcp6 => s.line(
+                    "",
+                    format!("IPv6 by DHCPv6 (routes from Router Advertisements), giving up after {timeout}s"),
+                ),
+                IpMode::Static6(st) => {
+                    static_lines(s, format!("static IPv6 {}/{}", st.address, st.prefix), st.gateway, &st.dns)
                 }
                 IpMode::Off => s.line("", "left unconfigured"),
             }
@@ -263,6 +294,21 @@ impl<'a> Plan<'a> {
                 }
                 IpMode::Static(st) => {
                     f.push(("method", Json::str("static")));
+                    f.push(("address", Json::str(st.address)));
+                    f.push(("prefix", Json::Num(u64::from(st.prefix))));
+                    f.push(("gateway", Json::opt(st.gateway)));
+                    f.push(("dns", Json::Arr(st.dns.iter().map(Json::str).collect())));
+                }
+                IpMode::Auto6 => f.push(("method", Json::str("auto6"))),
+                IpMode::Dhcp6 => f.push(("method", Json::str("dhcp6"))),
+                IpMode::DualStack { client_id, v6 } => {
+                    f.push(("method", Json::str("dhcp")));
+                    let id = client_id.as_ref().map(|id| format!("{:02x}:{}", id.kind, id.id));
+                    f.push(("client_id", Json::opt(id)));
+                    f.push(("ipv6", Json::str(v6.name())));
+                }
+                IpMode::Static6(st) => {
+                    f.push(("method", Json::str("static6")));
                     f.push(("address", Json::str(st.address)));
                     f.push(("prefix", Json::Num(u64::from(st.prefix))));
                     f.push(("gateway", Json::opt(st.gateway)));

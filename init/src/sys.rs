@@ -260,6 +260,13 @@ pub fn udp_socket_on_device(ifname: &str, port: u16) -> io::Result<OwnedFd> {
     let fd = rustix::net::socket(AddressFamily::INET, SocketType::DGRAM, None)?;
     sockopt::set_socket_reuseaddr(&fd, true)?;
     sockopt::set_socket_broadcast(&fd, true)?;
+    bind_to_device(&fd, ifname)?;
+    rustix::net::bind(&fd, &std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, port))?;
+    Ok(fd)
+}
+
+/// `SO_BINDTODEVICE` (socket(7)), from libc: rustix has no wrapper for it.
+fn bind_to_device(fd: &OwnedFd, ifname: &str) -> io::Result<()> {
     let name = std::ffi::CString::new(ifname).map_err(|_| Errno::INVAL)?;
     let len = name.as_bytes_with_nul().len() as libc::socklen_t;
     // SAFETY: `name` is a valid NUL-terminated buffer of `len` bytes that outlives the call; the
@@ -267,11 +274,64 @@ pub fn udp_socket_on_device(ifname: &str, port: u16) -> io::Result<OwnedFd> {
     let rc = unsafe {
         libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_BINDTODEVICE, name.as_ptr().cast(), len)
     };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
+    match rc {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
     }
-    rustix::net::bind(&fd, &std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, port))?;
+}
+
+/// A raw ICMPv6 socket on `ifname`, for Router Solicitations and Advertisements: socket(2) with
+/// `SOCK_RAW`/`IPPROTO_ICMPV6` (raw(7), icmp6 in ipv6(7)), non-blocking, bound to the device, hop
+/// limit 255 (RFC 4861 6.1: routers drop neighbour discovery with less). The kernel fills in the
+/// ICMPv6 checksum.
+pub fn icmpv6_socket_on_device(ifname: &str) -> io::Result<OwnedFd> {
+    use rustix::net::{ipproto, sockopt, AddressFamily, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(
+        AddressFamily::INET6,
+        SocketType::RAW,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        Some(ipproto::ICMPV6),
+    )?;
+    bind_to_device(&fd, ifname)?;
+    sockopt::set_ipv6_multicast_hops(&fd, 255)?;
+    sockopt::set_ipv6_unicast_hops(&fd, Some(255))?;
     Ok(fd)
+}
+
+/// A non-blocking UDP socket on `ifname`, bound to `[::]:port` (the DHCPv6 client's 546):
+/// socket(2), `SO_REUSEADDR`, `SO_BINDTODEVICE`, `IPV6_V6ONLY`, bind(2).
+pub fn udp6_socket_on_device(ifname: &str, port: u16) -> io::Result<OwnedFd> {
+    use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(
+        AddressFamily::INET6,
+        SocketType::DGRAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    sockopt::set_ipv6_v6only(&fd, true)?;
+    bind_to_device(&fd, ifname)?;
+    rustix::net::bind(&fd, &std::net::SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, port, 0, 0))?;
+    Ok(fd)
+}
+
+/// `sendto(fd, buf, 0, to)` to an IPv6 address, sendto(2).
+pub fn send_to6(fd: &OwnedFd, buf: &[u8], to: std::net::SocketAddrV6) -> io::Result<()> {
+    rustix::net::sendto(fd, buf, rustix::net::SendFlags::empty(), &to)?;
+    Ok(())
+}
+
+/// One datagram and its sender's IPv6 address if one is waiting, `None` if not: recvfrom(2) with
+/// `MSG_DONTWAIT`.
+pub fn recv_from6_now(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(usize, std::net::Ipv6Addr)>> {
+    match rustix::net::recvfrom(fd, buf, rustix::net::RecvFlags::DONTWAIT) {
+        Ok((n, _, from)) => {
+            let from = from.and_then(|a| std::net::SocketAddrV6::try_from(a).ok()).map(|a| *a.ip());
+            Ok(Some((n, from.unwrap_or(std::net::Ipv6Addr::UNSPECIFIED))))
+        }
+        Err(Errno::AGAIN) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `sendto(fd, buf, 0, to)`, sendto(2).

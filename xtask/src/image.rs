@@ -22,6 +22,8 @@ if echo ok > /written-by-test-root && [ "$(busybox cat /written-by-test-root)" =
 busybox sed -n 's/^nameserver /netinit-test-root: nameserver=/p' /etc/resolv.conf
 busybox sed -n 's/^search /netinit-test-root: search=/p' /etc/resolv.conf
 say "addresses=$(busybox ip -4 -o addr show | busybox awk '{ printf "%s ", $4 }')"
+say "addresses6=$(busybox ip -6 -o addr show scope global | busybox awk '{ printf "%s ", $4 }')"
+busybox ip -6 route show default | busybox sed 's/^/netinit-test-root: route6 /'
 say "lower=$(busybox awk '$2 == "/run/netinit/lower" { print $3 }' /proc/mounts)"
 busybox ip -4 route | busybox sed 's/^/netinit-test-root: route /'
 for nic in /sys/class/net/eth*; do say "mtu ${nic##*/}=$(busybox cat "$nic/mtu")"; done

@@ -37,16 +37,36 @@ pub enum Nic {
     /// A bridge with dnsmasq, reached only through VLAN `id`: the guest's NIC is a trunk port
     /// (`vlan_switch`) that passes frames tagged `id` and drops the rest.
     DhcpVlan(u16),
+    /// An IPv6-only bridge (no IPv4 at all): `fd00:{10+i}::1/64`, dnsmasq sending Router
+    /// Advertisements for SLAAC with RDNSS and DNSSL and answering DNS (`images.lab.test` is the
+    /// bridge's address), and the test HTTP server on `[fd00:{10+i}::1]:80`.
+    Slaac,
+    /// The same IPv6-only network, where dnsmasq leases addresses by DHCPv6 (`::100` to `::1ff`,
+    /// with its DNS server and domain list) and its Router Advertisements say so (the M flag, the
+    /// prefix on-link but not for SLAAC).
+    Dhcp6,
+    /// Dual stack: `dhcp`'s IPv4 network and `slaac`'s IPv6 one on the same bridge.
+    DualStack,
 }
 
 impl Nic {
-    /// `user`, `none`, `dhcp`, `dhcp-after SECONDS`, `dhcp-vlan ID`.
+    /// A network with IPv6.
+    fn v6(&self) -> bool {
+        matches!(self, Nic::Slaac | Nic::Dhcp6 | Nic::DualStack)
+    }
+}
+
+impl Nic {
+    /// `user`, `none`, `dhcp`, `dhcp-after SECONDS`, `dhcp-vlan ID`, `slaac`, `dhcp6`, `dual-stack`.
     pub fn parse(v: &str) -> std::result::Result<Nic, String> {
         let words: Vec<&str> = v.split_whitespace().collect();
         match words.as_slice() {
             ["user"] => Ok(Nic::User),
             ["none"] => Ok(Nic::Silent),
             ["dhcp"] => Ok(Nic::Dhcp(Duration::ZERO)),
+            ["slaac"] => Ok(Nic::Slaac),
+            ["dhcp6"] => Ok(Nic::Dhcp6),
+            ["dual-stack"] => Ok(Nic::DualStack),
             ["dhcp-after", secs] => secs
                 .parse()
                 .map(|s| Nic::Dhcp(Duration::from_secs(s)))
@@ -56,7 +76,7 @@ impl Nic {
                 _ => Err(format!("bad VLAN id {id:?}")),
             },
             _ => Err(format!(
-                "unknown nic {v:?} (expected user, none, dhcp, dhcp-after SECONDS or dhcp-vlan ID)"
+                "unknown nic {v:?} (expected user, none, dhcp, dhcp-after SECONDS, dhcp-vlan ID, slaac, dhcp6 or dual-stack)"
             )),
         }
     }
@@ -70,6 +90,11 @@ fn switch_ports(i: usize) -> (String, String) {
 
 pub fn gateway(i: usize) -> String {
     format!("10.0.{}.1", 10 + i)
+}
+
+/// The IPv6 address of bridge `i` (`nic: slaac`).
+pub fn gateway6(i: usize) -> String {
+    format!("fd00:{}::1", 10 + i)
 }
 
 pub fn mac(i: usize) -> String {
@@ -136,7 +161,12 @@ impl Lab {
             }
             let (br, tap) = (format!("br{i}"), format!("tap{i}"));
             ip(&["-n", &ns, "link", "add", &br, "type", "bridge"])?;
-            ip(&["-n", &ns, "addr", "add", &format!("{}/24", gateway(i)), "dev", &br])?;
+            if nic.v6() {
+                ip(&["-n", &ns, "addr", "add", &format!("{}/64", gateway6(i)), "dev", &br, "nodad"])?;
+            }
+            if !matches!(nic, Nic::Slaac | Nic::Dhcp6) {
+                ip(&["-n", &ns, "addr", "add", &format!("{}/24", gateway(i)), "dev", &br])?;
+            }
             ip(&["-n", &ns, "link", "set", &br, "up"])?;
             ip(&["-n", &ns, "tuntap", "add", "dev", &tap, "mode", "tap"])?;
             ip(&["-n", &ns, "link", "set", &tap, "master", &br])?;
@@ -165,7 +195,7 @@ impl Lab {
         }
         let http = Command::new("ip")
             .args(["netns", "exec", &ns])
-            .arg(exe)
+            .arg(&exe)
             .arg("serve")
             .arg(www)
             .arg("0.0.0.0:80")
@@ -174,9 +204,27 @@ impl Lab {
             .map_err(|e| format!("starting the HTTP server in {ns}: {e}"))?;
         lab.keep(http);
         for (i, nic) in nics.iter().enumerate() {
+            if nic.v6() {
+                let http = Command::new("ip")
+                    .args(["netns", "exec", &ns])
+                    .arg(&exe)
+                    .arg("serve")
+                    .arg(www)
+                    .arg(format!("[{}]:80", gateway6(i)))
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .map_err(|e| format!("starting the IPv6 HTTP server in {ns}: {e}"))?;
+                lab.keep(http);
+                let dnsmasq = dnsmasq6(&ns, i, *nic == Nic::Dhcp6, logs)
+                    .spawn()
+                    .map_err(|e| format!("starting dnsmasq (IPv6) in {ns}: {e}"))?;
+                lab.keep(dnsmasq);
+            }
+        }
+        for (i, nic) in nics.iter().enumerate() {
             let delay = match nic {
                 Nic::Dhcp(delay) => Some(*delay),
-                Nic::DhcpVlan(_) => Some(Duration::ZERO),
+                Nic::DhcpVlan(_) | Nic::DualStack => Some(Duration::ZERO),
                 _ => None,
             };
             if let Some(delay) = delay {
@@ -309,6 +357,33 @@ impl Lab {
         }
         args
     }
+}
+
+/// dnsmasq on IPv6-only bridge `i`: Router Advertisements for SLAAC (the A flag, no DHCPv6) with
+/// RDNSS and DNSSL, or with `dhcp6` addresses by DHCPv6 instead, and DNS on the bridge's address,
+/// where `images.lab.test` is that address.
+fn dnsmasq6(ns: &str, i: usize, dhcp6: bool, logs: &Path) -> Command {
+    let gw = gateway6(i);
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null"])
+        .args(["--bind-interfaces", &format!("--interface=br{i}"), "--except-interface=lo", "--user=root"])
+        .args(["--no-resolv", "--no-hosts", &format!("--listen-address={gw}")])
+        // Answers for lab.test are dnsmasq's own: NODATA for the A record, not REFUSED, which a
+        // resolver (musl's) takes as a failed server.
+        .arg("--local=/lab.test/")
+        .arg(format!("--host-record=images.lab.test,{gw}"))
+        .arg("--enable-ra")
+        .arg(match dhcp6 {
+            true => format!("--dhcp-range=fd00:{0}::100,fd00:{0}::1ff,64,1h", 10 + i),
+            false => format!("--dhcp-range=fd00:{}::,ra-only,64,1h", 10 + i),
+        })
+        .arg(format!("--dhcp-leasefile={}", logs.join(format!("{ns}-br{i}.leases6")).display()))
+        .arg(format!("--dhcp-option=option6:dns-server,[{gw}]"))
+        .arg("--dhcp-option=option6:domain-search,lab.test")
+        .args(["--pid-file=", "--log-facility=-"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
 }
 
 /// tinyproxy's configuration: on every address of the namespace, for the lab's networks only,

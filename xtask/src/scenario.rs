@@ -40,7 +40,8 @@
 //! lines must each find TEXT in the lab's log NAME (`proxy`) once the VM is done.
 //!
 //! `nic:` lines give the guest's NICs in order (`user`, the default; `none`, a bridge without DHCP;
-//! `dhcp`; `dhcp-after SECONDS`). `boot: ipxe` boots through the NIC's iPXE ROM: qemu's DHCP hands it
+//! `dhcp`; `dhcp-after SECONDS`; `dhcp-vlan ID`; `slaac`, an IPv6-only network, whose bridge address
+//! is `{gw6_0}`...). `boot: ipxe` boots through the NIC's iPXE ROM: qemu's DHCP hands it
 //! a script over TFTP, in README's form, which fetches the kernel and initramfs over HTTP with
 //! `cmdline` appended. `firmware: uefi` boots the machine with OVMF (and iPXE's EFI driver from
 //! qemu's `efi-virtio.rom`) instead of SeaBIOS (`firmware: bios`, the default).
@@ -308,6 +309,7 @@ fn expand(text: &str, s: &Scenario, env: &Env) -> String {
         .replace("{proxy_user}", &format!("{}:{}", netlab::PROXY_USER.0, netlab::PROXY_USER.1));
     for i in 0..4 {
         out = out.replace(&format!("{{gw{i}}}"), &netlab::gateway(i));
+        out = out.replace(&format!("{{gw6_{i}}}"), &netlab::gateway6(i));
     }
     out.replace("{root_sha256}", &env.root_sha256)
 }

@@ -638,3 +638,63 @@ fn the_ntp_field() {
     assert_eq!(parsed("ip=dhcp").config.net.interfaces[0].ntp, None);
     one_error(&parsed("ip=10.0.0.5::10.0.0.1:24::eth0:off:::ntp.lan"), IP, "bad ntp0 address");
 }
+
+#[test]
+fn ipv6_forms() {
+    let p = parsed("ip=auto6");
+    clean(&p);
+    assert_eq!(p.config.net.interfaces[0].mode, IpMode::Auto6);
+    let p = parsed("ip=eth1:auto6");
+    assert_eq!(
+        (&p.config.net.interfaces[0].mode, p.config.net.interfaces[0].device.as_deref()),
+        (&IpMode::Auto6, Some("eth1"))
+    );
+    let p = parsed("ip=[2001:db8::10]::[2001:db8::1]:64:node6:eth0:none:[2001:db8::53]:[10.0.0.53]");
+    clean(&p);
+    let ip = &p.config.net.interfaces[0];
+    assert_eq!(
+        ip.mode,
+        IpMode::Static6(StaticIp6 {
+            address: "2001:db8::10".parse().unwrap(),
+            prefix: 64,
+            gateway: Some("2001:db8::1".parse().unwrap()),
+            dns: vec!["2001:db8::53".parse().unwrap(), "10.0.0.53".parse().unwrap()],
+        })
+    );
+    assert_eq!((ip.device.as_deref(), ip.hostname.as_deref()), (Some("eth0"), Some("node6")));
+    // Trailing fields may be left out; the prefix defaults to 64.
+    let p = parsed("ip=[fd00::5]");
+    let IpMode::Static6(s) = &p.config.net.interfaces[0].mode else { panic!("{p:?}") };
+    assert_eq!((s.prefix, s.gateway, p.config.net.interfaces[0].device.as_deref()), (64, None, None));
+    for (value, message) in [
+        ("[fd00::5", "'[' without ']'"),
+        ("[fd00::5]x:", "expected ':' after [fd00::5]"),
+        ("[fd00::g]", "bad client address"),
+        ("[fd00::5]::[fd00::1]:129", "bad prefix length"),
+        ("[fd00::5]::[10.0.0.1]:64", "bad gateway address"),
+        ("[fd00::5]:::64::eth0:dhcp", "the IPv6 form is static"),
+        ("10.0.0.5::[fd00::1]:64", "the client address first, in brackets"),
+        ("[fd00::5]:::64::eth0:none:::x", "at most 9"),
+        ("dhcp6,x", "unknown autoconf method"),
+    ] {
+        one_error(&parsed(&format!("ip={value}")), IP, message);
+    }
+}
+
+#[test]
+fn dual_stack() {
+    let mode = |v: &str| parsed(&format!("ip={v}")).config.net.interfaces[0].mode.clone();
+    assert_eq!(mode("dhcp,auto6"), IpMode::DualStack { client_id: None, v6: Stack6::Auto6 });
+    assert_eq!(mode("eth0:dhcp,dhcp6"), IpMode::DualStack { client_id: None, v6: Stack6::Dhcp6 });
+    assert_eq!(
+        mode("dhcp,01,node7,auto6"),
+        IpMode::DualStack { client_id: Some(ClientId { kind: 1, id: "node7".into() }), v6: Stack6::Auto6 }
+    );
+    assert_eq!(
+        mode("dhcp,01,node7"),
+        IpMode::Dhcp { client_id: Some(ClientId { kind: 1, id: "node7".into() }) }
+    );
+    one_error(&parsed("ip=dhcp,auto6,x"), IP, "bad client id type \"auto6\"");
+    one_error(&parsed("ip=dhcp,01"), IP, "needs both parts");
+    one_error(&parsed("ip=auto6,dhcp"), IP, "unknown autoconf method");
+}

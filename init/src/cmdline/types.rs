@@ -2,7 +2,7 @@
 //! Each type parses its own syntax; none does I/O.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 /// The countdown when the cmdline has no `panic=`.
@@ -383,10 +383,49 @@ pub struct ClientId {
     pub id: String,
 }
 
+/// A static IPv6 configuration from `ip=` (the kernel's bracketed form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticIp6 {
+    pub address: Ipv6Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv6Addr>,
+    pub dns: Vec<IpAddr>,
+}
+
+/// How the IPv6 half of a dual-stack `ip=` is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack6 {
+    Auto6,
+    Dhcp6,
+}
+
+impl Stack6 {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stack6::Auto6 => "auto6",
+            Stack6::Dhcp6 => "dhcp6",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IpMode {
-    Dhcp { client_id: Option<ClientId> },
+    /// DHCPv4.
+    Dhcp {
+        client_id: Option<ClientId>,
+    },
     Static(StaticIp),
+    /// IPv6 by SLAAC: the address the kernel forms from a Router Advertisement's prefix, DNS from
+    /// its RDNSS and DNSSL options.
+    Auto6,
+    /// IPv6 from a DHCPv6 server; the on-link prefix and routes from the Router Advertisements.
+    Dhcp6,
+    /// DHCPv4, then IPv6 on the NIC that got the lease (`dhcp,auto6`, `dhcp,dhcp6`).
+    DualStack {
+        client_id: Option<ClientId>,
+        v6: Stack6,
+    },
+    Static6(StaticIp6),
     Off,
 }
 

@@ -7,7 +7,6 @@
 //! with RFC 8415 §15's retransmission. It deliberately does not renew, rebind, release, confirm or
 //! ask for prefixes (IA_PD), and takes no Rapid Commit: as with DHCPv4, the booted system's own
 //! client takes over.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::net::Ipv6Addr;
 use std::time::Duration;
@@ -787,6 +786,7 @@ impl Client {
     }
 
     /// Takes a received packet; `handle_from` also records where it came from.
+    #[cfg(test)]
     pub fn handle(&mut self, data: &[u8], now: Duration) -> Event {
         self.handle_from(data, None, now)
     }

@@ -3,7 +3,7 @@
 //! finds it: `/etc/resolv.conf`, the hostname, and `/run/netinit/lease`. With several candidate
 //! NICs, DHCP races on all of them at once and the first lease wins.
 //!
-//! It does not renew leases, or do IPv6.
+//! IPv6 (`ip=auto6`, `ip=dhcp6`, the bracketed static form) is `v6.rs`. It does not renew leases.
 //!
 //! DHCP uses a UDP socket on port 68 bound to the NIC with `SO_BINDTODEVICE`, sending to
 //! 255.255.255.255 with the BROADCAST flag set, so that servers broadcast their replies and the
@@ -16,6 +16,7 @@ pub(crate) mod files;
 pub mod netlink;
 pub mod ra;
 pub mod sntp;
+mod v6;
 
 use files::write_files;
 pub use files::{hostname, resolver, summary};
@@ -23,7 +24,7 @@ pub use files::{hostname, resolver, summary};
 use files::{lease_file, resolv_conf};
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -52,20 +53,59 @@ pub struct Nic {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Configured {
     pub nic: Nic,
-    pub address: Ipv4Addr,
-    pub prefix: u8,
-    /// Option 121's routes, or one default route via the gateway.
-    pub routes: Vec<dhcp::Route>,
-    pub dns: Vec<Ipv4Addr>,
+    /// The IPv4 configuration, if the NIC has one.
+    pub v4: Option<V4>,
+    /// The IPv6 configuration, if the NIC has one.
+    pub v6: Option<V6>,
+    pub dns: Vec<IpAddr>,
     pub domain: Option<String>,
     /// Option 119's search list.
     pub search: Vec<String>,
     pub hostname: Option<String>,
     pub mtu: Option<u16>,
-    /// The DHCP server and lease time, when configured by DHCP.
-    pub dhcp: Option<(Ipv4Addr, Option<Duration>)>,
     /// NTP servers: `ip=`'s field, then DHCP's option 42.
     pub ntp: Vec<Ipv4Addr>,
+}
+
+/// A NIC's IPv4 configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V4 {
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    /// Option 121's routes, or one default route via the gateway.
+    pub routes: Vec<dhcp::Route>,
+    /// The DHCP server and lease time, when configured by DHCP.
+    pub dhcp: Option<(Ipv4Addr, Option<Duration>)>,
+}
+
+/// How a NIC got its IPv6 addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method6 {
+    /// The kernel formed them from a Router Advertisement's prefixes (SLAAC).
+    Slaac,
+    /// A DHCPv6 server leased it.
+    Dhcp6,
+    Static,
+}
+
+impl Method6 {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method6::Slaac => "slaac",
+            Method6::Dhcp6 => "dhcp6",
+            Method6::Static => "static",
+        }
+    }
+}
+
+/// A NIC's IPv6 configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V6 {
+    /// Global addresses with their prefix lengths.
+    pub addresses: Vec<(Ipv6Addr, u8)>,
+    /// The default router: the Router Advertisement's sender, or `ip=`'s gateway.
+    pub router: Option<Ipv6Addr>,
+    pub method: Method6,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +116,10 @@ pub enum NetError {
     NoBootif { mac: Mac, found: String },
     #[error("no network interface is named {name} (ip=); found {found}")]
     NoDevice { name: String, found: String },
+    #[error("{nic}: no IPv6 address by DHCPv6: {why}")]
+    NoDhcp6 { nic: String, why: String },
+    #[error("{nic}: no IPv6 address by SLAAC: {why}")]
+    NoSlaac { nic: String, why: String },
     #[error("no link on {names} after {}s", CARRIER_TIMEOUT.as_secs())]
     NoCarrier { names: String },
     #[error("no DHCP lease on {nic} after {}s ({discovers} DISCOVERs sent, {offers} offers received)", timeout.as_secs())]
@@ -138,19 +182,22 @@ pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
                 log::info!("{}: link up ({}), static configuration", nic.name, nic.mac);
                 Configured {
                     nic,
-                    address: s.address,
-                    prefix: s.prefix,
-                    routes: s.gateway.map(default_route).into_iter().collect(),
-                    dns: s.dns.clone(),
+                    v4: Some(V4 {
+                        address: s.address,
+                        prefix: s.prefix,
+                        routes: s.gateway.map(default_route).into_iter().collect(),
+                        dhcp: None,
+                    }),
+                    v6: None,
+                    dns: s.dns.iter().copied().map(IpAddr::V4).collect(),
                     domain: None,
                     search: Vec::new(),
                     hostname: cfg.hostname().map(str::to_owned),
                     mtu: None,
-                    dhcp: None,
                     ntp: ip.ntp.into_iter().collect(),
                 }
             }
-            IpMode::Dhcp { client_id } => {
+            IpMode::Dhcp { client_id } | IpMode::DualStack { client_id, .. } => {
                 // Racing every NIC: one whose driver registers while DHCP runs joins too (not with
                 // VLANs, whose NICs are no candidates).
                 let growing = ip.device.is_none() && cfg.bootif.is_none() && cfg.vlans.is_empty();
@@ -170,7 +217,27 @@ pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
                     configured.ntp.retain(|n| *n != ntp);
                     configured.ntp.insert(0, ntp);
                 }
+                if let IpMode::DualStack { v6, .. } = ip.mode {
+                    dual_stack(&mut nl, &mut configured, v6, cfg);
+                }
                 configured
+            }
+            IpMode::Auto6 => {
+                let nic = wait_for_carrier(&candidates, &watch)?;
+                log::info!("{}: link up ({}), IPv6 by SLAAC", nic.name, nic.mac);
+                let deadline = sys::uptime().saturating_add(cfg.dhcp_timeout);
+                v6::auto6(&nic, deadline, cfg.hostname())?
+            }
+            IpMode::Dhcp6 => {
+                let nic = wait_for_carrier(&candidates, &watch)?;
+                log::info!("{}: link up ({}), IPv6 by DHCPv6", nic.name, nic.mac);
+                let deadline = sys::uptime().saturating_add(cfg.dhcp_timeout);
+                v6::dhcp6(&mut nl, &nic, deadline, cfg.hostname())?
+            }
+            IpMode::Static6(s) => {
+                let nic = wait_for_carrier(&candidates, &watch)?;
+                log::info!("{}: link up ({}), static IPv6 configuration", nic.name, nic.mac);
+                v6::static6(&mut nl, &nic, s, cfg.hostname())?
             }
             IpMode::Off => {
                 for nic in &candidates {
@@ -191,22 +258,25 @@ impl Configured {
     pub fn from_lease(nic: Nic, lease: &dhcp::Lease, hostname: Option<&str>) -> Configured {
         Configured {
             nic,
-            address: lease.address,
-            prefix: lease.prefix,
-            routes: lease.routes.clone(),
-            dns: lease.dns.clone(),
+            v4: Some(V4 {
+                address: lease.address,
+                prefix: lease.prefix,
+                routes: lease.routes.clone(),
+                dhcp: Some((lease.server, lease.lease_time)),
+            }),
+            v6: None,
+            dns: lease.dns.iter().copied().map(IpAddr::V4).collect(),
             domain: lease.domain.clone(),
             search: lease.search.clone(),
             hostname: hostname.map(str::to_owned).or(lease.hostname.clone()),
             mtu: lease.mtu,
-            dhcp: Some((lease.server, lease.lease_time)),
             ntp: lease.ntp.clone(),
         }
     }
 
-    /// The default route's gateway, if any.
+    /// The IPv4 default route's gateway, if any.
     pub fn gateway(&self) -> Option<Ipv4Addr> {
-        self.routes.iter().find(|r| r.prefix == 0).map(|r| r.gateway)
+        self.v4.as_ref()?.routes.iter().find(|r| r.prefix == 0).map(|r| r.gateway)
     }
 }
 
@@ -562,19 +632,53 @@ impl Racer {
     }
 }
 
+/// The IPv6 half of a dual-stack `ip=`, on the NIC DHCPv4 chose, its facts added to `c`'s. IPv4
+/// works, so a failure here is a warning: the boot goes on over IPv4.
+fn dual_stack(nl: &mut netlink::Rtnetlink, c: &mut Configured, v6: crate::cmdline::Stack6, cfg: &NetConfig) {
+    let deadline = sys::uptime().saturating_add(cfg.dhcp_timeout);
+    let got = match v6 {
+        crate::cmdline::Stack6::Auto6 => v6::auto6(&c.nic, deadline, None),
+        crate::cmdline::Stack6::Dhcp6 => v6::dhcp6(nl, &c.nic, deadline, None),
+    };
+    match got {
+        Ok(six) => {
+            c.v6 = six.v6;
+            for d in six.dns {
+                if !c.dns.contains(&d) {
+                    c.dns.push(d);
+                }
+            }
+            for s in six.search {
+                if !c.search.contains(&s) {
+                    c.search.push(s);
+                }
+            }
+        }
+        Err(e) => log::warn!("{e}; going on with IPv4 only"),
+    }
+}
+
 /// Applies address, routes, MTU, DNS and hostname.
 fn apply(nl: &mut netlink::Rtnetlink, c: &Configured) -> Result<(), NetError> {
     let nic = &c.nic;
-    let err = |step: &str| {
-        let step = step.to_owned();
-        move |source| NetError::Netlink { step, nic: nic.name.clone(), source }
-    };
     if let Some(mtu) = c.mtu {
         // An MTU the NIC cannot take (a server's 9000 for a 1500-byte NIC) leaves its own.
         if let Err(e) = nl.request(|seq| netlink::link_mtu(nic.index, u32::from(mtu), seq)) {
             log::warn!("{}: setting MTU {mtu}: {e}; keeping the NIC's", nic.name);
         }
     }
+    if let Some(v4) = &c.v4 {
+        apply_v4(nl, nic, v4)?;
+    }
+    log::info!("{}", summary(c));
+    Ok(())
+}
+
+fn apply_v4(nl: &mut netlink::Rtnetlink, nic: &Nic, c: &V4) -> Result<(), NetError> {
+    let err = |step: &str| {
+        let step = step.to_owned();
+        move |source| NetError::Netlink { step, nic: nic.name.clone(), source }
+    };
     nl.request(|seq| netlink::add_address(nic.index, c.address, c.prefix, seq))
         .map_err(err(&format!("adding address {}/{}", c.address, c.prefix)))?;
     let origin = if c.dhcp.is_some() { netlink::Origin::Dhcp } else { netlink::Origin::Static };
@@ -593,7 +697,6 @@ fn apply(nl: &mut netlink::Rtnetlink, c: &Configured) -> Result<(), NetError> {
             route.destination, route.prefix, route.gateway
         )))?;
     }
-    log::info!("{}", summary(c));
     Ok(())
 }
 
@@ -640,15 +743,18 @@ mod tests {
     fn configured() -> Configured {
         Configured {
             nic: nic("eth0", 1),
-            address: Ipv4Addr::new(10, 0, 2, 15),
-            prefix: 24,
-            routes: vec![default_route(Ipv4Addr::new(10, 0, 2, 2))],
-            dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
+            v4: Some(V4 {
+                address: Ipv4Addr::new(10, 0, 2, 15),
+                prefix: 24,
+                routes: vec![default_route(Ipv4Addr::new(10, 0, 2, 2))],
+                dhcp: Some((Ipv4Addr::new(10, 0, 2, 2), Some(Duration::from_secs(86400)))),
+            }),
+            v6: None,
+            dns: vec![IpAddr::V4(Ipv4Addr::new(10, 0, 2, 3))],
             domain: Some("lan".into()),
             search: vec![],
             hostname: Some("it's".into()),
             mtu: None,
-            dhcp: Some((Ipv4Addr::new(10, 0, 2, 2), Some(Duration::from_secs(86400)))),
             ntp: vec![Ipv4Addr::new(10, 0, 2, 2)],
         }
     }
@@ -656,8 +762,11 @@ mod tests {
     #[test]
     fn files_for_the_booted_system() {
         assert_eq!(
-            resolv_conf(&[Ipv4Addr::new(1, 1, 1, 1), Ipv4Addr::new(9, 9, 9, 9)], &["ex.org", "lab.ex.org"]),
-            "# written by netinit\nsearch ex.org lab.ex.org\nnameserver 1.1.1.1\nnameserver 9.9.9.9\n"
+            resolv_conf(
+                &["1.1.1.1".parse().unwrap(), "fd00::53".parse().unwrap()],
+                &["ex.org", "lab.ex.org"]
+            ),
+            "# written by netinit\nsearch ex.org lab.ex.org\nnameserver 1.1.1.1\nnameserver fd00::53\n"
         );
         assert_eq!(resolv_conf(&[], &[]), "# written by netinit\n");
         assert_eq!(
@@ -673,11 +782,36 @@ mod tests {
             "eth0: 10.0.2.15/24 via 10.0.2.2, dns 10.0.2.3, from DHCP server 10.0.2.2 for 86400s"
         );
         let mut c = configured();
-        c.dhcp = None;
-        c.routes.clear();
+        let v4 = c.v4.as_mut().unwrap();
+        v4.dhcp = None;
+        v4.routes.clear();
         c.dns.clear();
         c.mtu = Some(9000);
         assert_eq!(summary(&c), "eth0: 10.0.2.15/24, mtu 9000, static");
+        // IPv6 only, and dual stack.
+        let v6 = V6 {
+            addresses: vec![("fd00:10::5".parse().unwrap(), 64)],
+            router: Some("fe80::1".parse().unwrap()),
+            method: Method6::Slaac,
+        };
+        let c6 = Configured {
+            v4: None,
+            v6: Some(v6.clone()),
+            dns: vec!["fd00:10::1".parse().unwrap()],
+            ..configured()
+        };
+        assert_eq!(summary(&c6), "eth0: fd00:10::5/64 via fe80::1 (slaac), dns fd00:10::1");
+        let lease = lease_file(&c6);
+        assert!(lease.contains("ADDRESS=''\nPREFIX=''\nGATEWAY=''\nDNS='fd00:10::1'\n"), "{lease}");
+        assert!(
+            lease.ends_with("METHOD=''\nADDRESS6='fd00:10::5/64'\nGATEWAY6='fe80::1'\nMETHOD6='slaac'\n"),
+            "{lease}"
+        );
+        let dual = Configured { v6: Some(v6), ..configured() };
+        assert_eq!(
+            summary(&dual),
+            "eth0: 10.0.2.15/24 via 10.0.2.2, fd00:10::5/64 via fe80::1 (slaac), dns 10.0.2.3, from DHCP server 10.0.2.2 for 86400s"
+        );
     }
 
     #[test]

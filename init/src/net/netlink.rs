@@ -3,7 +3,7 @@
 //! [`Rtnetlink`] sends a request through `sys::Netlink` and waits, with a deadline, for its answer.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use crate::sys;
@@ -64,6 +64,7 @@ const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 const IFF_UP: u32 = 0x1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
@@ -197,6 +198,28 @@ pub fn add_address(index: u32, address: Ipv4Addr, prefix: u8, seq: u32) -> Vec<u
         m = m.attr(IFA_BROADCAST, &broadcast.octets());
     }
     m.finish()
+}
+
+/// `ip -6 address replace <address>/<prefix> dev <index>`.
+pub fn add_address6(index: u32, address: Ipv6Addr, prefix: u8, seq: u32) -> Vec<u8> {
+    let mut ifa = vec![AF_INET6, prefix, 0, RT_SCOPE_UNIVERSE];
+    ifa.extend_from_slice(&index.to_ne_bytes());
+    Message::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, seq)
+        .bytes(&ifa)
+        .attr(IFA_LOCAL, &address.octets())
+        .attr(IFA_ADDRESS, &address.octets())
+        .finish()
+}
+
+/// `ip -6 route replace default via <gateway> dev <index> proto boot`.
+pub fn add_default_route6(index: u32, gateway: Ipv6Addr, seq: u32) -> Vec<u8> {
+    let mut rtm = vec![AF_INET6, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST];
+    rtm.extend_from_slice(&0u32.to_ne_bytes());
+    Message::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, seq)
+        .bytes(&rtm)
+        .attr(RTA_GATEWAY, &gateway.octets())
+        .attr(RTA_OIF, &index.to_ne_bytes())
+        .finish()
 }
 
 /// `ip route replace <destination>/<prefix> [via <gateway>] dev <index> [src <source>]`.

@@ -1,11 +1,10 @@
 //! IPv6 Router Advertisements (RFC 4861 §4.2) and the DNS facts they carry (RFC 8106), as pure
-//! functions over bytes: a Router Advertisement as a raw ICMPv6 socket delivers it, the ND options
-//! the kernel passes to user space in RTM_NEWNDUSEROPT messages (multicast group
-//! `RTNLGRP_ND_USEROPT`), and the Router Solicitation to send.
+//! functions over bytes: a Router Advertisement as a raw ICMPv6 socket delivers it (`v6.rs` reads
+//! it there, which also gives the M and O flags and the router's address; rtnetlink's
+//! RTM_NEWNDUSEROPT would give only the RDNSS and DNSSL options), and the Router Solicitation.
 //!
 //! It does no I/O and keeps no state: the kernel does SLAAC itself (accept_ra), and the caller
 //! checks what only the socket knows (hop limit 255, a link-local source, the ICMPv6 checksum).
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::net::Ipv6Addr;
 use std::time::Duration;
@@ -14,10 +13,6 @@ use super::dhcp6::domain_list;
 
 pub const ICMPV6_ROUTER_SOLICITATION: u8 = 133;
 pub const ICMPV6_ROUTER_ADVERTISEMENT: u8 = 134;
-/// The rtnetlink multicast group of RTM_NEWNDUSEROPT (`linux/rtnetlink.h`).
-pub const RTNLGRP_ND_USEROPT: u32 = 20;
-/// `RTM_NEWNDUSEROPT` (`linux/rtnetlink.h`).
-pub const RTM_NEWNDUSEROPT: u16 = 68;
 /// All-routers, where a Router Solicitation goes (RFC 4861 §6.3.7).
 pub const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
 
@@ -31,10 +26,6 @@ const OPT_DNSSL: u8 = 31;
 /// The RA header after type and code: checksum, hop limit, flags, router lifetime, reachable
 /// time, retrans timer.
 const RA_HEADER: usize = 16;
-/// `struct nduseroptmsg`.
-const NDUSEROPT_HEADER: usize = 16;
-const NDUSEROPT_SRCADDR: u16 = 1;
-const AF_INET6: u8 = 10;
 
 /// DNS servers and search domains passed on per message, at most.
 const MAX_SERVERS: usize = 16;
@@ -58,8 +49,6 @@ pub enum Malformed {
         kind: u8,
         len: usize,
     },
-    /// A netlink attribute that runs past the end of the message.
-    BadAttribute,
 }
 
 /// A prefix information option (RFC 4861 §4.6.2). Lifetimes of all ones are infinite.
@@ -269,47 +258,6 @@ impl RouterAdvert {
         }
         Ok(ra)
     }
-}
-
-/// An RTM_NEWNDUSEROPT message: the ND options the kernel did not act on itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserOption {
-    pub ifindex: i32,
-    /// The router's address (attribute NDUSEROPT_SRCADDR), when the kernel gave it.
-    pub router: Option<Ipv6Addr>,
-    pub dns: Dns6,
-}
-
-/// Reads the payload of an RTM_NEWNDUSEROPT message (after the `nlmsghdr`): `struct
-/// nduseroptmsg` (`linux/rtnetlink.h`, host byte order: family, pad, u16 options length, i32
-/// ifindex, ICMPv6 type and code, pads; 16 bytes), the ND options, then rtattrs.
-pub fn nd_user_option(msg: &[u8]) -> Result<UserOption, Malformed> {
-    let header = msg.get(..NDUSEROPT_HEADER).ok_or(Malformed::TooShort(msg.len()))?;
-    let (family, kind, code) = (header[0], header[8], header[9]);
-    if family != AF_INET6 || (kind, code) != (ICMPV6_ROUTER_ADVERTISEMENT, 0) {
-        return Err(Malformed::NotRouterAdvert { kind, code });
-    }
-    let opts_len = usize::from(u16::from_ne_bytes([header[2], header[3]]));
-    let ifindex = i32::from_ne_bytes([header[4], header[5], header[6], header[7]]);
-    let opts =
-        msg.get(NDUSEROPT_HEADER..NDUSEROPT_HEADER + opts_len).ok_or(Malformed::TooShort(msg.len()))?;
-    let mut dns = Dns6::default();
-    for (kind, option) in options(opts)? {
-        dns.read(kind, option)?;
-    }
-    let mut router = None;
-    let mut at = (NDUSEROPT_HEADER + opts_len + 3) & !3;
-    while at + 4 <= msg.len() {
-        let len = usize::from(u16::from_ne_bytes([msg[at], msg[at + 1]]));
-        let kind = u16::from_ne_bytes([msg[at + 2], msg[at + 3]]);
-        // A length under 4 makes the range backwards: no value, and a bad attribute.
-        let value = msg.get(at + 4..at + len).ok_or(Malformed::BadAttribute)?;
-        if kind == NDUSEROPT_SRCADDR && value.len() == 16 {
-            router = Some(ipv6(value));
-        }
-        at += (len + 3) & !3;
-    }
-    Ok(UserOption { ifindex, router, dns })
 }
 
 /// A Router Solicitation (RFC 4861 §4.1) with the source link-layer address option. The checksum

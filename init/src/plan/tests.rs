@@ -154,3 +154,26 @@ fn a_proxy_plan() {
     );
     assert!(!json.contains("pw"), "{json}");
 }
+
+#[test]
+fn ipv6_plans() {
+    let p = cmdline::parse("modloop=http://[fd00::1]/r.squashfs ip=eth0:dhcp,auto6 ip=eth1:dhcp6 ip=[fd00::5]::[fd00::1]:64::eth2:none");
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    let text = Plan::new(&p).text();
+    for line in [
+        "          then IPv6 by auto6 on that NIC (a failure there is a warning)\n",
+        "          IPv6 by DHCPv6 (routes from Router Advertisements), giving up after 90s\n",
+        "          static IPv6 fd00::5/64\n          gateway fd00::1\n",
+        "image:    http://[fd00::1]/r.squashfs\n",
+    ] {
+        assert!(text.contains(line), "{line:?} in\n{text}");
+    }
+    let json = Plan::new(&p).json();
+    for part in [
+        r#""method":"dhcp","client_id":null,"ipv6":"auto6""#,
+        r#""method":"dhcp6""#,
+        r#""method":"static6","address":"fd00::5","prefix":64,"gateway":"fd00::1","dns":[]"#,
+    ] {
+        assert!(json.contains(part), "{part} in {json}");
+    }
+}

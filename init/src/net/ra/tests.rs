@@ -55,21 +55,6 @@ fn ra(flags: u8, options: &[Vec<u8>]) -> Vec<u8> {
     p
 }
 
-/// An RTM_NEWNDUSEROPT payload: nduseroptmsg, `options`, and NDUSEROPT_SRCADDR when `router`.
-fn user_opt(ifindex: i32, options: &[u8], router: Option<&str>) -> Vec<u8> {
-    let mut m = vec![AF_INET6, 0];
-    m.extend_from_slice(&(options.len() as u16).to_ne_bytes());
-    m.extend_from_slice(&ifindex.to_ne_bytes());
-    m.extend_from_slice(&[134, 0, 0, 0, 0, 0, 0, 0]);
-    m.extend_from_slice(options);
-    if let Some(r) = router {
-        m.extend_from_slice(&20u16.to_ne_bytes());
-        m.extend_from_slice(&NDUSEROPT_SRCADDR.to_ne_bytes());
-        m.extend_from_slice(&addr(r).octets());
-    }
-    m
-}
-
 fn server(a: &str, lifetime: u64) -> DnsServer {
     DnsServer { address: addr(a), lifetime: Duration::from_secs(lifetime) }
 }
@@ -196,61 +181,6 @@ fn rdnss_and_dnssl_values() {
 }
 
 #[test]
-fn nd_user_options_from_the_kernel() {
-    let options = [rdnss(300, &["2001:db8::53"]), dnssl(300, b"\x03lan\x00")].concat();
-    assert_eq!(
-        nd_user_option(&user_opt(3, &options, Some("fe80::1"))),
-        Ok(UserOption {
-            ifindex: 3,
-            router: Some(addr("fe80::1")),
-            dns: Dns6 {
-                servers: vec![server("2001:db8::53", 300)],
-                search: vec![domain("lan", 300)],
-                refused: vec![]
-            },
-        })
-    );
-    let u = nd_user_option(&user_opt(-1, &rdnss(1, &["2001:db8::1"]), None)).unwrap();
-    assert_eq!((u.ifindex, u.router, u.dns.servers.len()), (-1, None, 1));
-    // Options the kernel passes that are neither RDNSS nor DNSSL are left alone.
-    let u = nd_user_option(&user_opt(2, &nd_opt(38, &[0; 14]), None)).unwrap();
-    assert_eq!(u.dns, Dns6::default());
-
-    let check = |m: &[u8], expected: Malformed| assert_eq!(nd_user_option(m), Err(expected), "{m:?}");
-    let good = user_opt(3, &options, Some("fe80::1"));
-    check(&good[..15], Malformed::TooShort(15));
-    let mut inet = good.clone();
-    inet[0] = 2;
-    check(&inet, Malformed::NotRouterAdvert { kind: 134, code: 0 });
-    let mut redirect = good.clone();
-    redirect[8] = 137;
-    check(&redirect, Malformed::NotRouterAdvert { kind: 137, code: 0 });
-    check(&good[..16 + options.len() - 1], Malformed::TooShort(16 + options.len() - 1));
-    let mut long_attr = good.clone();
-    let at = 16 + options.len();
-    long_attr[at..at + 2].copy_from_slice(&40u16.to_ne_bytes());
-    check(&long_attr, Malformed::BadAttribute);
-    let mut short_attr = good.clone();
-    short_attr[at..at + 2].copy_from_slice(&2u16.to_ne_bytes());
-    check(&short_attr, Malformed::BadAttribute);
-    check(&user_opt(3, &[OPT_RDNSS, 0, 0, 0, 0, 0, 0, 0], None), Malformed::ZeroLength(OPT_RDNSS));
-    // An attribute of another type, or a source address of the wrong size, is no router.
-    let mut other = user_opt(3, &options, None);
-    other.extend_from_slice(&8u16.to_ne_bytes());
-    other.extend_from_slice(&7u16.to_ne_bytes());
-    other.extend_from_slice(&[1, 2, 3, 4]);
-    assert_eq!(nd_user_option(&other).unwrap().router, None);
-}
-
-#[test]
-fn kernel_constants() {
-    // linux/rtnetlink.h: RTM_NEWNDUSEROPT = 68, RTNLGRP_ND_USEROPT = 20; linux/socket.h: AF_INET6 10.
-    assert_eq!((RTM_NEWNDUSEROPT, RTNLGRP_ND_USEROPT, AF_INET6), (68, 20, libc::AF_INET6 as u8));
-    assert_eq!(libc::RTNLGRP_ND_USEROPT, RTNLGRP_ND_USEROPT);
-    assert_eq!(libc::RTM_NEWNDUSEROPT, RTM_NEWNDUSEROPT);
-}
-
-#[test]
 fn router_solicitation_carries_the_mac() {
     assert_eq!(
         router_solicitation(MAC),
@@ -263,7 +193,7 @@ fn router_solicitation_carries_the_mac() {
     );
 }
 
-/// RAs and ND user option messages: random bytes, and valid ones with bytes overwritten or cut.
+/// RAs: random bytes, and valid ones with bytes overwritten or cut.
 fn messages() -> BoxedStrategy<Vec<u8>> {
     let options = vec![
         nd_opt(OPT_SOURCE_LL_ADDR, &MAC),
@@ -273,8 +203,6 @@ fn messages() -> BoxedStrategy<Vec<u8>> {
         dnssl(600, b"\x04rack\x07example\x03org\x00\x03lan\x00"),
     ];
     let advert = ra(0xc0, &options);
-    let user =
-        user_opt(3, &[rdnss(600, &["2001:db8::53"]), dnssl(9, b"\x03lan\x00")].concat(), Some("fe80::1"));
     let mutate = |base: Vec<u8>| {
         (
             prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
@@ -290,7 +218,7 @@ fn messages() -> BoxedStrategy<Vec<u8>> {
                 p
             })
     };
-    prop_oneof![prop::collection::vec(any::<u8>(), 0..300), mutate(advert), mutate(user)].boxed()
+    prop_oneof![prop::collection::vec(any::<u8>(), 0..300), mutate(advert)].boxed()
 }
 
 /// What a decoded message holds: prefixes of at most 128 bits with the host bits clear, unicast
@@ -312,9 +240,6 @@ proptest! {
             }
             prop_assert!(r.mtu.is_none_or(|m| m >= 1280));
             check_dns(&r.dns);
-        }
-        if let Ok(u) = nd_user_option(&bytes) {
-            check_dns(&u.dns);
         }
     }
 }
