@@ -32,6 +32,8 @@ pub const IP: &str = "ip";
 pub const BOOTIF: &str = "BOOTIF";
 /// A tagged VLAN over a NIC, dracut's `vlan=<name>:<phys>`.
 pub const VLAN: &str = "vlan";
+/// A bonding interface over NICs, dracut's `bond=<name>[:<slaves>[:<options>[:<mtu>]]]`.
+pub const BOND: &str = "bond";
 /// dracut's HTTP proxy for every download.
 pub const PROXY: &str = "proxy";
 /// Hosts reached without the proxy.
