@@ -639,6 +639,11 @@ fn bonds() {
         Bond::parse("b:eth0:mode=802.3ad,xmit_hash_policy=5,lacp_rate=0").unwrap().xmit_hash_policy,
         Some(5)
     );
+    one_error(
+        &parsed("bond=bond0:eth0,eth1 ip=eth1:dhcp"),
+        IP,
+        "eth1 is a NIC of bond bond0, which carries its address: name bond0",
+    );
     one_error(&parsed("bond=bond0:eth0 bond=bond0:eth1"), BOND, "bond0 is given twice");
     one_error(&parsed("bond=bond0:eth0,eth1 bond=bond1:eth1"), BOND, "eth1 is already in bond bond0");
 }
