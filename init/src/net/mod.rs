@@ -76,6 +76,9 @@ pub enum NetError {
     NoBootif { mac: Mac, found: String },
     #[error("no network interface is named {name} (ip=); found {found}")]
     NoDevice { name: String, found: String },
+    /// A NIC that `bond=` or `vlan=` names, `of` saying whose.
+    #[error("no network interface is named {name} ({of}); found {found}")]
+    NoMember { name: String, of: String, found: String },
     #[error("no link on {names} after {}s", CARRIER_TIMEOUT.as_secs())]
     NoCarrier { names: String },
     #[error("no DHCP lease on {nic} after {}s ({discovers} DISCOVERs sent, {offers} offers received)", timeout.as_secs())]
@@ -102,6 +105,7 @@ impl NetError {
         match self {
             NetError::NoNic => "is the NIC's driver in modules-list (or modules=)? dmesg shows what the kernel found",
             NetError::NoBootif { .. } | NetError::NoDevice { .. } => "check BOOTIF= / ip= against the MACs and names listed",
+            NetError::NoMember { .. } => "check bond= / vlan= against the names listed",
             NetError::NoCarrier { .. } => "check the cable and the switch port",
             NetError::DhcpTimeout { .. } => {
                 "check that a DHCP server serves this segment; netinit.dhcp_timeout= waits longer (spanning tree can block a port for 50 s)"
@@ -347,8 +351,11 @@ fn add_bonds(nl: &mut netlink::Rtnetlink, bonds: &[Bond], mut nics: Vec<Nic>) ->
         let mut slaves = Vec::new();
         for name in &b.slaves {
             let nic = nics.iter().find(|n| n.name == *name).cloned();
-            slaves
-                .push(nic.ok_or_else(|| NetError::NoDevice { name: name.clone(), found: describe(&nics) })?);
+            slaves.push(nic.ok_or_else(|| NetError::NoMember {
+                name: name.clone(),
+                of: format!("a NIC of bond {}", b.name),
+                found: describe(&nics),
+            })?);
         }
         let primary = b.primary.as_ref().and_then(|p| slaves.iter().find(|s| s.name == *p)).map(|s| s.index);
         let attrs = bond_attrs(b, primary);
@@ -413,11 +420,11 @@ fn sysfs_mac(path: &Path) -> Option<Mac> {
 /// in cmdline order, so that a VLAN may sit on an earlier one; returns `nics` with the VLANs.
 fn add_vlans(nl: &mut netlink::Rtnetlink, vlans: &[Vlan], mut nics: Vec<Nic>) -> Result<Vec<Nic>, NetError> {
     for v in vlans {
-        let parent = nics
-            .iter()
-            .find(|n| n.name == v.parent)
-            .cloned()
-            .ok_or_else(|| NetError::NoDevice { name: v.parent.clone(), found: describe(&nics) })?;
+        let parent = nics.iter().find(|n| n.name == v.parent).cloned().ok_or_else(|| NetError::NoMember {
+            name: v.parent.clone(),
+            of: format!("the NIC of VLAN {}", v.name),
+            found: describe(&nics),
+        })?;
         let failed =
             |source| NetError::Vlan { name: v.name.clone(), id: v.id, parent: v.parent.clone(), source };
         nl.request(|seq| netlink::link_up(parent.index, seq)).map_err(failed)?;
