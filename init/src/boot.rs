@@ -317,6 +317,8 @@ fn run() -> Result<Infallible, BootError> {
 
 /// The 802.1Q driver, which `vlan=` needs: netinit has no modprobe for the kernel to ask.
 const VLAN_MODULE: &str = "8021q";
+/// The bonding driver, which `bond=` needs (loaded with `max_bonds=0`, see `modules::params`).
+const BOND_MODULE: &str = "bonding";
 
 /// The modules stage: coldplug, which goes on in the background (returned, to be stopped before
 /// the root is switched), or every packed module (`netinit.coldplug=no`, or an initramfs without
@@ -330,6 +332,9 @@ fn load_modules(cfg: &cmdline::Config) -> Result<Option<modules::coldplug::Coldp
             let mut extra = cfg.modules.clone();
             if !cfg.net.vlans.is_empty() {
                 extra.push(VLAN_MODULE.to_owned());
+            }
+            if !cfg.net.bonds.is_empty() {
+                extra.push(BOND_MODULE.to_owned());
             }
             let (started, coldplug) =
                 modules::coldplug::start(&dir, packed.db, aliases, &always, &extra, &cfg.blacklist)

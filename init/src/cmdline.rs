@@ -34,6 +34,8 @@ pub const IP: &str = "ip";
 pub const BOOTIF: &str = "BOOTIF";
 /// A tagged VLAN over a NIC, dracut's `vlan=<name>:<phys>`.
 pub const VLAN: &str = "vlan";
+/// A bonding interface over NICs, dracut's `bond=<name>[:<slaves>[:<options>[:<mtu>]]]`.
+pub const BOND: &str = "bond";
 /// dracut's HTTP proxy for every download.
 pub const PROXY: &str = "proxy";
 /// Hosts reached without the proxy.
@@ -307,6 +309,23 @@ impl Parser {
                 configs.push(ip);
             }
             self.draft.config.net.interfaces = configs;
+        }
+        // A bond's NIC carries no address of its own: the bond does.
+        let net = &self.draft.config.net;
+        let enslaved: Vec<(String, String)> = net
+            .interfaces
+            .iter()
+            .filter_map(|i| i.device.as_ref())
+            .filter_map(|d| {
+                net.bonds.iter().find(|b| b.slaves.contains(d)).map(|b| (d.clone(), b.name.clone()))
+            })
+            .collect();
+        for (nic, bond) in enslaved {
+            self.error(
+                IP,
+                &nic,
+                format!("{nic} is a NIC of bond {bond}, which carries its address: name {bond}"),
+            );
         }
         let c = &self.draft.config;
         if c.image.urls.is_empty() && !self.errors.iter().any(|e| e.param == MODLOOP) {

@@ -107,6 +107,16 @@ impl<'a> Plan<'a> {
 
     fn network_text(&self, s: &mut Lines) {
         let c = self.config;
+        for (i, b) in c.net.bonds.iter().enumerate() {
+            let text = format!(
+                "{}: {} over {} (bonding), {}",
+                b.name,
+                b.mode.name(),
+                b.slaves.join(" "),
+                b.options_text()
+            );
+            s.line(if i == 0 { "bonds:" } else { "" }, text);
+        }
         for (i, v) in c.net.vlans.iter().enumerate() {
             let text = format!("{}: VLAN {} over {} (8021q)", v.name, v.id, v.parent);
             s.line(if i == 0 { "vlans:" } else { "" }, text);
@@ -325,8 +335,26 @@ impl<'a> Plan<'a> {
                 ("id", Json::Num(u64::from(v.id))),
             ])
         };
+        let bond = |b: &crate::cmdline::Bond| {
+            let num = |n: Option<u32>| n.map_or(Json::Null, |n| Json::Num(u64::from(n)));
+            let policy =
+                b.xmit_hash_policy.and_then(|p| crate::cmdline::XMIT_HASH_POLICIES.get(usize::from(p)));
+            Json::Obj(vec![
+                ("name", Json::str(&b.name)),
+                ("slaves", Json::Arr(b.slaves.iter().map(Json::str).collect())),
+                ("mode", Json::str(b.mode.name())),
+                ("miimon", Json::Num(u64::from(b.miimon))),
+                ("updelay", num(b.updelay)),
+                ("downdelay", num(b.downdelay)),
+                ("lacp_rate", Json::opt(b.lacp_fast.map(|f| if f { "fast" } else { "slow" }))),
+                ("xmit_hash_policy", Json::opt(policy)),
+                ("primary", Json::opt(b.primary.as_ref())),
+                ("mtu", num(b.mtu)),
+            ])
+        };
         Json::Obj(vec![
             ("bootif", Json::opt(c.net.bootif)),
+            ("bonds", Json::Arr(c.net.bonds.iter().map(bond).collect())),
             ("vlans", Json::Arr(c.net.vlans.iter().map(vlan).collect())),
             ("interfaces", Json::Arr(self.nics.iter().map(nic).collect())),
             ("dhcp_timeout", Json::Num(c.net.dhcp_timeout.as_secs())),

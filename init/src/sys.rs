@@ -81,11 +81,12 @@ pub fn remount_bind_readonly(target: &Path) -> io::Result<()> {
     Ok(rustix::mount::mount_remount(target, flags, c"")?)
 }
 
-/// `finit_module(fd, "", 0)`, init_module(2). `EEXIST` (already loaded) is reported as such;
-/// deciding that it is fine is the caller's business.
-pub fn load_module(path: &Path) -> io::Result<()> {
+/// `finit_module(fd, params, 0)`, init_module(2), `params` as modprobe would pass them
+/// (`max_bonds=0`). `EEXIST` (already loaded) is reported as such; deciding that it is fine is the
+/// caller's business.
+pub fn load_module(path: &Path, params: &std::ffi::CStr) -> io::Result<()> {
     let file = File::open(path)?;
-    Ok(rustix::system::finit_module(&file, c"", 0)?)
+    Ok(rustix::system::finit_module(&file, params, 0)?)
 }
 
 // Loop device ioctls, from <linux/loop.h>; loop(4).

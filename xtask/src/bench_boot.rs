@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use crate::host::{self, Result};
 use crate::initramfs::Compression;
-use crate::{bench, httpd, image, initramfs, kernel, kmod, vm, BUSYBOX};
+use crate::{bench, httpd, image, initramfs, kernel, kmod, vm};
 
 const MARKER_C: &str = include_str!("../guest/bench-init.c");
 const SHELL_INIT: &str = include_str!("../guest/bench-shell-init.sh");
@@ -282,41 +282,8 @@ fn floor_initramfs(marker: &Path, out: &Path, packing: Compression) -> Result<()
 /// The shell reference's initramfs: busybox, the script as `/init`, and [`SHELL_MODULES`] with
 /// their dependencies, decompressed, listed in load order in `/etc/modules`.
 fn shell_initramfs(tree: &kmod::Tree, out: &Path, packing: Compression) -> Result<()> {
-    let wanted: Vec<String> = SHELL_MODULES.iter().map(|m| (*m).to_owned()).collect();
-    let resolved = tree.index.resolve(&wanted, &mut |name| tree.depends(name))?;
-    // Dependencies first: a depth-first walk from each wanted module.
-    let mut order: Vec<String> = Vec::new();
-    fn visit(name: &str, r: &kmod::Resolved, order: &mut Vec<String>, depth: usize) {
-        let Some(m) = r.modules.get(name) else { return };
-        if order.iter().any(|o| o == name) || depth > 32 {
-            return;
-        }
-        for dep in &m.depends {
-            visit(dep, r, order, depth + 1);
-        }
-        order.push(name.to_owned());
-    }
-    for name in &wanted {
-        visit(name, &resolved, &mut order, 0);
-    }
-    let mut a = mkcpio::Archive::new(0);
-    let e = |e: mkcpio::PathError| e.to_string();
-    a.file("init", 0o755, SHELL_INIT.as_bytes().to_vec()).map_err(e)?;
-    a.file("bin/busybox", 0o755, std::fs::read(BUSYBOX).map_err(|e| format!("reading {BUSYBOX}: {e}"))?)
-        .map_err(e)?;
-    a.file("etc/udhcpc.script", 0o755, UDHCPC_SCRIPT.as_bytes().to_vec()).map_err(e)?;
-    a.char_device("dev/console", 0o600, 5, 1).map_err(e)?;
-    for dir in ["proc", "sys", "dev", "tmp"] {
-        a.dir(dir, 0o755).map_err(e)?;
-    }
-    let mut list = String::new();
-    for name in &order {
-        let m = &resolved.modules[name];
-        a.file(&format!("lib/modules/{name}.ko"), 0o644, tree.read(&m.path)?).map_err(e)?;
-        list.push_str(&format!("{name}.ko\n"));
-    }
-    a.file("etc/modules", 0o644, list.into_bytes()).map_err(e)?;
-    initramfs::write_compressed(&a, out, packing).map(|_| ())
+    let files = [("init", SHELL_INIT.as_bytes()), ("etc/udhcpc.script", UDHCPC_SCRIPT.as_bytes())];
+    initramfs::busybox_initramfs(tree, &SHELL_MODULES, &files, out, packing)
 }
 
 fn prepare() -> Result<Files> {

@@ -113,6 +113,8 @@ pub fn prepare_vm_env(kernels: &[&'static kernel::Spec]) -> Result<(scenario::En
         www: images.www,
         logs,
         tls: (images.tls.server_cert.clone(), images.tls.server_key.clone()),
+        // Cached once built: a busybox archive with a few modules.
+        partner: Some(crate::partner::ensure()?),
     };
     Ok((env, Servers { _http: server, _https: https }))
 }

@@ -31,6 +31,7 @@ for nic in /sys/class/net/eth*; do say "driver ${nic##*/}=$(busybox basename "$(
 say "disks=$(for d in /sys/block/*; do case "${d##*/}" in loop*) ;; *) printf '%s ' "${d##*/}";; esac; done)"
 say "modules-loaded=$(busybox wc -l < /proc/modules)"
 busybox awk '{ print "netinit-test-root: module " $1 ";" }' /proc/modules
+[ -f /proc/net/bonding/bond0 ] && busybox grep -E 'Bonding Mode|Currently Active Slave|Aggregator ID|Partner Mac Address' /proc/net/bonding/bond0 | busybox sed 's/^[[:space:]]*/netinit-test-root: bond0 /'
 say "args=$*"
 say "env-modloop=${modloop:-unset}"
 say "env-http_proxy=${http_proxy:-unset}"

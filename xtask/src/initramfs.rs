@@ -387,6 +387,56 @@ fn entry_size(kind: &mkcpio::Kind) -> u64 {
     }
 }
 
+/// A small initramfs for a busybox shell init (the boot benchmark's shell reference, the LACP
+/// partner VM): `files` (`init` among them, executable), the host's static busybox as
+/// `bin/busybox`, and `modules` with their dependencies, decompressed as `lib/modules/<name>.ko`
+/// and listed in load order in `/etc/modules` for the script's `insmod` loop.
+pub fn busybox_initramfs(
+    tree: &kmod::Tree,
+    modules: &[&str],
+    files: &[(&str, &[u8])],
+    out: &Path,
+    packing: Compression,
+) -> Result<()> {
+    let wanted: Vec<String> = modules.iter().map(|m| (*m).to_owned()).collect();
+    let resolved = tree.index.resolve(&wanted, &mut |name| tree.depends(name))?;
+    // Dependencies first: a depth-first walk from each wanted module.
+    let mut order: Vec<String> = Vec::new();
+    fn visit(name: &str, r: &kmod::Resolved, order: &mut Vec<String>, depth: usize) {
+        let Some(m) = r.modules.get(name) else { return };
+        if order.iter().any(|o| o == name) || depth > 32 {
+            return;
+        }
+        for dep in &m.depends {
+            visit(dep, r, order, depth + 1);
+        }
+        order.push(name.to_owned());
+    }
+    for name in &wanted {
+        visit(name, &resolved, &mut order, 0);
+    }
+    let mut a = mkcpio::Archive::new(0);
+    let e = |e: mkcpio::PathError| e.to_string();
+    for (path, bytes) in files {
+        a.file(path, 0o755, bytes.to_vec()).map_err(e)?;
+    }
+    let busybox = crate::BUSYBOX;
+    a.file("bin/busybox", 0o755, std::fs::read(busybox).map_err(|e| format!("reading {busybox}: {e}"))?)
+        .map_err(e)?;
+    a.char_device("dev/console", 0o600, 5, 1).map_err(e)?;
+    for dir in ["proc", "sys", "dev", "tmp"] {
+        a.dir(dir, 0o755).map_err(e)?;
+    }
+    let mut list = String::new();
+    for name in &order {
+        let m = &resolved.modules[name];
+        a.file(&format!("lib/modules/{name}.ko"), 0o644, tree.read(&m.path)?).map_err(e)?;
+        list.push_str(&format!("{name}.ko\n"));
+    }
+    a.file("etc/modules", 0o644, list.into_bytes()).map_err(e)?;
+    write_compressed(&a, out, packing).map(|_| ())
+}
+
 /// Writes `archive` compressed to `output` (through a `.partial` file); returns its size and the cpio
 /// bytes before compression.
 pub fn write_compressed(

@@ -17,6 +17,7 @@ mod kernel;
 mod kmod;
 mod netlab;
 mod nginx;
+mod partner;
 mod report;
 mod roots;
 mod runner;

@@ -13,6 +13,17 @@
 //! for 127.0.0.1). The guest's own 127.0.0.1 is its loopback, so those URLs work only through the
 //! proxy. Its log is the lab log `proxy` (`log: proxy TEXT` in a scenario).
 //!
+//! `nic: lacp` (twice: NICs 0 and 1) links the guest's NIC to the LACP partner VM (`partner.rs`):
+//! guest NIC `i` and partner NIC `i` are the two ends of a qemu `-netdev socket` UDP pair on the
+//! namespace's loopback, both reporting 1000 Mb/s full duplex. The partner bonds its two NICs in
+//! mode 802.3ad and bridges the bond with a third NIC, a tap on the first LACP NIC's bridge (`br0`:
+//! `{gw0}`, its dnsmasq, the HTTP server), so the guest's DHCP and download go through LACP at both
+//! ends. The lab waits (at most `PARTNER_TIMEOUT`) for the partner's `ready` line before the guest
+//! boots; its console is the lab log `partner`, where it prints `/proc/net/bonding/bond0` every 2 s.
+//!
+//! `nic: bridge-of J` plugs the NIC into NIC `J`'s bridge (a second tap on it; no bridge or dnsmasq
+//! of its own): two NICs on one network, one DHCP server, as an active-backup bond's NICs are.
+//!
 //! `lab: ntp` adds an NTP server (Debian's chronyd, unpacked from its package under the cache so
 //! that no service is installed, serving its local clock at stratum 8 and never setting it) on every
 //! bridge, and dnsmasq names it in option 42.
@@ -47,6 +58,10 @@ pub enum Nic {
     Dhcp6,
     /// Dual stack: `dhcp`'s IPv4 network and `slaac`'s IPv6 one on the same bridge.
     DualStack,
+    /// A link to the LACP partner VM (NICs 0 and 1), whose uplink sits on a bridge with dnsmasq.
+    Lacp,
+    /// A second tap on NIC `j`'s bridge.
+    BridgeOf(usize),
 }
 
 impl Nic {
@@ -57,7 +72,8 @@ impl Nic {
 }
 
 impl Nic {
-    /// `user`, `none`, `dhcp`, `dhcp-after SECONDS`, `dhcp-vlan ID`, `slaac`, `dhcp6`, `dual-stack`.
+    /// `user`, `none`, `dhcp`, `dhcp-after SECONDS`, `dhcp-vlan ID`, `slaac`, `dhcp6`, `dual-stack`,
+    /// `lacp`, `bridge-of J`.
     pub fn parse(v: &str) -> std::result::Result<Nic, String> {
         let words: Vec<&str> = v.split_whitespace().collect();
         match words.as_slice() {
@@ -75,8 +91,10 @@ impl Nic {
                 Ok(id) if (1..=4094).contains(&id) => Ok(Nic::DhcpVlan(id)),
                 _ => Err(format!("bad VLAN id {id:?}")),
             },
+            ["lacp"] => Ok(Nic::Lacp),
+            ["bridge-of", j] => j.parse().map(Nic::BridgeOf).map_err(|_| format!("bad NIC number {j:?}")),
             _ => Err(format!(
-                "unknown nic {v:?} (expected user, none, dhcp, dhcp-after SECONDS, dhcp-vlan ID, slaac, dhcp6 or dual-stack)"
+                "unknown nic {v:?} (expected user, none, dhcp, dhcp-after SECONDS, dhcp-vlan ID, slaac, dhcp6, dual-stack, lacp or bridge-of J)"
             )),
         }
     }
@@ -128,6 +146,28 @@ pub struct Files<'a> {
     pub www: &'a Path,
     pub logs: &'a Path,
     pub tls: (&'a Path, &'a Path),
+    /// The LACP partner VM's kernel and initramfs, for `nic: lacp`.
+    pub partner: Option<&'a crate::partner::Partner>,
+}
+
+/// How long the LACP partner VM may take to boot and bond (TCG).
+const PARTNER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Checks the NICs' plugging: `nic: lacp` is NICs 0 and 1 together, `bridge-of J` names an
+/// earlier NIC that has a bridge of its own.
+fn check_nics(nics: &[Nic]) -> Result<()> {
+    let lacp: Vec<usize> = (0..nics.len()).filter(|i| nics[*i] == Nic::Lacp).collect();
+    if !lacp.is_empty() && lacp != [0, 1] {
+        return Err("nic: lacp is NICs 0 and 1, the partner's two links".into());
+    }
+    for (i, nic) in nics.iter().enumerate() {
+        if let Nic::BridgeOf(j) = nic {
+            if *j >= i || matches!(nics[*j], Nic::BridgeOf(_) | Nic::User) {
+                return Err(format!("nic {i}: bridge-of {j} names no earlier bridged NIC"));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub struct Lab {
@@ -155,19 +195,34 @@ impl Lab {
         let lab =
             Lab { ns: ns.clone(), logs: logs.to_owned(), children: Arc::default(), stopped: Arc::default() };
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        check_nics(nics)?;
         for (i, nic) in nics.iter().enumerate() {
             if *nic == Nic::User {
                 return Err("a scenario cannot mix nic: user with bridged NICs".into());
             }
-            let (br, tap) = (format!("br{i}"), format!("tap{i}"));
-            ip(&["-n", &ns, "link", "add", &br, "type", "bridge"])?;
-            if nic.v6() {
-                ip(&["-n", &ns, "addr", "add", &format!("{}/64", gateway6(i)), "dev", &br, "nodad"])?;
+            // The second LACP link has no bridge: the partner's uplink is on the first's.
+            if *nic == Nic::Lacp && i > 0 {
+                continue;
             }
-            if !matches!(nic, Nic::Slaac | Nic::Dhcp6) {
-                ip(&["-n", &ns, "addr", "add", &format!("{}/24", gateway(i)), "dev", &br])?;
-            }
-            ip(&["-n", &ns, "link", "set", &br, "up"])?;
+            let tap = match nic {
+                Nic::Lacp => crate::partner::UPLINK_TAP.to_owned(),
+                _ => format!("tap{i}"),
+            };
+            let br = match nic {
+                Nic::BridgeOf(j) => format!("br{j}"),
+                _ => {
+                    let br = format!("br{i}");
+                    ip(&["-n", &ns, "link", "add", &br, "type", "bridge"])?;
+                    if nic.v6() {
+                        ip(&["-n", &ns, "addr", "add", &format!("{}/64", gateway6(i)), "dev", &br, "nodad"])?;
+                    }
+                    if !matches!(nic, Nic::Slaac | Nic::Dhcp6) {
+                        ip(&["-n", &ns, "addr", "add", &format!("{}/24", gateway(i)), "dev", &br])?;
+                    }
+                    ip(&["-n", &ns, "link", "set", &br, "up"])?;
+                    br
+                }
+            };
             ip(&["-n", &ns, "tuntap", "add", "dev", &tap, "mode", "tap"])?;
             ip(&["-n", &ns, "link", "set", &tap, "master", &br])?;
             ip(&["-n", &ns, "link", "set", &tap, "up"])?;
@@ -186,6 +241,9 @@ impl Lab {
                     .map_err(|e| format!("starting the VLAN switch in {ns}: {e}"))?;
                 lab.keep(switch);
             }
+        }
+        if nics.contains(&Nic::Lacp) {
+            lab.start_partner(files)?;
         }
         if services.contains(&Service::Proxy) {
             lab.start_proxy(&exe, files)?;
@@ -225,6 +283,7 @@ impl Lab {
             let delay = match nic {
                 Nic::Dhcp(delay) => Some(*delay),
                 Nic::DhcpVlan(_) | Nic::DualStack => Some(Duration::ZERO),
+                Nic::Lacp if i == 0 => Some(Duration::ZERO),
                 _ => None,
             };
             if let Some(delay) = delay {
@@ -262,6 +321,40 @@ impl Lab {
     /// The path of the lab's log `name` (`proxy`).
     pub fn log(&self, name: &str) -> std::path::PathBuf {
         self.logs.join(format!("{}-{name}.log", self.ns))
+    }
+
+    /// The LACP partner VM, and the wait for its bond: the guest boots once the partner is ready.
+    fn start_partner(&self, files: &Files) -> Result<()> {
+        let partner = files.partner.ok_or("nic: lacp needs the partner VM, which was not built")?;
+        let log = self.log("partner");
+        let _ = std::fs::remove_file(&log);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "qemu-system-x86_64"])
+            .args(crate::partner::qemu_args(partner, &log))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting the LACP partner VM in {}: {e}", self.ns))?;
+        self.keep(child);
+        let deadline = std::time::Instant::now() + PARTNER_TIMEOUT;
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("lacp-partner: ready") {
+                return Ok(());
+            }
+            if let Some(line) = text.lines().find(|l| l.contains("lacp-partner: FAILED")) {
+                return Err(format!("the LACP partner VM: {line} (see {})", log.display()));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the LACP partner VM was not ready within {}s (see {})",
+                    PARTNER_TIMEOUT.as_secs(),
+                    log.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// tinyproxy on every bridge, and the servers only it reaches, on the namespace's loopback.
@@ -339,8 +432,8 @@ impl Lab {
         }
     }
 
-    /// qemu's NIC arguments: one tap per NIC (a VLAN NIC: the UDP socket of its switch), each
-    /// with its fixed MAC.
+    /// qemu's NIC arguments: one tap per NIC (a VLAN NIC: the UDP socket of its switch; an LACP
+    /// link: the UDP socket of the partner's NIC), each with its fixed MAC.
     pub fn qemu_args(nics: &[Nic]) -> Vec<String> {
         let mut args = Vec::new();
         for (i, nic) in nics.iter().enumerate() {
@@ -350,10 +443,19 @@ impl Lab {
                     let (switch, qemu) = switch_ports(i);
                     args.push(format!("socket,id=n{i},udp={switch},localaddr={qemu}"));
                 }
+                Nic::Lacp => {
+                    let (partner, guest) = crate::partner::link_ports(i);
+                    args.push(format!("socket,id=n{i},udp={partner},localaddr={guest}"));
+                }
                 _ => args.push(format!("tap,id=n{i},ifname=tap{i},script=no,downscript=no")),
             }
             args.push("-device".into());
-            args.push(format!("virtio-net-pci,netdev=n{i},mac={},romfile=", mac(i)));
+            let link = if *nic == Nic::Lacp {
+                format!(",{}", crate::partner::LINK_PROPERTIES)
+            } else {
+                String::new()
+            };
+            args.push(format!("virtio-net-pci,netdev=n{i},mac={}{link},romfile=", mac(i)));
         }
         args
     }
@@ -452,5 +554,18 @@ mod tests {
         let args = Lab::qemu_args(&[Nic::Silent, Nic::Dhcp(Duration::ZERO)]);
         assert_eq!(args[1], "tap,id=n0,ifname=tap0,script=no,downscript=no");
         assert_eq!(args[7], "virtio-net-pci,netdev=n1,mac=52:54:00:00:0a:02,romfile=");
+        assert_eq!(Nic::parse("lacp"), Ok(Nic::Lacp));
+        assert_eq!(Nic::parse("bridge-of 0"), Ok(Nic::BridgeOf(0)));
+        let lacp = Lab::qemu_args(&[Nic::Lacp, Nic::Lacp]);
+        assert_eq!(lacp[5], "socket,id=n1,udp=127.0.0.1:41002,localaddr=127.0.0.1:41003");
+        assert_eq!(lacp[7], "virtio-net-pci,netdev=n1,mac=52:54:00:00:0a:02,speed=1000,duplex=full,romfile=");
+        let shared = Lab::qemu_args(&[Nic::Dhcp(Duration::ZERO), Nic::BridgeOf(0)]);
+        assert_eq!(shared[5], "tap,id=n1,ifname=tap1,script=no,downscript=no");
+        assert_eq!(check_nics(&[Nic::Lacp, Nic::Lacp]), Ok(()));
+        assert!(check_nics(&[Nic::Lacp]).is_err());
+        assert!(check_nics(&[Nic::Dhcp(Duration::ZERO), Nic::Lacp, Nic::Lacp]).is_err());
+        assert_eq!(check_nics(&[Nic::Dhcp(Duration::ZERO), Nic::BridgeOf(0)]), Ok(()));
+        assert!(check_nics(&[Nic::BridgeOf(0)]).is_err());
+        assert!(check_nics(&[Nic::Dhcp(Duration::ZERO), Nic::BridgeOf(1)]).is_err());
     }
 }

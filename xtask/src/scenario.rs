@@ -40,8 +40,11 @@
 //! lines must each find TEXT in the lab's log NAME (`proxy`) once the VM is done.
 //!
 //! `nic:` lines give the guest's NICs in order (`user`, the default; `none`, a bridge without DHCP;
-//! `dhcp`; `dhcp-after SECONDS`; `dhcp-vlan ID`; `slaac`, an IPv6-only network, whose bridge address
-//! is `{gw6_0}`...). `boot: ipxe` boots through the NIC's iPXE ROM: qemu's DHCP hands it
+//! `dhcp`; `dhcp-after SECONDS`; `dhcp-vlan ID`, a VLAN trunk; `slaac`, `dhcp6` and `dual-stack`,
+//! networks with IPv6, whose bridge addresses are `{gw6_0}`...; `lacp` twice, NICs 0 and 1 as the
+//! two links of an 802.3ad bond to the LACP partner VM, whose console is the lab log `partner`;
+//! `bridge-of J`, a second tap on NIC J's bridge: see `netlab`). `boot: ipxe` boots through the
+//! NIC's iPXE ROM: qemu's DHCP hands it
 //! a script over TFTP, in README's form, which fetches the kernel and initramfs over HTTP with
 //! `cmdline` appended. `firmware: uefi` boots the machine with OVMF (and iPXE's EFI driver from
 //! qemu's `efi-virtio.rom`) instead of SeaBIOS (`firmware: bios`, the default).
@@ -297,6 +300,8 @@ pub struct Env {
     pub logs: std::path::PathBuf,
     /// The test HTTPS server's certificate and key.
     pub tls: (std::path::PathBuf, std::path::PathBuf),
+    /// The LACP partner VM (`nic: lacp`), built when a scenario to run has one.
+    pub partner: Option<crate::partner::Partner>,
 }
 
 /// Fills in `{server}`, `{gw0}`..., `{root_sha256}`, `{release}` and `{kernel}`.
@@ -348,7 +353,12 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
             &s.name,
             nics,
             &s.services,
-            &netlab::Files { www: &env.www, logs: &env.logs, tls: (&env.tls.0, &env.tls.1) },
+            &netlab::Files {
+                www: &env.www,
+                logs: &env.logs,
+                tls: (&env.tls.0, &env.tls.1),
+                partner: env.partner.as_ref(),
+            },
         ) {
             Ok(lab) => Some(lab),
             Err(e) => return failed(format!("building the test network: {e}")),
@@ -491,6 +501,7 @@ mod tests {
             www: "w".into(),
             logs: "l".into(),
             tls: ("c".into(), "k".into()),
+            partner: None,
         }
     }
 

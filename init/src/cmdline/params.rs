@@ -130,6 +130,20 @@ pub const PARAMETERS: &[Param] = &[
         Ok(vlan) => d.config.net.vlans.push(vlan),
         Err(why) => r.bad(v, format!("{why}; the network cannot be configured")),
     }),
+    value(BOND, Severity::Error, |d, v, r| match Bond::parse(v) {
+        Ok(bond) if d.config.net.bonds.iter().any(|o| o.name == bond.name) => {
+            r.bad(v, format!("{} is given twice", bond.name))
+        }
+        Ok(bond) => match bond
+            .slaves
+            .iter()
+            .find_map(|s| d.config.net.bonds.iter().find(|o| o.slaves.contains(s)).map(|o| (s, o)))
+        {
+            Some((s, other)) => r.bad(v, format!("{s} is already in bond {}", other.name)),
+            None => d.config.net.bonds.push(bond),
+        },
+        Err(why) => r.bad(v, format!("{why}; the network cannot be configured")),
+    }),
     value(BOOTIF, Severity::Error, |d, v, r| {
         match Mac::parse(v) {
         Some(mac) => d.config.net.bootif = Some(mac),

@@ -568,6 +568,87 @@ fn vlans() {
 }
 
 #[test]
+fn bonds() {
+    let p = parsed(
+        "bond=bond0:eth0,eth1:mode=802.3ad,miimon=100,lacp_rate=fast,xmit_hash_policy=layer3+4 ip=bond0:dhcp",
+    );
+    clean(&p);
+    let b = &p.config.net.bonds[0];
+    assert_eq!(
+        (b.name.as_str(), b.slaves.as_slice()),
+        ("bond0", ["eth0".to_owned(), "eth1".to_owned()].as_slice())
+    );
+    assert_eq!(
+        (b.mode, b.miimon, b.lacp_fast, b.xmit_hash_policy),
+        (BondMode::Lacp, 100, Some(true), Some(1))
+    );
+    assert_eq!(p.config.net.interfaces[0].device.as_deref(), Some("bond0"));
+    // dracut's defaults for what is left out, but active-backup rather than balance-rr.
+    let p = parsed("bond=bond0");
+    clean(&p);
+    let b = &p.config.net.bonds[0];
+    assert_eq!(b.slaves, ["eth0", "eth1"]);
+    assert_eq!((b.mode, b.miimon, b.mtu, b.primary.as_deref()), (BondMode::ActiveBackup, 100, None, None));
+    let b = Bond::parse("bond1:eno1,eno2:mode=1,primary=eno2,updelay=0,downdelay=400:9000").unwrap();
+    assert_eq!(
+        (b.mode, b.primary.as_deref(), b.updelay, b.downdelay, b.mtu),
+        (BondMode::ActiveBackup, Some("eno2"), Some(0), Some(400), Some(9000))
+    );
+    assert_eq!(b.options_text(), "miimon 100, updelay 0, downdelay 400, primary eno2, mtu 9000");
+    assert_eq!(Bond::parse("b::mode=balance-alb").unwrap().slaves, ["eth0", "eth1"]);
+    for (mode, number) in [
+        ("balance-rr", 0),
+        ("active-backup", 1),
+        ("balance-xor", 2),
+        ("broadcast", 3),
+        ("802.3ad", 4),
+        ("balance-tlb", 5),
+        ("balance-alb", 6),
+    ] {
+        let by_name = Bond::parse(&format!("b:eth0:mode={mode}")).unwrap().mode;
+        assert_eq!((by_name.name(), by_name as u8), (mode, number));
+        assert_eq!(Bond::parse(&format!("b:eth0:mode={number}")).unwrap().mode, by_name);
+    }
+    for (value, message) in [
+        ("", "is not an interface name"),
+        ("bond/0", "is not an interface name"),
+        ("bond0:eth0,", "is not an interface name"),
+        ("bond0:eth0,eth0", "eth0 is named twice"),
+        ("bond0:bond0", "cannot be its own NIC"),
+        ("bond0:eth0:mode=lacp", "is not a bonding mode"),
+        ("bond0:eth0:mode=7", "is not a bonding mode"),
+        ("bond0:eth0:miimon=fast", "is not a whole number of milliseconds"),
+        ("bond0:eth0:updelay=-1", "is not a whole number"),
+        ("bond0:eth0:downdelay=99999999999", "is not a whole number"),
+        ("bond0:eth0:mode=802.3ad,lacp_rate=medium", "is not slow or fast"),
+        ("bond0:eth0:lacp_rate=fast", "lacp_rate is for mode 802.3ad, not active-backup"),
+        ("bond0:eth0:mode=802.3ad,xmit_hash_policy=layer5", "is not one of layer2, layer3+4"),
+        ("bond0:eth0:xmit_hash_policy=layer2", "xmit_hash_policy is for modes"),
+        ("bond0:eth0,eth1:primary=eth2", "primary=eth2 is not one of the bond's NICs (eth0, eth1)"),
+        ("bond0:eth0,eth1:mode=802.3ad,primary=eth1", "primary is for modes active-backup"),
+        ("bond0:eth0:arp_interval=100", "unknown bonding option \"arp_interval\""),
+        ("bond0:eth0:miimon", "is not key=value"),
+        ("bond0:eth0::67", "is not a number from 68 to 65535"),
+        ("bond0:eth0::65536", "is not a number from 68 to 65535"),
+        ("bond0:eth0::1500:x", "expected <name>[:<nics>"),
+    ] {
+        one_error(&parsed(&format!("bond={value}")), BOND, message);
+    }
+    assert_eq!(Bond::parse("b:eth0::68").unwrap().mtu, Some(68));
+    assert_eq!(
+        Bond::parse("b:eth0:mode=802.3ad,xmit_hash_policy=5,lacp_rate=0").unwrap().xmit_hash_policy,
+        Some(5)
+    );
+    one_error(
+        &parsed("bond=bond0:eth0,eth1 ip=eth1:dhcp"),
+        IP,
+        "eth1 is a NIC of bond bond0, which carries its address: name bond0",
+    );
+    one_error(&parsed("bond=bond0:eth0 bond=bond0:eth1"), BOND, "bond0 is given twice");
+    one_error(&parsed("bond=bond0:eth0,eth1 bond=bond1:eth1"), BOND, "eth1 is already in bond bond0");
+}
+
+#[test]
 fn proxies() {
     let p = parsed(
         "proxy=http://boot:s3cr%40t@proxy.lan:3128/ noproxy=.Lan,10.0.0.0/8,[fd00::]/8,images.test.,*",

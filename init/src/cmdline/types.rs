@@ -478,6 +478,205 @@ impl Vlan {
     }
 }
 
+/// A bonding mode, by the kernel's number (`BOND_MODE_*` in `<linux/if_bonding.h>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BondMode {
+    BalanceRr = 0,
+    ActiveBackup = 1,
+    BalanceXor = 2,
+    Broadcast = 3,
+    Lacp = 4,
+    BalanceTlb = 5,
+    BalanceAlb = 6,
+}
+
+impl BondMode {
+    const ALL: [BondMode; 7] = [
+        BondMode::BalanceRr,
+        BondMode::ActiveBackup,
+        BondMode::BalanceXor,
+        BondMode::Broadcast,
+        BondMode::Lacp,
+        BondMode::BalanceTlb,
+        BondMode::BalanceAlb,
+    ];
+
+    /// The kernel's name, as `/proc/net/bonding` and `ip -d link` show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BondMode::BalanceRr => "balance-rr",
+            BondMode::ActiveBackup => "active-backup",
+            BondMode::BalanceXor => "balance-xor",
+            BondMode::Broadcast => "broadcast",
+            BondMode::Lacp => "802.3ad",
+            BondMode::BalanceTlb => "balance-tlb",
+            BondMode::BalanceAlb => "balance-alb",
+        }
+    }
+
+    /// By name or by number, as the kernel's `mode=` takes it.
+    fn parse(v: &str) -> Option<BondMode> {
+        BondMode::ALL.into_iter().find(|m| m.name() == v || decimal::<u8>(v) == Some(*m as u8))
+    }
+}
+
+/// `xmit_hash_policy=`'s names, in the kernel's order (`BOND_XMIT_POLICY_*`).
+pub const XMIT_HASH_POLICIES: [&str; 6] =
+    ["layer2", "layer3+4", "layer2+3", "encap2+3", "encap3+4", "vlan+srcmac"];
+
+/// One `bond=`: a bonding interface `name` over `slaves`, with its options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bond {
+    pub name: String,
+    pub slaves: Vec<String>,
+    pub mode: BondMode,
+    /// Link monitoring every so many ms (netinit's default 100: without it a dead link is not noticed).
+    pub miimon: u32,
+    pub updelay: Option<u32>,
+    pub downdelay: Option<u32>,
+    /// 802.3ad's LACPDU rate: `true` for fast (every second), `false` for slow (every 30 s).
+    pub lacp_fast: Option<bool>,
+    /// An index into [`XMIT_HASH_POLICIES`].
+    pub xmit_hash_policy: Option<u8>,
+    /// The slave preferred while it has a link.
+    pub primary: Option<String>,
+    pub mtu: Option<u32>,
+}
+
+/// The bond's options netinit knows, for the message about one it does not.
+const BOND_OPTIONS: &str = "mode, miimon, updelay, downdelay, lacp_rate, xmit_hash_policy, primary";
+
+impl Bond {
+    /// dracut's `<name>[:<slaves>[:<options>[:<mtu>]]]`: slaves comma-separated (default
+    /// `eth0,eth1`, as dracut's), options comma-separated `key=value` (default mode active-backup,
+    /// not dracut's balance-rr: it is the mode that works with any switch).
+    pub fn parse(v: &str) -> Result<Bond, String> {
+        let mut fields = v.split(':');
+        let name = fields.next().unwrap_or("");
+        let slaves = fields.next().filter(|s| !s.is_empty()).unwrap_or("eth0,eth1");
+        let options = fields.next().unwrap_or("");
+        let mtu = fields.next().filter(|m| !m.is_empty());
+        if fields.next().is_some() {
+            return Err(
+                "expected <name>[:<nics>[:<options>[:<mtu>]]], like bond0:eth0,eth1:mode=802.3ad".into()
+            );
+        }
+        let bad_name = |what: &str, n: &str| {
+            format!("{what} name {n:?} is not an interface name (1 to 15 letters, digits, '.', '-' or '_')")
+        };
+        if !valid_interface_name(name) {
+            return Err(bad_name("bond", name));
+        }
+        let slaves: Vec<String> = slaves.split(',').map(str::to_owned).collect();
+        for (i, s) in slaves.iter().enumerate() {
+            if !valid_interface_name(s) {
+                return Err(bad_name("NIC", s));
+            }
+            if *s == name {
+                return Err(format!("the bond cannot be its own NIC, {name}"));
+            }
+            if slaves[..i].contains(s) {
+                return Err(format!("{s} is named twice"));
+            }
+        }
+        let mut bond = Bond {
+            name: name.to_owned(),
+            slaves,
+            mode: BondMode::ActiveBackup,
+            miimon: 100,
+            updelay: None,
+            downdelay: None,
+            lacp_fast: None,
+            xmit_hash_policy: None,
+            primary: None,
+            mtu: None,
+        };
+        let ms = |k: &str, v: &str| {
+            decimal::<u32>(v).ok_or_else(|| format!("{k}={v:?} is not a whole number of milliseconds"))
+        };
+        for option in options.split(',').filter(|o| !o.is_empty()) {
+            let (key, value) =
+                option.split_once('=').ok_or_else(|| format!("option {option:?} is not key=value"))?;
+            match key {
+                "mode" => {
+                    bond.mode = BondMode::parse(value).ok_or_else(|| {
+                        let names: Vec<&str> = BondMode::ALL.iter().map(|m| m.name()).collect();
+                        format!("mode={value:?} is not a bonding mode ({}, or 0 to 6)", names.join(", "))
+                    })?
+                }
+                "miimon" => bond.miimon = ms(key, value)?,
+                "updelay" => bond.updelay = Some(ms(key, value)?),
+                "downdelay" => bond.downdelay = Some(ms(key, value)?),
+                "lacp_rate" => {
+                    bond.lacp_fast = Some(match value {
+                        "slow" | "0" => false,
+                        "fast" | "1" => true,
+                        _ => return Err(format!("lacp_rate={value:?} is not slow or fast")),
+                    })
+                }
+                "xmit_hash_policy" => {
+                    let known = XMIT_HASH_POLICIES.iter().position(|p| *p == value);
+                    let number = decimal::<u8>(value).filter(|n| usize::from(*n) < XMIT_HASH_POLICIES.len());
+                    let policy = known.and_then(|p| u8::try_from(p).ok()).or(number).ok_or_else(|| {
+                        format!("xmit_hash_policy={value:?} is not one of {}", XMIT_HASH_POLICIES.join(", "))
+                    })?;
+                    bond.xmit_hash_policy = Some(policy);
+                }
+                "primary" => bond.primary = Some(value.to_owned()),
+                _ => return Err(format!("unknown bonding option {key:?} (netinit knows {BOND_OPTIONS})")),
+            }
+        }
+        // What the kernel refuses in the chosen mode (its options' `unsuppmodes`), refused here.
+        let mode = bond.mode;
+        if bond.lacp_fast.is_some() && mode != BondMode::Lacp {
+            return Err(format!("lacp_rate is for mode 802.3ad, not {}", mode.name()));
+        }
+        let hashed = [BondMode::BalanceXor, BondMode::Lacp, BondMode::BalanceTlb];
+        if bond.xmit_hash_policy.is_some() && !hashed.contains(&mode) {
+            return Err(format!(
+                "xmit_hash_policy is for modes balance-xor, 802.3ad and balance-tlb, not {}",
+                mode.name()
+            ));
+        }
+        if let Some(p) = &bond.primary {
+            if !bond.slaves.contains(p) {
+                return Err(format!(
+                    "primary={p} is not one of the bond's NICs ({})",
+                    bond.slaves.join(", ")
+                ));
+            }
+            let with_primary = [BondMode::ActiveBackup, BondMode::BalanceTlb, BondMode::BalanceAlb];
+            if !with_primary.contains(&mode) {
+                return Err(format!(
+                    "primary is for modes active-backup, balance-tlb and balance-alb, not {}",
+                    mode.name()
+                ));
+            }
+        }
+        if let Some(m) = mtu {
+            bond.mtu = Some(
+                decimal::<u32>(m)
+                    .filter(|m| (68..=65535).contains(m))
+                    .ok_or_else(|| format!("MTU {m:?} is not a number from 68 to 65535"))?,
+            );
+        }
+        Ok(bond)
+    }
+
+    /// The options that differ from the kernel's defaults, as `key value` for a log line or a plan.
+    pub fn options_text(&self) -> String {
+        let mut o = vec![format!("miimon {}", self.miimon)];
+        let policy = |p: u8| XMIT_HASH_POLICIES.get(usize::from(p)).copied().unwrap_or("?");
+        o.extend(self.updelay.map(|d| format!("updelay {d}")));
+        o.extend(self.downdelay.map(|d| format!("downdelay {d}")));
+        o.extend(self.lacp_fast.map(|f| format!("lacp_rate {}", if f { "fast" } else { "slow" })));
+        o.extend(self.xmit_hash_policy.map(|p| format!("xmit_hash_policy {}", policy(p))));
+        o.extend(self.primary.as_ref().map(|p| format!("primary {p}")));
+        o.extend(self.mtu.map(|m| format!("mtu {m}")));
+        o.join(", ")
+    }
+}
+
 /// What the kernel takes as an interface name (`dev_valid_name`), kept to the characters a shell
 /// and a lease file take without quoting.
 pub fn valid_interface_name(n: &str) -> bool {
@@ -493,6 +692,8 @@ pub struct NetConfig {
     pub interfaces: Vec<IpConfig>,
     /// The `vlan=` interfaces to create, in cmdline order.
     pub vlans: Vec<Vlan>,
+    /// The `bond=` interfaces to create, in cmdline order, before the VLANs (which may sit on one).
+    pub bonds: Vec<Bond>,
     /// The boot NIC's MAC from `BOOTIF=`, if any.
     pub bootif: Option<Mac>,
     pub dhcp_timeout: Duration,
@@ -737,6 +938,7 @@ impl Default for Config {
                     ntp: None,
                 }],
                 vlans: Vec::new(),
+                bonds: Vec::new(),
                 bootif: None,
                 dhcp_timeout: DEFAULT_DHCP_TIMEOUT,
                 hostname: None,

@@ -286,10 +286,20 @@ pub enum LoadResult {
     Failed,
 }
 
+/// The parameters netinit loads a module with, as modprobe.d's `options` lines would give them:
+/// `bonding` makes no `bond0` of its own (its `max_bonds` defaults to 1), so that the network
+/// stage creates each `bond=` itself, with its options, over rtnetlink.
+const MODULE_PARAMS: [(&str, &std::ffi::CStr); 1] = [("bonding", c"max_bonds=0")];
+
+/// The parameters for module `name`: empty for all but [`MODULE_PARAMS`]'.
+pub fn params(name: &str) -> &'static std::ffi::CStr {
+    MODULE_PARAMS.iter().find(|(m, _)| *m == name).map_or(c"", |(_, p)| p)
+}
+
 /// Loads the module `m` of the modules directory `dir`.
 pub fn load_one(dir: &Path, m: &Module) -> LoadResult {
     log::debug!("loading {}", m.path);
-    match sys::load_module(&dir.join(&m.path)) {
+    match sys::load_module(&dir.join(&m.path), params(&m.name)) {
         Ok(()) => LoadResult::Loaded,
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => LoadResult::Already,
         Err(e) => {
@@ -333,6 +343,12 @@ pub fn order_error(dir: &Path, source: OrderError) -> ModulesError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bonding_makes_no_bond_of_its_own() {
+        assert_eq!(params("bonding"), c"max_bonds=0");
+        assert_eq!(params("8021q"), c"");
+    }
 
     const DEP: &str = "\
 kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko

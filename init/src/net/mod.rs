@@ -28,7 +28,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cmdline::{ClientId, IpMode, Mac, NetConfig, Vlan};
+use crate::cmdline::{Bond, ClientId, IpMode, Mac, NetConfig, Vlan};
 use crate::sys;
 
 /// How long to wait for the NIC driver to register its interfaces.
@@ -120,6 +120,9 @@ pub enum NetError {
     NoDhcp6 { nic: String, why: String },
     #[error("{nic}: no IPv6 address by SLAAC: {why}")]
     NoSlaac { nic: String, why: String },
+    /// A NIC that `bond=` or `vlan=` names, `of` saying whose.
+    #[error("no network interface is named {name} ({of}); found {found}")]
+    NoMember { name: String, of: String, found: String },
     #[error("no link on {names} after {}s", CARRIER_TIMEOUT.as_secs())]
     NoCarrier { names: String },
     #[error("no DHCP lease on {nic} after {}s ({discovers} DISCOVERs sent, {offers} offers received)", timeout.as_secs())]
@@ -134,6 +137,8 @@ pub enum NetError {
     Netlink { step: String, nic: String, source: io::Error },
     #[error("creating VLAN {name} (id {id}) over {parent}")]
     Vlan { name: String, id: u16, parent: String, source: io::Error },
+    #[error("{step} of bond {name}")]
+    Bond { step: String, name: String, source: io::Error },
     #[error("writing {path}")]
     Write { path: PathBuf, source: io::Error },
 }
@@ -144,12 +149,16 @@ impl NetError {
         match self {
             NetError::NoNic => "is the NIC's driver in modules-list (or modules=)? dmesg shows what the kernel found",
             NetError::NoBootif { .. } | NetError::NoDevice { .. } => "check BOOTIF= / ip= against the MACs and names listed",
+            NetError::NoMember { .. } => "check bond= / vlan= against the names listed",
             NetError::NoCarrier { .. } => "check the cable and the switch port",
             NetError::DhcpTimeout { .. } => {
                 "check that a DHCP server serves this segment; netinit.dhcp_timeout= waits longer (spanning tree can block a port for 50 s)"
             }
             NetError::Vlan { source, .. } if source.raw_os_error() == Some(libc::EOPNOTSUPP) => {
                 "the kernel has no 802.1Q support loaded: pack 8021q (modules-list has it) or build it in"
+            }
+            NetError::Bond { source, .. } if source.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                "the kernel has no bonding support loaded: pack bonding (modules-list has it) or build it in"
             }
             _ => "this is unexpected; the error above names the step and the system's answer",
         }
@@ -164,14 +173,22 @@ pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
     let nics = wait_for_nics(cfg, &watch)?;
     let mut nl =
         netlink::Rtnetlink::open().map_err(|source| netlink_error("opening rtnetlink", "-", source))?;
+    // BOOTIF= may name any slave of a bond: the bond, which takes its first slave's MAC, stands for it.
+    let bootif = cfg.bootif.map(|mac| bond_bootif(mac, &cfg.bonds, &nics));
+    let nics = add_bonds(&mut nl, &cfg.bonds, nics)?;
     let nics = add_vlans(&mut nl, &cfg.vlans, nics)?;
-    // A NIC that carries a VLAN is no candidate unless an ip= names it: its VLAN takes its place.
-    let unnamed: Vec<Nic> =
-        nics.iter().filter(|n| !cfg.vlans.iter().any(|v| v.parent == n.name)).cloned().collect();
+    // A NIC that carries a VLAN or is a bond's slave is no candidate unless an ip= names it: its
+    // VLAN or bond takes its place.
+    let unnamed: Vec<Nic> = nics
+        .iter()
+        .filter(|n| !cfg.vlans.iter().any(|v| v.parent == n.name))
+        .filter(|n| !cfg.bonds.iter().any(|b| b.slaves.contains(&n.name)))
+        .cloned()
+        .collect();
     let mut done: Vec<Configured> = Vec::new();
     for ip in &cfg.interfaces {
         let pool = if ip.device.is_some() { &nics } else { &unnamed };
-        let candidates = choose(cfg.bootif, ip.device.as_deref(), pool)?;
+        let candidates = choose(bootif, ip.device.as_deref(), pool)?;
         for nic in &candidates {
             nl.request(|seq| netlink::link_up(nic.index, seq))
                 .map_err(|source| netlink_error("setting the link up", &nic.name, source))?;
@@ -199,8 +216,11 @@ pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
             }
             IpMode::Dhcp { client_id } | IpMode::DualStack { client_id, .. } => {
                 // Racing every NIC: one whose driver registers while DHCP runs joins too (not with
-                // VLANs, whose NICs are no candidates).
-                let growing = ip.device.is_none() && cfg.bootif.is_none() && cfg.vlans.is_empty();
+                // VLANs or bonds, whose NICs are no candidates).
+                let growing = ip.device.is_none()
+                    && cfg.bootif.is_none()
+                    && cfg.vlans.is_empty()
+                    && cfg.bonds.is_empty();
                 let (nic, lease, candidates) =
                     race(&mut nl, &watch, candidates, growing, cfg, client_id.as_ref())?;
                 for why in &lease.refused {
@@ -367,15 +387,114 @@ impl LinkWatch {
     }
 }
 
+/// The MAC that stands for `BOOTIF=`'s `mac`: that of the first slave of the bond that has a slave
+/// with it (the bond's, once made), else `mac` itself.
+fn bond_bootif(mac: Mac, bonds: &[Bond], nics: &[Nic]) -> Mac {
+    let slave = nics.iter().find(|n| n.mac == mac);
+    let bond = slave.and_then(|s| bonds.iter().find(|b| b.slaves.contains(&s.name)));
+    let first = bond.and_then(|b| b.slaves.first()).and_then(|f| nics.iter().find(|n| n.name == *f));
+    first.map_or(mac, |f| f.mac)
+}
+
+/// The bond's options as rtnetlink carries them, its primary named by ifindex.
+fn bond_attrs(b: &Bond, primary: Option<u32>) -> netlink::BondAttrs {
+    netlink::BondAttrs {
+        mode: b.mode as u8,
+        miimon: b.miimon,
+        updelay: b.updelay,
+        downdelay: b.downdelay,
+        primary,
+        xmit_hash_policy: b.xmit_hash_policy,
+        lacp_rate: b.lacp_fast.map(u8::from),
+    }
+}
+
+/// Creates each `bond=` (`bonding`, which the modules stage loads only for `bond=`, with no bond
+/// of its own), enslaves its NICs, each set down first as the kernel wants, and sets it up (with
+/// its MTU); returns `nics` with the bonds. The bond takes its first slave's MAC.
+fn add_bonds(nl: &mut netlink::Rtnetlink, bonds: &[Bond], mut nics: Vec<Nic>) -> Result<Vec<Nic>, NetError> {
+    for b in bonds {
+        let failed = |step: &str| {
+            let (step, name) = (step.to_owned(), b.name.clone());
+            move |source| NetError::Bond { step, name, source }
+        };
+        let mut slaves = Vec::new();
+        for name in &b.slaves {
+            let nic = nics.iter().find(|n| n.name == *name).cloned();
+            slaves.push(nic.ok_or_else(|| NetError::NoMember {
+                name: name.clone(),
+                of: format!("a NIC of bond {}", b.name),
+                found: describe(&nics),
+            })?);
+        }
+        let primary = b.primary.as_ref().and_then(|p| slaves.iter().find(|s| s.name == *p)).map(|s| s.index);
+        let attrs = bond_attrs(b, primary);
+        match nl.request(|seq| netlink::new_bond(&b.name, &attrs, true, seq)) {
+            Ok(()) => {}
+            // A kernel with bonding built in has made bond0 itself (max_bonds=1): take it when it is
+            // a bond that nothing uses yet, and give it the options.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && unused_bond(&b.name) => {
+                log::info!("{}: made by the kernel, taken as it is down and has no slaves", b.name);
+                nl.request(|seq| netlink::new_bond(&b.name, &attrs, false, seq))
+                    .map_err(failed("setting the options"))?;
+            }
+            Err(e) => return Err(failed("creating")(e)),
+        }
+        let path = Path::new("/sys/class/net").join(&b.name);
+        let index = read_index(&path)?;
+        for s in &slaves {
+            nl.request(|seq| netlink::link_down(s.index, seq))
+                .map_err(failed(&format!("setting {} down", s.name)))?;
+            nl.request(|seq| netlink::set_master(s.index, index, seq))
+                .map_err(failed(&format!("enslaving {}", s.name)))?;
+        }
+        if let Some(mtu) = b.mtu {
+            nl.request(|seq| netlink::link_mtu(index, mtu, seq)).map_err(failed("setting the MTU"))?;
+        }
+        nl.request(|seq| netlink::link_up(index, seq)).map_err(failed("setting the link up"))?;
+        let first = slaves.first().map(|s| s.mac);
+        let mac = sysfs_mac(&path).or(first).unwrap_or(Mac([0; 6]));
+        if first.is_some_and(|f| f != mac) {
+            log::warn!("{}: its MAC {mac} is not its first NIC's", b.name);
+        }
+        let names: Vec<&str> = slaves.iter().map(|s| s.name.as_str()).collect();
+        log::info!("{}: {} over {} ({mac}), {}", b.name, b.mode.name(), names.join(" "), b.options_text());
+        nics.push(Nic { name: b.name.clone(), index, mac });
+    }
+    Ok(nics)
+}
+
+/// Whether `name` is a bond that is down and has no slaves.
+fn unused_bond(name: &str) -> bool {
+    let dir = Path::new("/sys/class/net").join(name);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).map(|s| s.trim().to_owned());
+    let down = read("flags").ok().and_then(|f| u32::from_str_radix(f.trim_start_matches("0x"), 16).ok());
+    read("bonding/slaves").is_ok_and(|s| s.is_empty()) && down.is_some_and(|f| f & 1 == 0)
+}
+
+/// The interface index in sysfs directory `path`.
+fn read_index(path: &Path) -> Result<u32, NetError> {
+    let p = path.join("ifindex");
+    let text = std::fs::read_to_string(&p).map_err(|source| NetError::Sysfs { path: p.clone(), source })?;
+    text.trim()
+        .parse::<u32>()
+        .map_err(|_| NetError::Sysfs { path: p, source: io::Error::from(io::ErrorKind::InvalidData) })
+}
+
+/// The MAC in sysfs directory `path`, if it reads as one.
+fn sysfs_mac(path: &Path) -> Option<Mac> {
+    std::fs::read_to_string(path.join("address")).ok().and_then(|a| Mac::parse(a.trim()))
+}
+
 /// Creates each `vlan=` over its NIC (set up first: a VLAN cannot come up on a NIC that is down),
 /// in cmdline order, so that a VLAN may sit on an earlier one; returns `nics` with the VLANs.
 fn add_vlans(nl: &mut netlink::Rtnetlink, vlans: &[Vlan], mut nics: Vec<Nic>) -> Result<Vec<Nic>, NetError> {
     for v in vlans {
-        let parent = nics
-            .iter()
-            .find(|n| n.name == v.parent)
-            .cloned()
-            .ok_or_else(|| NetError::NoDevice { name: v.parent.clone(), found: describe(&nics) })?;
+        let parent = nics.iter().find(|n| n.name == v.parent).cloned().ok_or_else(|| NetError::NoMember {
+            name: v.parent.clone(),
+            of: format!("the NIC of VLAN {}", v.name),
+            found: describe(&nics),
+        })?;
         let failed =
             |source| NetError::Vlan { name: v.name.clone(), id: v.id, parent: v.parent.clone(), source };
         nl.request(|seq| netlink::link_up(parent.index, seq)).map_err(failed)?;
@@ -401,10 +520,10 @@ fn add_vlans(nl: &mut netlink::Rtnetlink, vlans: &[Vlan], mut nics: Vec<Nic>) ->
 }
 
 /// Waits until the NICs the cmdline names (or any NIC) are registered; a VLAN's name stands for
-/// its NIC, as netinit makes the VLAN itself.
+/// its NIC and a bond's for its slaves, as netinit makes the VLAN and the bond itself.
 fn wait_for_nics(cfg: &NetConfig, watch: &LinkWatch) -> Result<Vec<Nic>, NetError> {
     let start = sys::uptime();
-    let is_vlan = |d: &str| cfg.vlans.iter().any(|v| v.name == d);
+    let is_vlan = |d: &str| cfg.vlans.iter().any(|v| v.name == d) || cfg.bonds.iter().any(|b| b.name == d);
     loop {
         let nics = list_nics()?;
         let named = cfg
@@ -412,9 +531,15 @@ fn wait_for_nics(cfg: &NetConfig, watch: &LinkWatch) -> Result<Vec<Nic>, NetErro
             .iter()
             .filter_map(|i| i.device.as_deref())
             .filter(|d| !is_vlan(d))
-            .chain(cfg.vlans.iter().map(|v| v.parent.as_str()).filter(|p| !is_vlan(p)));
+            .chain(cfg.vlans.iter().map(|v| v.parent.as_str()).filter(|p| !is_vlan(p)))
+            .chain(cfg.bonds.iter().flat_map(|b| b.slaves.iter().map(String::as_str)));
         let wanted = match &cfg.bootif {
-            Some(mac) => nics.iter().any(|n| n.mac == *mac),
+            Some(mac) if cfg.bonds.is_empty() => nics.iter().any(|n| n.mac == *mac),
+            // Every slave of a bond, as BOOTIF's NIC may be one of them.
+            Some(mac) => {
+                nics.iter().any(|n| n.mac == *mac)
+                    && named.into_iter().all(|d| nics.iter().any(|n| n.name == d))
+            }
             None => !nics.is_empty() && named.into_iter().all(|d| nics.iter().any(|n| n.name == d)),
         };
         let waited = sys::uptime().saturating_sub(start);
@@ -738,6 +863,43 @@ mod tests {
             "ip= names the NIC it configures"
         );
         assert!(matches!(choose(None, Some("ens3"), &nics), Err(NetError::NoDevice { .. })));
+    }
+
+    #[test]
+    fn bootif_names_a_bond_by_any_of_its_slaves() {
+        let nics = [nic("eth0", 1), nic("eth1", 2), nic("eth2", 3)];
+        let bond = crate::cmdline::Bond::parse("bond0:eth1,eth0").unwrap();
+        let mac = |last| Mac([0x52, 0x54, 0, 0, 0, last]);
+        let bonds = std::slice::from_ref(&bond);
+        assert_eq!(bond_bootif(mac(2), bonds, &nics), mac(2), "the first slave's MAC is the bond's");
+        assert_eq!(bond_bootif(mac(1), bonds, &nics), mac(2), "the second slave stands for the bond");
+        assert_eq!(bond_bootif(mac(3), bonds, &nics), mac(3), "no slave: the NIC itself");
+        assert_eq!(bond_bootif(mac(9), bonds, &nics), mac(9));
+        assert_eq!(bond_bootif(mac(1), &[], &nics), mac(1));
+    }
+
+    #[test]
+    fn bond_options_over_rtnetlink() {
+        let b = crate::cmdline::Bond::parse(
+            "bond0:eth0,eth1:mode=802.3ad,miimon=50,lacp_rate=fast,xmit_hash_policy=layer3+4,updelay=200",
+        )
+        .unwrap();
+        let a = bond_attrs(&b, None);
+        assert_eq!(
+            a,
+            netlink::BondAttrs {
+                mode: 4,
+                miimon: 50,
+                updelay: Some(200),
+                downdelay: None,
+                primary: None,
+                xmit_hash_policy: Some(1),
+                lacp_rate: Some(1)
+            }
+        );
+        let b = crate::cmdline::Bond::parse("bond1:eth0,eth1:primary=eth1").unwrap();
+        let a = bond_attrs(&b, Some(7));
+        assert_eq!((a.mode, a.miimon, a.primary, a.lacp_rate), (1, 100, Some(7), None));
     }
 
     fn configured() -> Configured {

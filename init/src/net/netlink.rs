@@ -1,5 +1,5 @@
 //! rtnetlink requests, encoded by hand (rtnetlink(7), <linux/rtnetlink.h>): link up, MTU, address,
-//! route. Four message shapes do not earn a netlink crate. The builders and [`parse_ack`] are pure;
+//! route, a VLAN, a bond and its slaves. Four message shapes do not earn a netlink crate. The builders and [`parse_ack`] are pure;
 //! [`Rtnetlink`] sends a request through `sys::Netlink` and waits, with a deadline, for its answer.
 
 use std::io;
@@ -69,10 +69,19 @@ const IFF_UP: u32 = 0x1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_LINK: u16 = 5;
+const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const IFLA_VLAN_ID: u16 = 1;
+// `IFLA_BOND_*` of <linux/if_link.h>: the bond's options inside IFLA_INFO_DATA.
+const IFLA_BOND_MODE: u16 = 1;
+const IFLA_BOND_MIIMON: u16 = 3;
+const IFLA_BOND_UPDELAY: u16 = 4;
+const IFLA_BOND_DOWNDELAY: u16 = 5;
+const IFLA_BOND_PRIMARY: u16 = 11;
+const IFLA_BOND_XMIT_HASH_POLICY: u16 = 14;
+const IFLA_BOND_AD_LACP_RATE: u16 = 21;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFA_BROADCAST: u16 = 4;
@@ -162,6 +171,58 @@ pub fn new_vlan(name: &str, parent: u32, id: u16, seq: u32) -> Vec<u8> {
         .attr(IFLA_IFNAME, &ifname)
         .attr(IFLA_LINK, &parent.to_ne_bytes())
         .attr(IFLA_LINKINFO, &info)
+        .finish()
+}
+
+/// A bond's options, as the kernel's netlink policy types them (`bond_policy` in bond_netlink.c:
+/// mode, hash policy and LACP rate are `u8`, the rest `u32`; the primary is an ifindex).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BondAttrs {
+    pub mode: u8,
+    pub miimon: u32,
+    pub updelay: Option<u32>,
+    pub downdelay: Option<u32>,
+    pub primary: Option<u32>,
+    pub xmit_hash_policy: Option<u8>,
+    pub lacp_rate: Option<u8>,
+}
+
+/// `ip link add name <name> type bond mode ... miimon ...`: a new bond, refused with `EEXIST` if
+/// the name is taken. With `create` false, the same options for the existing bond of that name
+/// (the kernel's changelink; it must be down and without slaves to change mode).
+pub fn new_bond(name: &str, attrs: &BondAttrs, create: bool, seq: u32) -> Vec<u8> {
+    let mut ifname = name.as_bytes().to_vec();
+    ifname.push(0);
+    let mut data =
+        [rtattr(IFLA_BOND_MODE, &[attrs.mode]), rtattr(IFLA_BOND_MIIMON, &attrs.miimon.to_ne_bytes())]
+            .concat();
+    let u32s = [
+        (IFLA_BOND_UPDELAY, attrs.updelay),
+        (IFLA_BOND_DOWNDELAY, attrs.downdelay),
+        (IFLA_BOND_PRIMARY, attrs.primary),
+    ];
+    for (kind, value) in u32s {
+        data.extend(value.map(|v| rtattr(kind, &v.to_ne_bytes())).unwrap_or_default());
+    }
+    for (kind, value) in
+        [(IFLA_BOND_XMIT_HASH_POLICY, attrs.xmit_hash_policy), (IFLA_BOND_AD_LACP_RATE, attrs.lacp_rate)]
+    {
+        data.extend(value.map(|v| rtattr(kind, &[v])).unwrap_or_default());
+    }
+    let info = [rtattr(IFLA_INFO_KIND, b"bond\0"), rtattr(IFLA_INFO_DATA, &data)].concat();
+    let flags = if create { NLM_F_CREATE | NLM_F_EXCL } else { 0 };
+    Message::new(RTM_NEWLINK, flags, seq)
+        .bytes(&ifinfo(0, 0, 0))
+        .attr(IFLA_IFNAME, &ifname)
+        .attr(IFLA_LINKINFO, &info)
+        .finish()
+}
+
+/// `ip link set dev <index> master <master>`: enslaves a NIC (which must be down) to a bond.
+pub fn set_master(index: u32, master: u32, seq: u32) -> Vec<u8> {
+    Message::new(RTM_NEWLINK, 0, seq)
+        .bytes(&ifinfo(index, 0, 0))
+        .attr(IFLA_MASTER, &master.to_ne_bytes())
         .finish()
 }
 
@@ -331,6 +392,73 @@ mod tests {
         assert_eq!(attrs(&data, 0), [(IFLA_VLAN_ID, 100u16.to_ne_bytes().to_vec())]);
         // 16 header, 16 ifinfomsg, 16 name (4 + 9, padded), 8 link, 28 linkinfo (4 + 12 kind + 12 data).
         assert_eq!(m.len(), 84);
+    }
+
+    #[test]
+    fn a_bond() {
+        let lacp = BondAttrs {
+            mode: 4,
+            miimon: 100,
+            updelay: None,
+            downdelay: Some(200),
+            primary: None,
+            xmit_hash_policy: Some(1),
+            lacp_rate: Some(1),
+        };
+        let m = new_bond("bond0", &lacp, true, 5);
+        assert_eq!(u32_at(&m, 0) as usize, m.len());
+        assert_eq!(u16_at(&m, 4), RTM_NEWLINK);
+        assert_eq!(u16_at(&m, 6), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL);
+        assert_eq!(u32_at(&m, 8), 5);
+        assert_eq!(&m[16..32], &[0u8; 16], "ifinfomsg: no index, no flags");
+        let a = attrs_of(&m);
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0], (IFLA_IFNAME, b"bond0\0".to_vec()));
+        assert_eq!(a[1].0, IFLA_LINKINFO);
+        let nested = attrs(&[vec![0u8; 16], a[1].1.clone()].concat(), 0);
+        assert_eq!(nested[0], (IFLA_INFO_KIND, b"bond\0".to_vec()));
+        assert_eq!(nested[1].0, IFLA_INFO_DATA);
+        let data = attrs(&[vec![0u8; 16], nested[1].1.clone()].concat(), 0);
+        assert_eq!(
+            data,
+            [
+                (1, vec![4]),
+                (3, 100u32.to_ne_bytes().to_vec()),
+                (5, 200u32.to_ne_bytes().to_vec()),
+                (14, vec![1]),
+                (21, vec![1]),
+            ]
+        );
+        // The u8 attributes are padded to 8 bytes each: 8 + 8 + 8 + 8 + 8 of data, 40 + 4 in
+        // IFLA_INFO_DATA, 12 for the kind, 4 for IFLA_LINKINFO; 12 for the name; 32 of headers.
+        assert_eq!(m.len(), 32 + 12 + 4 + 12 + 44);
+        assert_eq!(&m[m.len() - 40..m.len() - 36], &[5, 0, 1, 0], "IFLA_BOND_MODE, one byte");
+        // Without create: the same options for a bond that exists.
+        let primary =
+            BondAttrs { mode: 1, primary: Some(3), xmit_hash_policy: None, lacp_rate: None, ..lacp };
+        let m = new_bond("bond0", &primary, false, 6);
+        assert_eq!(u16_at(&m, 6), NLM_F_REQUEST | NLM_F_ACK);
+        let a = attrs_of(&m);
+        let nested = attrs(&[vec![0u8; 16], a[1].1.clone()].concat(), 0);
+        let data = attrs(&[vec![0u8; 16], nested[1].1.clone()].concat(), 0);
+        assert_eq!(data[3], (11, 3u32.to_ne_bytes().to_vec()), "IFLA_BOND_PRIMARY, an ifindex");
+        assert_eq!(data.len(), 4);
+    }
+
+    #[test]
+    fn a_slave() {
+        let m = set_master(3, 9, 2);
+        assert_eq!(u32_at(&m, 0) as usize, m.len());
+        assert_eq!(u16_at(&m, 6), NLM_F_REQUEST | NLM_F_ACK);
+        assert_eq!((u32_at(&m, 20), u32_at(&m, 24), u32_at(&m, 28)), (3, 0, 0), "index, no flags changed");
+        assert_eq!(attrs_of(&m), [(IFLA_MASTER, 9u32.to_ne_bytes().to_vec())]);
+        assert_eq!(IFLA_MASTER, libc::IFLA_MASTER, "the libc crate agrees");
+        assert_eq!(m.len(), 40);
+    }
+
+    /// The attributes after `struct ifinfomsg`.
+    fn attrs_of(m: &[u8]) -> Vec<(u16, Vec<u8>)> {
+        attrs(m, 16)
     }
 
     #[test]

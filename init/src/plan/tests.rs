@@ -74,7 +74,7 @@ fn json() {
     assert_eq!(
         Plan::new(&p).json(),
         concat!(
-            r#"{"boots":true,"network":{"bootif":null,"vlans":[],"interfaces":["#,
+            r#"{"boots":true,"network":{"bootif":null,"bonds":[],"vlans":[],"interfaces":["#,
             r#"{"device":"eth0","choice":"eth0 (ip=)","method":"dhcp","client_id":null},"#,
             r#"{"device":"eth1","choice":"eth1 (ip=)","method":"static","address":"10.0.0.5","prefix":24,"gateway":"10.0.0.1","dns":[]}],"#,
             r#""dhcp_timeout":90,"hostname":"x"},"#,
@@ -132,6 +132,28 @@ network:  eth0.100 (ip=)
     let json = Plan::new(&p).json();
     assert!(
         json.contains(r#""vlans":[{"name":"eth0.100","parent":"eth0","id":100},{"name":"vlan7","parent":"eth1","id":7}]"#),
+        "{json}"
+    );
+}
+
+#[test]
+fn a_bond_plan() {
+    let p = cmdline::parse(
+        "modloop=http://images.lan/r.squashfs bond=bond0:eth0,eth1:mode=802.3ad,lacp_rate=fast,xmit_hash_policy=layer3+4 bond=bond1:eth2,eth3:primary=eth3:9000 ip=bond0:dhcp",
+    );
+    let text = Plan::new(&p).text();
+    assert!(
+        text.starts_with(
+            "bonds:    bond0: 802.3ad over eth0 eth1 (bonding), miimon 100, lacp_rate fast, xmit_hash_policy layer3+4
+          bond1: active-backup over eth2 eth3 (bonding), miimon 100, primary eth3, mtu 9000
+network:  bond0 (ip=)
+"
+        ),
+        "{text}"
+    );
+    let json = Plan::new(&p).json();
+    assert!(
+        json.contains(r#""bonds":[{"name":"bond0","slaves":["eth0","eth1"],"mode":"802.3ad","miimon":100,"updelay":null,"downdelay":null,"lacp_rate":"fast","xmit_hash_policy":"layer3+4","primary":null,"mtu":null},{"name":"bond1","slaves":["eth2","eth3"],"mode":"active-backup","miimon":100,"updelay":null,"downdelay":null,"lacp_rate":null,"xmit_hash_policy":null,"primary":"eth3","mtu":9000}],"vlans":[]"#),
         "{json}"
     );
 }

@@ -369,7 +369,11 @@ fn a_listed_module_without_device_aliases_loads_with_the_driver_it_needs() {
     assert_eq!(aliases["mlx4_core"], ["pci:v000015B3d00001003sv*sd*bc*sc*i*"], "its own, once");
     assert!(!aliases.contains_key("devlink"), "not listed: a dependency only");
     assert_eq!(always(["mlx4_en", "mlx5_ib", "squashfs"], &aliases), "squashfs\n");
-    assert_eq!(always(["8021q", "squashfs"], &aliases), "squashfs\n", "8021q loads for vlan= only");
+    assert_eq!(
+        always(["8021q", "bonding", "squashfs"], &aliases),
+        "squashfs\n",
+        "8021q and bonding load on demand"
+    );
 }
 
 #[test]
