@@ -308,11 +308,62 @@ fn run() -> Result<Infallible, BootError> {
     }
 
     let init = switch_root::choose_in(&new_root, cfg.init.as_deref(), &cfg.init_args)?;
+    let keeper = prepare_keeper(&cfg, &network, &new_root);
     log::info!("switching root to {} and starting {init}", new_root.display());
     switch_root::enter(&new_root, &init, modloop_service::prepare)?;
+    if keeper {
+        start_keeper();
+    }
     timer.stage(Stage::SwitchRoot);
     log::info!("{}", timer.summary());
     Ok(switch_root::exec(&init)?)
+}
+
+/// Whether to keep the boot NIC's DHCP lease after the switch (`netinit.keep_lease=`); when so,
+/// leaves the keeper its state and a copy of this binary in `/run/netinit`, which moves into the
+/// new root. Anything that fails is said, and the lease is then left as it is.
+fn prepare_keeper(cfg: &cmdline::Config, network: &[net::Configured], new_root: &std::path::Path) -> bool {
+    use net::keeper;
+    let Some(c) = network.iter().find(|c| c.lease.is_some()) else { return false };
+    let client = keeper::CLIENTS.iter().find(|p| new_root.join(p).symlink_metadata().is_ok());
+    match (cfg.net.keep_lease, client) {
+        (cmdline::KeepLease::No, _) => return false,
+        (cmdline::KeepLease::Auto, Some(client)) => {
+            log::info!("{}: leaving the DHCP lease to the image's /{client}", c.nic.name);
+            return false;
+        }
+        _ => {}
+    }
+    let Some(state) = c.keeper_state(cfg) else { return false };
+    let written = std::fs::copy("/init", keeper::BINARY)
+        .and_then(|_| std::fs::write(keeper::STATE, keeper::state_text(&state)));
+    match written {
+        Ok(()) => true,
+        Err(e) => {
+            log::warn!("{}: the lease will not be kept: writing {}: {e}", c.nic.name, keeper::BINARY);
+            false
+        }
+    }
+}
+
+/// Starts the lease keeper in the new root, in a process group of its own.
+fn start_keeper() {
+    use std::os::unix::process::CommandExt;
+    let started = std::process::Command::new(net::keeper::BINARY)
+        .arg("keep-lease")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+    match started {
+        Ok(child) => log::info!(
+            "the DHCP lease is kept by process {} ({} keep-lease)",
+            child.id(),
+            net::keeper::BINARY
+        ),
+        Err(e) => log::warn!("starting the lease keeper: {e}; the lease will not be renewed"),
+    }
 }
 
 /// The 802.1Q driver, which `vlan=` needs: netinit has no modprobe for the kernel to ask.

@@ -20,6 +20,8 @@ pub fn main(args: Vec<String>) -> i32 {
         ["explain", cmdline] => (false, *cmdline),
         ["explain", "--json", cmdline] | ["explain", cmdline, "--json"] => (true, *cmdline),
         ["fetch", rest @ ..] => return fetch(rest),
+        // Started by PID 1 after switch_root (`netinit.keep_lease=`), not by hand.
+        ["keep-lease"] => return crate::net::keeper::run(),
         ["--version"] => {
             println!("netinit {}", env!("CARGO_PKG_VERSION"));
             return 0;

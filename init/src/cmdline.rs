@@ -42,6 +42,8 @@ pub const PROXY: &str = "proxy";
 pub const NOPROXY: &str = "noproxy";
 /// The machine's hostname.
 pub const HOSTNAME: &str = "hostname";
+/// Whether the DHCP lease is kept after switch_root.
+pub const KEEP_LEASE: &str = "netinit.keep_lease";
 /// How long DHCP may take.
 pub const DHCP_TIMEOUT: &str = "netinit.dhcp_timeout";
 /// Extra kernel modules to load.

@@ -161,6 +161,20 @@ impl<'a> Plan<'a> {
         if let Some(h) = c.net.hostname() {
             s.line("", format!("hostname {h}"));
         }
+        if self.nics.iter().any(|n| matches!(n.ip.mode, IpMode::Dhcp { .. } | IpMode::DualStack { .. })) {
+            s.line(
+                "",
+                match c.net.keep_lease {
+                    crate::cmdline::KeepLease::Yes => {
+                        "the DHCP lease is kept after the switch (renewed, rebound)"
+                    }
+                    crate::cmdline::KeepLease::No => "the DHCP lease is left to the booted system",
+                    crate::cmdline::KeepLease::Auto => {
+                        "the DHCP lease is kept after the switch unless the image has a DHCP client"
+                    }
+                },
+            );
+        }
     }
 
     fn image_text(&self, s: &mut Lines) {
@@ -358,6 +372,7 @@ impl<'a> Plan<'a> {
             ("vlans", Json::Arr(c.net.vlans.iter().map(vlan).collect())),
             ("interfaces", Json::Arr(self.nics.iter().map(nic).collect())),
             ("dhcp_timeout", Json::Num(c.net.dhcp_timeout.as_secs())),
+            ("keep_lease", Json::str(c.net.keep_lease.name())),
             ("hostname", Json::opt(c.net.hostname())),
         ])
     }

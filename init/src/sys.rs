@@ -299,6 +299,27 @@ pub fn icmpv6_socket_on_device(ifname: &str) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// The inode of a socket, as `/proc/net/udp` lists it: fstat(2).
+pub fn inode(fd: &OwnedFd) -> io::Result<u64> {
+    Ok(rustix::fs::fstat(fd)?.st_ino)
+}
+
+/// An rtnetlink socket that receives IPv4 address changes (`RTMGRP_IPV4_IFADDR`), non-blocking;
+/// read it with [`recv_now`].
+pub fn address_events() -> io::Result<OwnedFd> {
+    use rustix::net::{netlink, AddressFamily, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        // NETLINK_ROUTE is protocol 0, the default.
+        None,
+    )?;
+    // RTMGRP_IPV4_IFADDR, <linux/rtnetlink.h>.
+    rustix::net::bind(&fd, &netlink::SocketAddrNetlink::new(0, 0x10))?;
+    Ok(fd)
+}
+
 /// A non-blocking UDP socket on `ifname`, bound to `[::]:port` (the DHCPv6 client's 546):
 /// socket(2), `SO_REUSEADDR`, `SO_BINDTODEVICE`, `IPV6_V6ONLY`, bind(2).
 pub fn udp6_socket_on_device(ifname: &str, port: u16) -> io::Result<OwnedFd> {

@@ -158,6 +158,12 @@ pub const PARAMETERS: &[Param] = &[
         false => r.bad(v, "is not a valid host name (letters, digits, '-' and '.'); ignored"),
     }),
     seconds(DHCP_TIMEOUT, DEFAULT_DHCP_TIMEOUT, |c, n| c.net.dhcp_timeout = Duration::from_secs(n)),
+    value(KEEP_LEASE, Severity::Warning, |d, v, r| match v {
+        "yes" | "1" | "true" => d.config.net.keep_lease = KeepLease::Yes,
+        "no" | "0" | "false" => d.config.net.keep_lease = KeepLease::No,
+        "auto" => d.config.net.keep_lease = KeepLease::Auto,
+        _ => r.bad(v, "expected yes, no or auto; using auto"),
+    }),
     value(MODULES, Severity::Warning, |d, v, r| read_module_names(&mut d.config.modules, v, r)),
     value(BLACKLIST, Severity::Warning, |d, v, r| read_module_names(&mut d.config.blacklist, v, r)),
     value(COLDPLUG, Severity::Warning, |d, v, r| match v {

@@ -686,6 +686,25 @@ pub fn valid_interface_name(n: &str) -> bool {
         && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
+/// `netinit.keep_lease=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepLease {
+    Yes,
+    No,
+    /// When the new root has no DHCP client of its own.
+    Auto,
+}
+
+impl KeepLease {
+    pub fn name(self) -> &'static str {
+        match self {
+            KeepLease::Yes => "yes",
+            KeepLease::No => "no",
+            KeepLease::Auto => "auto",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetConfig {
     /// One per `ip=` (DHCP on the chosen NIC when there is none). With several, each names its NIC.
@@ -697,6 +716,8 @@ pub struct NetConfig {
     /// The boot NIC's MAC from `BOOTIF=`, if any.
     pub bootif: Option<Mac>,
     pub dhcp_timeout: Duration,
+    /// `netinit.keep_lease=`: whether a process keeps the DHCP lease after switch_root.
+    pub keep_lease: KeepLease,
     /// `hostname=`; an `ip=` hostname field counts when this is absent.
     pub hostname: Option<String>,
 }
@@ -941,6 +962,7 @@ impl Default for Config {
                 bonds: Vec::new(),
                 bootif: None,
                 dhcp_timeout: DEFAULT_DHCP_TIMEOUT,
+                keep_lease: KeepLease::Auto,
                 hostname: None,
             },
             modules: Vec::new(),

@@ -35,6 +35,8 @@ const OPT_SERVER_ID: u8 = 54;
 const OPT_PARAMETERS: u8 = 55;
 const OPT_MESSAGE: u8 = 56;
 const OPT_MAX_SIZE: u8 = 57;
+const OPT_RENEWAL_TIME: u8 = 58;
+const OPT_REBINDING_TIME: u8 = 59;
 const OPT_CLIENT_ID: u8 = 61;
 const OPT_DOMAIN_SEARCH: u8 = 119;
 const OPT_CLASSLESS_ROUTES: u8 = 121;
@@ -115,6 +117,9 @@ pub struct Lease {
     pub hostname: Option<String>,
     pub mtu: Option<u16>,
     pub lease_time: Option<Duration>,
+    /// T1 and T2 (options 58 and 59), when the server gives them.
+    pub renew_time: Option<Duration>,
+    pub rebind_time: Option<Duration>,
     /// Option 42's NTP servers.
     pub ntp: Vec<Ipv4Addr>,
     /// What the server sent that netinit refused to pass on to the booted system, each saying why.
@@ -186,6 +191,12 @@ impl Packet {
 
     fn ip_option(&self, code: u8) -> Option<Ipv4Addr> {
         self.option(code).filter(|v| v.len() >= 4).map(ipv4)
+    }
+
+    /// A 32-bit count of seconds.
+    fn seconds(&self, code: u8) -> Option<Duration> {
+        let v = self.option(code).filter(|v| v.len() == 4)?;
+        Some(Duration::from_secs(u64::from(u32::from_be_bytes([v[0], v[1], v[2], v[3]]))))
     }
 
     fn ip_list(&self, code: u8) -> Vec<Ipv4Addr> {
@@ -261,6 +272,8 @@ impl Packet {
                 .option(OPT_LEASE_TIME)
                 .filter(|v| v.len() == 4)
                 .map(|v| Duration::from_secs(u64::from(u32::from_be_bytes([v[0], v[1], v[2], v[3]])))),
+            renew_time: self.seconds(OPT_RENEWAL_TIME),
+            rebind_time: self.seconds(OPT_REBINDING_TIME),
             ntp: self.ip_list(OPT_NTP),
             refused,
         }
@@ -381,13 +394,30 @@ pub struct Identity {
 
 /// Builds a request from this client. `secs` is the time since the client started.
 fn encode(id: &Identity, xid: u32, secs: u16, kind: MessageType, extra: &[(u8, &[u8])]) -> Vec<u8> {
+    encode_from(id, xid, secs, kind, None, extra)
+}
+
+/// As [`encode`], from a client that has `ciaddr` (RENEWING and REBINDING, RFC 2131 4.3.2): the
+/// address in `ciaddr` and no BROADCAST flag, as the client can receive unicast.
+pub(super) fn encode_from(
+    id: &Identity,
+    xid: u32,
+    secs: u16,
+    kind: MessageType,
+    ciaddr: Option<Ipv4Addr>,
+    extra: &[(u8, &[u8])],
+) -> Vec<u8> {
     let mut p = vec![0u8; FIXED_LEN];
     p[0] = 1; // BOOTREQUEST
     p[1] = 1; // Ethernet
     p[2] = 6;
     p[4..8].copy_from_slice(&xid.to_be_bytes());
     p[8..10].copy_from_slice(&secs.to_be_bytes());
-    p[10..12].copy_from_slice(&0x8000u16.to_be_bytes()); // BROADCAST: we have no address to receive unicast on
+    match ciaddr {
+        Some(a) => p[12..16].copy_from_slice(&a.octets()),
+        // BROADCAST: no address to receive unicast on yet.
+        None => p[10..12].copy_from_slice(&0x8000u16.to_be_bytes()),
+    }
     p[28..34].copy_from_slice(&id.mac);
     p.extend_from_slice(&COOKIE);
     let client_id: Vec<u8> = match &id.client_id {
@@ -427,6 +457,8 @@ pub struct Transmit {
 }
 
 /// What a received packet did.
+// A few of these are made per lease: boxing the lease would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Not for us, or not what we wait for: no change.

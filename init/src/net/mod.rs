@@ -13,8 +13,10 @@
 pub mod dhcp;
 pub mod dhcp6;
 pub(crate) mod files;
+pub mod keeper;
 pub mod netlink;
 pub mod ra;
+pub mod renew;
 pub mod sntp;
 mod v6;
 
@@ -65,6 +67,8 @@ pub struct Configured {
     pub mtu: Option<u16>,
     /// NTP servers: `ip=`'s field, then DHCP's option 42.
     pub ntp: Vec<Ipv4Addr>,
+    /// The DHCPv4 lease and when it was bound (`CLOCK_BOOTTIME`), for the lease keeper.
+    pub lease: Option<(dhcp::Lease, Duration)>,
 }
 
 /// A NIC's IPv4 configuration.
@@ -212,6 +216,7 @@ pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
                     hostname: cfg.hostname().map(str::to_owned),
                     mtu: None,
                     ntp: ip.ntp.into_iter().collect(),
+                    lease: None,
                 }
             }
             IpMode::Dhcp { client_id } | IpMode::DualStack { client_id, .. } => {
@@ -233,6 +238,7 @@ pub fn up(cfg: &NetConfig) -> Result<Vec<Configured>, NetError> {
                     }
                 }
                 let mut configured = Configured::from_lease(nic, &lease, cfg.hostname());
+                configured.lease = Some((lease.clone(), sys::uptime()));
                 if let Some(ntp) = ip.ntp {
                     configured.ntp.retain(|n| *n != ntp);
                     configured.ntp.insert(0, ntp);
@@ -291,7 +297,25 @@ impl Configured {
             hostname: hostname.map(str::to_owned).or(lease.hostname.clone()),
             mtu: lease.mtu,
             ntp: lease.ntp.clone(),
+            lease: None,
         }
+    }
+
+    /// What the lease keeper needs, when this NIC's IPv4 came from DHCP.
+    pub fn keeper_state(&self, cfg: &crate::cmdline::Config) -> Option<keeper::State> {
+        let lease = self.lease.clone()?;
+        let ip = cfg.net.interfaces.iter().find(|i| i.device.as_deref().is_none_or(|d| d == self.nic.name));
+        let client_id = ip.and_then(|i| match &i.mode {
+            IpMode::Dhcp { client_id } | IpMode::DualStack { client_id, .. } => client_id.clone(),
+            _ => None,
+        });
+        Some(keeper::State {
+            nic: self.nic.clone(),
+            hostname: cfg.net.hostname().map(str::to_owned),
+            client_id: client_id.map(|c| (c.kind, c.id.into_bytes())),
+            lease: lease.0,
+            bound_at: lease.1,
+        })
     }
 
     /// The IPv4 default route's gateway, if any.
@@ -799,7 +823,7 @@ fn apply(nl: &mut netlink::Rtnetlink, c: &Configured) -> Result<(), NetError> {
     Ok(())
 }
 
-fn apply_v4(nl: &mut netlink::Rtnetlink, nic: &Nic, c: &V4) -> Result<(), NetError> {
+pub(super) fn apply_v4(nl: &mut netlink::Rtnetlink, nic: &Nic, c: &V4) -> Result<(), NetError> {
     let err = |step: &str| {
         let step = step.to_owned();
         move |source| NetError::Netlink { step, nic: nic.name.clone(), source }
@@ -918,6 +942,7 @@ mod tests {
             hostname: Some("it's".into()),
             mtu: None,
             ntp: vec![Ipv4Addr::new(10, 0, 2, 2)],
+            lease: None,
         }
     }
 

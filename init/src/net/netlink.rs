@@ -283,6 +283,52 @@ pub fn add_default_route6(index: u32, gateway: Ipv6Addr, seq: u32) -> Vec<u8> {
         .finish()
 }
 
+/// The `RTM_DEL*` request of an `RTM_NEW*` one ([`add_address`], [`add_route`]): what it added,
+/// removed (`ip address del`, `ip route del`).
+pub fn as_delete(mut msg: Vec<u8>) -> Vec<u8> {
+    if msg.len() >= 8 {
+        let kind = u16::from_ne_bytes([msg[4], msg[5]]);
+        msg[4..6].copy_from_slice(&(kind + 1).to_ne_bytes());
+        msg[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    }
+    msg
+}
+
+/// The IPv4 address changes in a buffer of rtnetlink notifications (`RTMGRP_IPV4_IFADDR`):
+/// (added, interface index, address) for each RTM_NEWADDR / RTM_DELADDR. Total: whatever the
+/// bytes, it never reads past them.
+pub fn address_changes(mut buf: &[u8]) -> Vec<(bool, u32, Ipv4Addr)> {
+    let mut out = Vec::new();
+    let u16_at = |b: &[u8], at: usize| b.get(at..at + 2).map(|v| u16::from_ne_bytes([v[0], v[1]]));
+    while let (Some(len), Some(kind)) = (buf.get(0..4), u16_at(buf, 4)) {
+        let len = u32::from_ne_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        if len < 16 || len > buf.len() {
+            break;
+        }
+        let msg = &buf[..len];
+        if matches!(kind, RTM_NEWADDR | 21) && msg.get(16) == Some(&AF_INET) {
+            let index = msg.get(20..24).map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]));
+            let mut at = 24;
+            let mut local = None;
+            while let (Some(alen), Some(akind)) = (u16_at(msg, at), u16_at(msg, at + 2)) {
+                let alen = usize::from(alen);
+                if alen < 4 || at + alen > msg.len() {
+                    break;
+                }
+                if akind == IFA_LOCAL && alen == 8 {
+                    local = Some(Ipv4Addr::new(msg[at + 4], msg[at + 5], msg[at + 6], msg[at + 7]));
+                }
+                at += (alen + 3) & !3;
+            }
+            if let (Some(index), Some(local)) = (index, local) {
+                out.push((kind == RTM_NEWADDR, index, local));
+            }
+        }
+        buf = &buf[((len + 3) & !3).min(buf.len())..];
+    }
+    out
+}
+
 /// `ip route replace <destination>/<prefix> [via <gateway>] dev <index> [src <source>]`.
 /// Without a gateway the route is on-link (scope link).
 pub fn add_route(
@@ -337,6 +383,49 @@ pub fn parse_ack(mut buf: &[u8], seq: u32) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deletes_mirror_their_additions() {
+        let add = add_address(3, Ipv4Addr::new(10, 0, 10, 151), 24, 7);
+        let del = as_delete(add.clone());
+        assert_eq!(u16::from_ne_bytes([del[4], del[5]]), 21, "RTM_DELADDR");
+        assert_eq!(u16::from_ne_bytes([del[6], del[7]]), NLM_F_REQUEST | NLM_F_ACK, "no CREATE or REPLACE");
+        assert_eq!((&del[..4], &del[8..]), (&add[..4], &add[8..]), "the same address, the same length");
+        let route = as_delete(add_route(
+            3,
+            Ipv4Addr::UNSPECIFIED,
+            0,
+            Some(Ipv4Addr::new(10, 0, 10, 1)),
+            None,
+            Origin::Dhcp,
+            8,
+        ));
+        assert_eq!(u16::from_ne_bytes([route[4], route[5]]), 25, "RTM_DELROUTE");
+        assert_eq!(as_delete(vec![1, 2]), [1, 2]);
+    }
+
+    #[test]
+    fn address_notifications() {
+        // The kernel's notifications have the request's layout: an RTM_NEWADDR as add_address
+        // builds it, and the same as RTM_DELADDR, one after the other in one datagram.
+        let added = add_address(3, Ipv4Addr::new(10, 0, 10, 151), 24, 0);
+        let removed = as_delete(add_address(3, Ipv4Addr::new(10, 0, 10, 151), 24, 0));
+        let v6 = add_address6(3, "fd00::5".parse().unwrap(), 64, 0);
+        let buf = [added.clone(), v6, removed].concat();
+        assert_eq!(
+            address_changes(&buf),
+            [(true, 3, Ipv4Addr::new(10, 0, 10, 151)), (false, 3, Ipv4Addr::new(10, 0, 10, 151))],
+            "IPv6 changes are not the keeper's"
+        );
+        // Cut or lying buffers give what they hold whole, and never read past the end.
+        assert_eq!(address_changes(&added[..added.len() - 1]), []);
+        let mut lying = added.clone();
+        lying[..4].copy_from_slice(&1000u32.to_ne_bytes());
+        assert_eq!(address_changes(&lying), []);
+        for cut in 0..buf.len() {
+            let _ = address_changes(&buf[..cut]);
+        }
+    }
 
     fn u16_at(b: &[u8], i: usize) -> u16 {
         u16::from_ne_bytes([b[i], b[i + 1]])

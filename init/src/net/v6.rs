@@ -204,6 +204,7 @@ pub(super) fn auto6(nic: &Nic, deadline: Duration, hostname: Option<&str>) -> Re
                     hostname: hostname.map(str::to_owned),
                     mtu: None,
                     ntp: Vec::new(),
+                    lease: None,
                 });
             }
             if !said_waiting {
@@ -316,6 +317,7 @@ pub(super) fn dhcp6(
         hostname: hostname.map(str::to_owned),
         mtu: None,
         ntp: Vec::new(),
+        lease: None,
     })
 }
 
@@ -348,6 +350,7 @@ pub(super) fn static6(
         hostname: hostname.map(str::to_owned),
         mtu: None,
         ntp: Vec::new(),
+        lease: None,
     })
 }
 

@@ -12,6 +12,7 @@ fn a_plan() {
         Plan::new(&p).text(),
         "network:  the NIC with MAC 52:54:00:12:34:56 (BOOTIF)
           DHCP, giving up after 90s
+          the DHCP lease is kept after the switch unless the image has a DHCP client
 image:    http://***@images.lan/alpine.squashfs
           http://backup/alpine.squashfs
           no digest to check (modloop_sha256=)
@@ -77,7 +78,7 @@ fn json() {
             r#"{"boots":true,"network":{"bootif":null,"bonds":[],"vlans":[],"interfaces":["#,
             r#"{"device":"eth0","choice":"eth0 (ip=)","method":"dhcp","client_id":null},"#,
             r#"{"device":"eth1","choice":"eth1 (ip=)","method":"static","address":"10.0.0.5","prefix":24,"gateway":"10.0.0.1","dns":[]}],"#,
-            r#""dhcp_timeout":90,"hostname":"x"},"#,
+            r#""dhcp_timeout":90,"keep_lease":"auto","hostname":"x"},"#,
             r#""image":{"urls":["http://a/b"],"sha256":null,"verify":"auto","attempts":6,"timeout":900,"overlay_size":"50%","proxy":{"server":null,"noproxy":[]}},"#,
             r#""modules":{"coldplug":true,"extra":[],"blacklist":[]},"alpine":{"apkovl":null,"repositories":[],"ssh_key":null},"#,
             r#""init":{"path":null,"args":["a","\\\"b"],"candidates":["#,

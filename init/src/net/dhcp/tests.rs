@@ -123,6 +123,8 @@ fn full_exchange() {
             hostname: None,
             mtu: Some(9000),
             lease_time: Some(secs(86400)),
+            renew_time: None,
+            rebind_time: None,
             ntp: vec![SERVER, Ipv4Addr::new(192, 0, 2, 123)],
             refused: vec![],
         }
