@@ -42,6 +42,22 @@ say "hostname=$(busybox hostname)"
 [ -f /usr/local/bin/suid-probe ] && say "suid-probe=$(busybox stat -c %a /usr/local/bin/suid-probe)"
 [ -e /run/netinit-escaped ] && say "escaped into the initramfs"
 say "rw-size=$(busybox df -k /run/netinit/rw | busybox awk 'NR == 2 { print $2 }')"
+# test_udhcpc=1: the booted system starts its own DHCP client, as Alpine's networking would
+# (netinit.keep_lease= must then step aside); test_stay=SECONDS: stay up that long (renewals).
+if [ -n "$test_udhcpc" ]; then
+	printf '#!/bin/busybox sh\ncase "$1" in deconfig) busybox ip -4 addr flush dev "$interface";; bound|renew) busybox ip addr add "$ip/$mask" dev "$interface";; esac\n' > /tmp/udhcpc.script
+	busybox chmod +x /tmp/udhcpc.script
+	say "starting udhcpc"
+	busybox udhcpc -i eth0 -q -n -t 5 -T 2 -s /tmp/udhcpc.script && say "udhcpc got a lease"
+	busybox sleep 6
+fi
+if [ -n "$test_stay" ]; then
+	say "staying up ${test_stay}s"
+	busybox sleep "$test_stay"
+	[ -f /run/netinit/lease ] && busybox sed 's/^/netinit-test-root: later lease /' /run/netinit/lease
+	say "later addresses=$(busybox ip -4 -o addr show | busybox awk '{ printf "%s ", $4 }')"
+	say "later routes=$(busybox ip -4 route | busybox tr '\n' ';')"
+fi
 echo "NETINIT-TEST-ROOT-OK"
 busybox poweroff -f
 "#;

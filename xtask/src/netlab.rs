@@ -58,6 +58,10 @@ pub enum Nic {
     Dhcp6,
     /// Dual stack: `dhcp`'s IPv4 network and `slaac`'s IPv6 one on the same bridge.
     DualStack,
+    /// A bridge with dnsmasq giving leases of `secs` seconds (dnsmasq's least is 120); with an
+    /// outage, that dnsmasq is stopped `from` seconds after the lab starts, and another, leasing
+    /// from `.201` with a lease file of its own, starts at `to`.
+    ShortLease { secs: u32, outage: Option<(u64, u64)> },
     /// A link to the LACP partner VM (NICs 0 and 1), whose uplink sits on a bridge with dnsmasq.
     Lacp,
     /// A second tap on NIC `j`'s bridge.
@@ -92,6 +96,18 @@ impl Nic {
                 _ => Err(format!("bad VLAN id {id:?}")),
             },
             ["lacp"] => Ok(Nic::Lacp),
+            ["dhcp-lease", secs, rest @ ..] => {
+                let secs: u32 = secs.parse().ok().filter(|s| *s >= 120).ok_or(format!("bad lease time {secs:?} (dnsmasq's least is 120)"))?;
+                let outage = match rest {
+                    [] => None,
+                    ["outage", from, to] => match (from.parse::<u64>(), to.parse::<u64>()) {
+                        (Ok(f), Ok(t)) if f < t => Some((f, t)),
+                        _ => return Err(format!("bad outage {from:?} {to:?} (FROM TO, seconds, FROM < TO)")),
+                    },
+                    _ => return Err("dhcp-lease SECONDS [outage FROM TO]".into()),
+                };
+                Ok(Nic::ShortLease { secs, outage })
+            }
             ["bridge-of", j] => j.parse().map(Nic::BridgeOf).map_err(|_| format!("bad NIC number {j:?}")),
             _ => Err(format!(
                 "unknown nic {v:?} (expected user, none, dhcp, dhcp-after SECONDS, dhcp-vlan ID, slaac, dhcp6, dual-stack, lacp or bridge-of J)"
@@ -280,6 +296,9 @@ impl Lab {
             }
         }
         for (i, nic) in nics.iter().enumerate() {
+            if let Nic::ShortLease { secs, outage } = nic {
+                lab.start_short_leases(i, *secs, *outage, services.contains(&Service::Ntp))?;
+            }
             let delay = match nic {
                 Nic::Dhcp(delay) => Some(*delay),
                 Nic::DhcpVlan(_) | Nic::DualStack => Some(Duration::ZERO),
@@ -287,7 +306,7 @@ impl Lab {
                 _ => None,
             };
             if let Some(delay) = delay {
-                let mut cmd = dnsmasq(&ns, i, logs, services.contains(&Service::Ntp));
+                let mut cmd = dnsmasq(&ns, i, logs, services.contains(&Service::Ntp), "1h", 100);
                 let (children, stopped) = (Arc::clone(&lab.children), Arc::clone(&lab.stopped));
                 std::thread::spawn(move || {
                     std::thread::sleep(delay);
@@ -318,7 +337,45 @@ impl Lab {
         Ok(lab)
     }
 
-    /// The path of the lab's log `name` (`proxy`).
+    /// dnsmasq with short leases on bridge `i`, and its outage (see [`Nic::ShortLease`]).
+    fn start_short_leases(&self, i: usize, secs: u32, outage: Option<(u64, u64)>, ntp: bool) -> Result<()> {
+        let lease = secs.to_string();
+        let mut first = dnsmasq(&self.ns, i, &self.logs, ntp, &lease, 100)
+            .spawn()
+            .map_err(|e| format!("starting dnsmasq in {}: {e}", self.ns))?;
+        let Some((from, to)) = outage else {
+            self.keep(first);
+            return Ok(());
+        };
+        let mut second = dnsmasq(&self.ns, i, &self.logs, ntp, &lease, 201);
+        let (children, stopped) = (Arc::clone(&self.children), Arc::clone(&self.stopped));
+        let start = std::time::Instant::now();
+        let wait_until = move |at: u64| {
+            while start.elapsed() < Duration::from_secs(at) && !stopped.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            !stopped.load(Ordering::SeqCst)
+        };
+        let stopped = Arc::clone(&self.stopped);
+        std::thread::spawn(move || {
+            wait_until(from);
+            let _ = first.kill();
+            let _ = first.wait();
+            if wait_until(to) {
+                if let Ok(mut c) = children.lock() {
+                    if !stopped.load(Ordering::SeqCst) {
+                        match second.spawn() {
+                            Ok(child) => c.push(child),
+                            Err(e) => eprintln!("xtask: starting the second dnsmasq: {e}"),
+                        }
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// The path of the lab's log `name` (`proxy`, `dhcp0`...).
     pub fn log(&self, name: &str) -> std::path::PathBuf {
         self.logs.join(format!("{}-{name}.log", self.ns))
     }
@@ -501,12 +558,17 @@ fn tinyproxy_conf(log: &Path) -> String {
 }
 
 /// dnsmasq serving DHCP (and nothing else: `--port=0` turns DNS off) on bridge `i`, in the foreground.
-fn dnsmasq(ns: &str, i: usize, logs: &Path, ntp: bool) -> Command {
+/// Its log is the lab log `dhcp{i}`; `lease` is the lease time as dnsmasq takes it (`1h`, `120`),
+/// and the range starts at `.{first}` (with its own lease file).
+fn dnsmasq(ns: &str, i: usize, logs: &Path, ntp: bool, lease: &str, first: u8) -> Command {
     let net = format!("10.0.{}", 10 + i);
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0"])
         .args(["--bind-interfaces", &format!("--interface=br{i}"), "--except-interface=lo", "--user=root"])
-        .arg(format!("--dhcp-range={net}.100,{net}.200,255.255.255.0,1h"))
+        .arg(format!(
+            "--dhcp-range={net}.{first},{net}.{},255.255.255.0,{lease}",
+            first.saturating_add(100).min(250)
+        ))
         .arg(format!("--dhcp-option=option:router,{net}.1"))
         .arg(format!("--dhcp-option=option:dns-server,{net}.1"))
         .arg("--dhcp-option=option:domain-search,lab.test,netinit.test")
@@ -514,8 +576,9 @@ fn dnsmasq(ns: &str, i: usize, logs: &Path, ntp: bool) -> Command {
         // Option 121 replaces option 3 (RFC 3442), so it carries the default route too.
         .arg(format!("--dhcp-option=option:classless-static-route,192.168.77.0/24,{net}.1,0.0.0.0/0,{net}.1"))
         .args(ntp.then(|| format!("--dhcp-option=option:ntp-server,{net}.1")))
-        .arg(format!("--dhcp-leasefile={}", logs.join(format!("{ns}-br{i}.leases")).display()))
-        .args(["--pid-file=", "--log-dhcp", "--log-facility=-"])
+        .arg(format!("--dhcp-leasefile={}", logs.join(format!("{ns}-br{i}-{first}.leases")).display()))
+        .args(["--pid-file=", "--log-dhcp"])
+        .arg(format!("--log-facility={}", logs.join(format!("{ns}-dhcp{i}.log")).display()))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     cmd
@@ -542,6 +605,14 @@ mod tests {
     fn nic_specs() {
         assert_eq!(Nic::parse("dhcp"), Ok(Nic::Dhcp(Duration::ZERO)));
         assert_eq!(Nic::parse("dhcp-after 20"), Ok(Nic::Dhcp(Duration::from_secs(20))));
+        assert_eq!(Nic::parse("dhcp-lease 120"), Ok(Nic::ShortLease { secs: 120, outage: None }));
+        assert_eq!(
+            Nic::parse("dhcp-lease 120 outage 140 262"),
+            Ok(Nic::ShortLease { secs: 120, outage: Some((140, 262)) })
+        );
+        assert!(Nic::parse("dhcp-lease 60").is_err(), "dnsmasq's least is 120");
+        assert!(Nic::parse("dhcp-lease 120 outage 9 3").is_err());
+        assert!(Nic::parse("dhcp-lease 120 later").is_err());
         assert_eq!(Nic::parse("none"), Ok(Nic::Silent));
         assert_eq!(Nic::parse("user"), Ok(Nic::User));
         assert!(Nic::parse("dhcp-after soon").is_err());

@@ -40,7 +40,9 @@
 //! lines must each find TEXT in the lab's log NAME (`proxy`) once the VM is done.
 //!
 //! `nic:` lines give the guest's NICs in order (`user`, the default; `none`, a bridge without DHCP;
-//! `dhcp`; `dhcp-after SECONDS`; `dhcp-vlan ID`, a VLAN trunk; `slaac`, `dhcp6` and `dual-stack`,
+//! `dhcp`; `dhcp-after SECONDS`; `dhcp-lease SECONDS [outage FROM TO]`, leases that short, and
+//! the server away from FROM to TO seconds after the lab starts (its log is the lab log `dhcp0`);
+//! `dhcp-vlan ID`, a VLAN trunk; `slaac`, `dhcp6` and `dual-stack`,
 //! networks with IPv6, whose bridge addresses are `{gw6_0}`...; `lacp` twice, NICs 0 and 1 as the
 //! two links of an 802.3ad bond to the LACP partner VM, whose console is the lab log `partner`;
 //! `bridge-of J`, a second tap on NIC J's bridge: see `netlab`). `boot: ipxe` boots through the
