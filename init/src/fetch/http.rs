@@ -195,6 +195,34 @@ pub(super) fn get(
     }
 }
 
+/// POSTs `body` as `application/json` to `url`, once, through `proxy=` as a GET would go, within
+/// `budget` (connect, send and the answer's headers; the answer's body is not read). Redirects are
+/// not followed. Returns the status; any error is one line naming the phase.
+pub(crate) fn post_json(client: &Client, url: &Url, body: &str, budget: Duration) -> Result<u16, String> {
+    let (way, via) = way(url, &client.proxy);
+    let agent = match (way, &client.forward, &client.tunnel) {
+        (Way::Direct, _, _) => &client.direct,
+        (Way::Forward, Some(agent), _) | (Way::Tunnel, _, Some(agent)) => agent,
+        _ => return Err("the HTTP client cannot use this proxy".into()),
+    };
+    let mut request = agent
+        .post(url.as_str())
+        .config()
+        .timeout_global(Some(budget.min(MAX_BUDGET)))
+        .build()
+        .header("Content-Type", "application/json");
+    if let (Way::Forward, Some(credentials)) = (way, via.and_then(ProxyServer::authorization)) {
+        request = request.header("Proxy-Authorization", credentials);
+    }
+    match request.send(body) {
+        Ok(response) => Ok(response.status().as_u16()),
+        Err(e) => {
+            let (phase, message, _) = classify(&e);
+            Err(format!("{phase} failed: {message}"))
+        }
+    }
+}
+
 /// The first hops of a redirect chain, for the error line: `a -> b -> c -> ...`.
 fn route(hops: &[Url]) -> String {
     let mut shown: Vec<String> = hops.iter().take(4).map(Url::to_string).collect();
