@@ -346,7 +346,7 @@ fn run(reports: &mut Reporter) -> Result<Infallible, BootError> {
         init: &init_line,
         total,
         stages: &timer.stages,
-        cmdline: &text,
+        cmdline: text.trim_end(),
         report: reports.url(),
     });
     reports.send(&Facts::Handoff { init: &init_line, total, stages: &timer.stages });

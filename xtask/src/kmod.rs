@@ -181,9 +181,9 @@ pub fn inherit_aliases<'a>(
     }
 }
 
-/// Listed modules that `/init` loads when the cmdline asks for what they do (`8021q` for `vlan=`),
-/// so they are not in `modules.always`.
-pub const ON_DEMAND: [&str; 1] = ["8021q"];
+/// Listed modules that `/init` loads when the cmdline asks for what they do (`8021q` for `vlan=`,
+/// `netconsole` for `netinit.netconsole=`), so they are not in `modules.always`.
+pub const ON_DEMAND: [&str; 2] = ["8021q", "netconsole"];
 
 /// `modules.always`, one name per line: the listed modules that no device alias names (the file
 /// systems, `loop`, protocol modules) and that are not [`ON_DEMAND`]. No device will ask for them,

@@ -17,6 +17,7 @@ mod kernel;
 mod kmod;
 mod netlab;
 mod nginx;
+mod recorder;
 mod report;
 mod roots;
 mod runner;
@@ -302,6 +303,7 @@ fn cmd_qemu(args: &[String]) -> Result<()> {
         qemu: Vec::new(),
         services: Vec::new(),
         logs: Vec::new(),
+        records: Vec::new(),
         forbids: vec!["Kernel panic".into()],
         timeout: Duration::from_secs(timeout),
     };
