@@ -306,7 +306,8 @@ pub struct Reporter {
     pub id: Identity,
     template: Option<UrlTemplate>,
     proxy: ProxyConfig,
-    url: Option<Url>,
+    /// The report URL and the client that sends to it, once the network filled the template.
+    url: Option<(Url, http::Client)>,
     budget: Budget,
     /// The time spent sending, for the summary line.
     pub spent: Duration,
@@ -355,7 +356,9 @@ impl Reporter {
             match t.fill_machine(&self.id.machine) {
                 Ok(url) => {
                     log::info!("report: each boot event goes to {url}");
-                    self.url = Some(url);
+                    // Each request's own deadline is its budget; the agent's bound the phases.
+                    let t = http::Timeouts { connect: ORDINARY, headers: FAILURE, idle: FAILURE };
+                    self.url = Some((url, http::Client::new(&t, &self.proxy)));
                 }
                 Err(e) => log::warn!("report: {e}; no reports are sent"),
             }
@@ -364,22 +367,20 @@ impl Reporter {
 
     /// The report URL, once the network filled it.
     pub fn url(&self) -> Option<&Url> {
-        self.url.as_ref()
+        self.url.as_ref().map(|(url, _)| url)
     }
 
     /// Sends one event's report, within its budget; never fails the boot.
     pub fn send(&mut self, facts: &Facts) {
-        let Some(url) = self.url.clone() else { return };
+        let Some((url, client)) = &self.url else { return };
         let event = facts.event();
         let Some(budget) = self.budget.allow(event) else { return };
         let mut body = String::new();
         document(facts, &self.id, crate::sys::uptime()).write(&mut body);
         let start = crate::sys::uptime();
-        let timeouts = http::Timeouts { connect: budget, headers: budget, idle: budget };
-        let client = http::Client::new(&timeouts, &self.proxy);
-        let result = http::post_json(&client, &url, &body, budget);
+        let result = http::post_json(client, url, &body, budget);
         self.spent += crate::sys::uptime().saturating_sub(start);
-        match self.budget.record(event, &url, &result) {
+        match self.budget.record(event, url, &result) {
             Some(line) => log::warn!("{line}"),
             None if result.is_ok() && event == Event::Failure => log::info!("report: failure report sent"),
             None => log::debug!("report: {} sent", event.name()),
