@@ -102,11 +102,23 @@ pub fn start(target: NetconsoleTarget, network: &[Configured]) {
             return;
         }
     }
+    // Each attribute is tried and each refusal said; `enabled` only when all the others took.
+    let mut refused = 0;
     for (name, value) in settings(&c.nic.name, local, target, &mac) {
-        if let Err(e) = std::fs::write(Path::new(TARGET).join(name), format!("{value}\n")) {
-            log::warn!("netconsole: writing {name} = {value}: {e}; the log stays on this machine");
+        if name == "enabled" && refused > 0 {
+            log::warn!(
+                "netconsole: not enabled, {refused} setting(s) refused; the log stays on this machine"
+            );
             return;
         }
+        if let Err(e) = std::fs::write(Path::new(TARGET).join(name), format!("{value}\n")) {
+            log::warn!("netconsole: writing {TARGET}/{name} = {value}: {e}");
+            refused += 1;
+        }
+    }
+    if refused > 0 {
+        log::warn!("netconsole: not enabled; the log stays on this machine");
+        return;
     }
     log::info!("netconsole: the kernel log goes to {target} from {}:{local} (next hop {mac})", c.nic.name);
 }
