@@ -13,8 +13,10 @@ use std::time::Duration;
 use rustix::mount::MountFlags;
 
 use crate::cmdline::{self, FailurePolicy};
+use crate::report::{Facts, Record, Reporter};
 use crate::{
-    clock, customize, failure, fetch, klog, modloop_service, modules, net, rootfs, switch_root, sys,
+    clock, customize, failure, fetch, klog, modloop_service, modules, net, netconsole, rootfs, switch_root,
+    sys,
 };
 
 /// The stages of the boot, in order: the names the console, the timings and the errors use.
@@ -159,11 +161,18 @@ impl BootError {
 struct Timer {
     last: Duration,
     stages: Vec<(Stage, Duration)>,
+    /// The time spent sending reports, inside the stages' (`netinit.report=`).
+    reports: Option<Duration>,
 }
 
 impl Timer {
     fn new() -> Self {
-        Timer { last: sys::uptime(), stages: Vec::new() }
+        Timer { last: sys::uptime(), stages: Vec::new(), reports: None }
+    }
+
+    /// The last stage's duration.
+    fn last_stage(&self) -> Duration {
+        self.stages.last().map(|(_, d)| *d).unwrap_or_default()
     }
 
     fn stage(&mut self, stage: Stage) {
@@ -174,16 +183,27 @@ impl Timer {
 
     fn summary(&self) -> String {
         let peak = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| peak_rss_kib(&s));
-        summary_line(&self.stages, sys::uptime(), peak)
+        summary_line(&self.stages, sys::uptime(), self.reports, peak)
     }
 }
 
-/// `boot took 5.21s since the kernel started: mounts 0.01s, modules 0.40s, ...; peak RSS 4.1 MiB`.
-fn summary_line(stages: &[(Stage, Duration)], uptime: Duration, peak_rss_kib: Option<u64>) -> String {
+/// `boot took 5.21s since the kernel started: mounts 0.01s, modules 0.40s, ...; reports 0.02s; peak
+/// RSS 4.1 MiB` (`reports` with `netinit.report=`: the part of the stages spent sending them).
+fn summary_line(
+    stages: &[(Stage, Duration)],
+    uptime: Duration,
+    reports: Option<Duration>,
+    peak_rss_kib: Option<u64>,
+) -> String {
     let parts: Vec<String> =
         stages.iter().map(|(s, d)| format!("{} {:.2}s", s.name(), d.as_secs_f64())).collect();
+    let reports = reports.map(|d| format!("; reports {:.2}s", d.as_secs_f64())).unwrap_or_default();
     let peak = peak_rss_kib.map(|k| format!("; peak RSS {:.1} MiB", k as f64 / 1024.0)).unwrap_or_default();
-    format!("boot took {:.2}s since the kernel started: {}{peak}", uptime.as_secs_f64(), parts.join(", "))
+    format!(
+        "boot took {:.2}s since the kernel started: {}{reports}{peak}",
+        uptime.as_secs_f64(),
+        parts.join(", ")
+    )
 }
 
 /// The peak resident set (`VmHWM`, in KiB) that `/proc/self/status` gives: netinit's own memory,
@@ -202,20 +222,21 @@ pub fn pid1() -> ! {
             &format!("netinit crashed: {info}"),
             "this is a bug in netinit: please report it with this console log",
             POLICY.get().unwrap_or(&FailurePolicy::default()),
+            &mut || {},
         )
     }));
-    match run() {
+    let mut reports = Reporter::new();
+    match run(&mut reports) {
         Ok(never) => match never {},
-        Err(e) => failure::fail(
-            e.stage().name(),
-            &failure::chain(&e),
-            e.hint(),
-            POLICY.get().unwrap_or(&FailurePolicy::default()),
-        ),
+        Err(e) => {
+            let (stage, what, hint) = (e.stage().name(), failure::chain(&e), e.hint());
+            let policy = POLICY.get().copied().unwrap_or_default();
+            failure::fail(stage, &what, hint, &policy, &mut || reports.failure(stage, &what, hint, &policy))
+        }
     }
 }
 
-fn run() -> Result<Infallible, BootError> {
+fn run(reports: &mut Reporter) -> Result<Infallible, BootError> {
     let mut timer = Timer::new();
     log::info!("starting, version {}", env!("CARGO_PKG_VERSION"));
     for (source, target, fstype, flags, data) in EARLY_MOUNTS {
@@ -256,6 +277,7 @@ fn run() -> Result<Infallible, BootError> {
         return Err(BootError::Cmdline(parsed.errors.len()));
     }
     let cfg = parsed.config;
+    reports.configure(&cfg);
     // Before any certificate is checked: a clock from before this build fails every one.
     clock::raise_to_epoch();
 
@@ -274,6 +296,13 @@ fn run() -> Result<Infallible, BootError> {
     }
     clock::set_from_ntp(&ntp);
     timer.stage(Stage::Network);
+    if let Some(target) = cfg.netconsole {
+        netconsole::start(target, &network);
+    }
+    reports.network(&network, net::hostname(&network));
+    if let Some(lease) = network.first() {
+        reports.send(&Facts::Network { lease, elapsed: timer.last_stage() });
+    }
 
     if let Some(proxy) = &cfg.image.proxy.server {
         let bypass: Vec<String> = cfg.image.proxy.bypass.iter().map(ToString::to_string).collect();
@@ -283,9 +312,11 @@ fn run() -> Result<Infallible, BootError> {
     }
     let extras = fetch::Extras::for_image(&cfg.image)?;
     let image = fetch::download(&cfg.image)?;
+    reports.send(&Facts::Fetched(&image));
     timer.stage(Stage::Fetch);
 
     let new_root = rootfs::assemble(&image.path, &image.url.to_string(), cfg.overlay_size)?;
+    reports.send(&Facts::Mounted { root: &new_root, image: &image.url });
     timer.stage(Stage::Rootfs);
 
     customize::apply(&new_root, &cfg.alpine, &network, &extras)?;
@@ -308,6 +339,20 @@ fn run() -> Result<Infallible, BootError> {
     }
 
     let init = switch_root::choose_in(&new_root, cfg.init.as_deref(), &cfg.init_args)?;
+    let (init_line, total) = (init.to_string(), sys::uptime());
+    reports.write_record(&Record {
+        lease: network.first(),
+        image: &image,
+        init: &init_line,
+        total,
+        stages: &timer.stages,
+        cmdline: text.trim_end(),
+        report: reports.url(),
+    });
+    reports.send(&Facts::Handoff { init: &init_line, total, stages: &timer.stages });
+    if reports.enabled() {
+        timer.reports = Some(reports.spent);
+    }
     let keeper = prepare_keeper(&cfg, &network, &new_root);
     log::info!("switching root to {} and starting {init}", new_root.display());
     switch_root::enter(&new_root, &init, modloop_service::prepare)?;
@@ -386,6 +431,9 @@ fn load_modules(cfg: &cmdline::Config) -> Result<Option<modules::coldplug::Coldp
             }
             if !cfg.net.bonds.is_empty() {
                 extra.push(BOND_MODULE.to_owned());
+            }
+            if cfg.netconsole.is_some() {
+                extra.push(netconsole::MODULE.to_owned());
             }
             let (started, coldplug) =
                 modules::coldplug::start(&dir, packed.db, aliases, &always, &extra, &cfg.blacklist)
@@ -471,13 +519,18 @@ mod tests {
             summary_line(
                 &[(Stage::Mounts, ms(12)), (Stage::Modules, ms(400)), (Stage::Fetch, ms(2346))],
                 ms(5210),
+                None,
                 None
             ),
             "boot took 5.21s since the kernel started: mounts 0.01s, modules 0.40s, fetch 2.35s"
         );
         assert_eq!(
-            summary_line(&[(Stage::Mounts, ms(12))], ms(5210), Some(4198)),
+            summary_line(&[(Stage::Mounts, ms(12))], ms(5210), None, Some(4198)),
             "boot took 5.21s since the kernel started: mounts 0.01s; peak RSS 4.1 MiB"
+        );
+        assert_eq!(
+            summary_line(&[(Stage::Mounts, ms(12))], ms(5210), Some(ms(31)), Some(4198)),
+            "boot took 5.21s since the kernel started: mounts 0.01s; reports 0.03s; peak RSS 4.1 MiB"
         );
         let status = "Name:\tnetinit\nVmPeak:\t   10240 kB\nVmHWM:\t    4198 kB\nVmRSS:\t 3000 kB\n";
         assert_eq!(peak_rss_kib(status), Some(4198));

@@ -74,6 +74,10 @@ pub const S: &str = "s";
 pub const FAIL: &str = "netinit.fail";
 /// The kernel's panic timeout, read as the countdown on failure.
 pub const PANIC: &str = "panic";
+/// Where to POST a JSON report of each boot event.
+pub const REPORT: &str = "netinit.report";
+/// Where the kernel's netconsole streams the log once the network is up.
+pub const NETCONSOLE: &str = "netinit.netconsole";
 
 /// Words of the kernel and of common inits that must not be mistaken for typos of netinit's.
 const OTHERS: &[&str] = &[

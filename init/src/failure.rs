@@ -13,10 +13,12 @@ use crate::sys;
 /// The shell `cargo xtask cpio --shell` packs.
 pub const SHELL: &str = "/bin/sh";
 
-/// Logs the failure and applies the policy.
-pub fn fail(stage: &str, what: &str, hint: &str, policy: &FailurePolicy) -> ! {
+/// Logs the failure, lets `report` say it off the machine (bounded: `report.rs`), and applies the
+/// policy.
+pub fn fail(stage: &str, what: &str, hint: &str, policy: &FailurePolicy, report: &mut dyn FnMut()) -> ! {
     log::error!("boot failed in stage {stage}: {what}");
     log::error!("what to do: {hint}");
+    report();
     let mut action = policy.action;
     if action == FailAction::Shell {
         match rescue_shell("the boot failed") {

@@ -86,6 +86,41 @@ fn check_cmdline(text: &str) {
     assert_eq!(json::validate(&json), Ok(()), "explain --json is JSON, whatever the cmdline: {json}");
     check_deadlines(&parsed.config);
     check_dhcp_requests(&parsed.config);
+    check_redaction(text);
+    if let Some(t) = &parsed.config.report {
+        // Whatever the machine's facts, a value never adds a path, query, fragment or userinfo.
+        let odd = cmdline::Machine {
+            mac: "52:54:00:12:34:56".into(),
+            uuid: "u/u".into(),
+            ip: "fd00::1".into(),
+            hostname: "a/b?c#d@e".into(),
+            serial: "serial with spaces/@:".into(),
+        };
+        if let Ok(url) = t.fill_machine(&odd) {
+            for raw in ["u/u", "a/b?c#d@e", "with spaces/@"] {
+                let unescaped = url.as_str().contains(raw) && !t.as_str().contains(raw);
+                assert!(!unescaped, "{raw:?} unescaped in {url}");
+            }
+        }
+    }
+}
+
+/// The boot record's cmdline: every URL's authority keeps no credentials, and the record is JSON.
+fn check_redaction(text: &str) {
+    let redacted = crate::report::redact_cmdline(text);
+    let mut rest = redacted.as_str();
+    while let Some(at) = rest.find("://") {
+        rest = &rest[at + 3..];
+        let end = rest.find(['/', ' ', '"', ',', '?', '#', '\t', '\n']).unwrap_or(rest.len());
+        let authority = &rest[..end];
+        assert!(
+            !authority.contains('@') || authority.starts_with("***@") && authority.matches('@').count() == 1,
+            "credentials left in {authority:?} of {redacted:?}"
+        );
+    }
+    let mut out = String::new();
+    crate::json::Json::str(&redacted).write(&mut out);
+    assert_eq!(json::validate(&out), Ok(()));
 }
 
 /// Every duration the cmdline sets is bounded, so no deadline computed from it can overflow; and

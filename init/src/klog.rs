@@ -5,8 +5,10 @@
 //! its errors. Where `/dev/kmsg` cannot be opened (not PID 1, or no devtmpfs) lines go to stderr with
 //! the same uptime stamp.
 //!
-//! It does not buffer, filter by module, or format structured fields: a line is written when logged.
+//! It does not filter by module or format structured fields: a line is written when logged. It keeps
+//! the last [`RECENT`] lines in memory too ([`recent`]), for the failure report (`report.rs`).
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,9 +18,44 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct BootLogger {
     kmsg: Mutex<Option<File>>,
+    recent: Mutex<Ring>,
 }
 
-static LOGGER: BootLogger = BootLogger { kmsg: Mutex::new(None) };
+static LOGGER: BootLogger = BootLogger { kmsg: Mutex::new(None), recent: Mutex::new(Ring::new(RECENT)) };
+
+/// How many of the last lines [`recent`] gives.
+pub const RECENT: usize = 100;
+
+/// The last `cap` lines logged, oldest first.
+pub struct Ring {
+    lines: VecDeque<String>,
+    cap: usize,
+}
+
+impl Ring {
+    pub const fn new(cap: usize) -> Ring {
+        Ring { lines: VecDeque::new(), cap }
+    }
+
+    pub fn push(&mut self, line: String) {
+        if self.lines.len() == self.cap {
+            self.lines.pop_front();
+        }
+        if self.cap > 0 {
+            self.lines.push_back(line);
+        }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.iter().cloned().collect()
+    }
+}
+
+/// The last [`RECENT`] lines logged (info and above, and debug lines with `debug_init`), oldest
+/// first, each with its level: `error: boot failed ...`.
+pub fn recent() -> Vec<String> {
+    LOGGER.recent.lock().map(|r| r.lines()).unwrap_or_default()
+}
 
 /// Set by `debug_init`: debug lines are then written at info priority, so that the kernel echoes them
 /// on the console like the rest (at debug priority they would reach `dmesg` only).
@@ -101,6 +138,15 @@ impl Log for BootLogger {
 
     fn log(&self, record: &Record<'_>) {
         let message = record.args().to_string();
+        if record.level() <= log::max_level() {
+            if let Ok(mut recent) = self.recent.lock() {
+                let t = crate::sys::uptime();
+                for line in message.lines() {
+                    let level = record.level().as_str().to_ascii_lowercase();
+                    recent.push(format!("[{:5}.{:06}] {level}: {line}", t.as_secs(), t.subsec_micros()));
+                }
+            }
+        }
         if let Ok(mut kmsg) = self.kmsg.lock() {
             if let Some(file) = kmsg.as_mut() {
                 // One write(2) per record, as /dev/kmsg requires.
@@ -125,6 +171,24 @@ impl Log for BootLogger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ring_keeps_the_last_lines() {
+        let mut ring = Ring::new(3);
+        for i in 0..5 {
+            ring.push(i.to_string());
+        }
+        assert_eq!(ring.lines(), ["2", "3", "4"]);
+        let mut none = Ring::new(0);
+        none.push("x".into());
+        assert!(none.lines().is_empty());
+        let mut big = Ring::new(RECENT);
+        for i in 0..250 {
+            big.push(i.to_string());
+        }
+        assert_eq!(big.lines().len(), RECENT);
+        assert_eq!(big.lines()[0], "150");
+    }
 
     #[test]
     fn records() {

@@ -252,6 +252,17 @@ impl<'a> Plan<'a> {
             s.line("", "after a rescue shell on the console (single)");
         }
         s.line("failure:", failure_text(c));
+        let mut fleet = Vec::new();
+        if let Some(t) = &c.report {
+            fleet.push(format!("a JSON report of each boot event POSTed to {}", redacted_template(t)));
+        }
+        if let Some(t) = &c.netconsole {
+            fleet.push(format!("the kernel log streamed to {t} (UDP, netconsole) once the network is up"));
+        }
+        fleet.push(format!("the boot record in {}", crate::report::BOOT_RECORD));
+        for (i, text) in fleet.iter().enumerate() {
+            s.line(if i == 0 { "fleet:" } else { "" }, text);
+        }
     }
 
     /// The same plan as one JSON object, for scripts; its shape is pinned by a test.
@@ -293,6 +304,14 @@ impl<'a> Plan<'a> {
             (
                 "failure",
                 Json::Obj(vec![("action", Json::str(c.failure.action.name())), ("countdown", countdown)]),
+            ),
+            (
+                "fleet",
+                Json::Obj(vec![
+                    ("report", Json::opt(c.report.as_ref().map(redacted_template))),
+                    ("netconsole", Json::opt(c.netconsole)),
+                    ("boot_record", Json::str(crate::report::BOOT_RECORD)),
+                ]),
             ),
             ("warnings", problems(&self.parsed.warnings)),
             ("errors", problems(&self.parsed.errors)),
@@ -430,6 +449,11 @@ impl<'a> Plan<'a> {
             ("ssh_key", ssh_key),
         ])
     }
+}
+
+/// `netinit.report=`'s template with its credentials shown as `***`.
+fn redacted_template(t: &crate::cmdline::UrlTemplate) -> String {
+    crate::report::redact_cmdline(t.as_str())
 }
 
 fn choice_text(choice: &Choice) -> String {

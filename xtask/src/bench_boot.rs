@@ -154,6 +154,8 @@ fn summary(line: &str) -> Option<(Stages, Option<f64>)> {
         Some((s, p)) => (s, p.strip_suffix(" MiB").and_then(|p| p.parse().ok())),
         None => (rest, None),
     };
+    // `; reports 0.02s` (netinit.report=) follows the stages.
+    let stages = stages.split("; ").next().unwrap_or(stages);
     let stages = stages
         .split(", ")
         .map(|part| {
@@ -750,6 +752,9 @@ mod tests {
         assert!(parse(Case::BigSha, &unchecked).unwrap_err().contains("the check did not run"));
         assert!(parse(Case::Big, &unchecked).is_ok());
         assert!(parse(Case::Big, &t[..3]).is_err(), "no marker, no figures");
+        let line = "boot took 3.03s since the kernel started: mounts 0.02s, network 0.11s; reports 0.05s; peak RSS 4.1 MiB";
+        let (stages, peak) = summary(line).unwrap();
+        assert_eq!((stages, peak), (vec![("mounts".into(), 0.02), ("network".into(), 0.11)], Some(4.1)));
     }
 
     #[test]

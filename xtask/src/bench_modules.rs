@@ -71,6 +71,7 @@ pub fn modules(kernel_name: &str, nic: &str, runs: usize) -> Result<()> {
             qemu: Vec::new(),
             services: Vec::new(),
             logs: Vec::new(),
+            records: Vec::new(),
         };
         let outcome = scenario::run(&s, &env, false);
         if let Some(why) = outcome.failure {

@@ -19,6 +19,7 @@ say "pid=$$"
 say "root=$(busybox awk '$2 == "/" { fs = $3 } END { print fs }' /proc/mounts)"
 if echo ok > /written-by-test-root && [ "$(busybox cat /written-by-test-root)" = ok ]; then say "writable=yes"; else say "writable=no"; fi
 [ -f /run/netinit/lease ] && busybox sed 's/^/netinit-test-root: lease /' /run/netinit/lease
+[ -f /run/netinit/boot.json ] && busybox tr ',' '\n' < /run/netinit/boot.json | busybox sed 's/^/netinit-test-root: boot.json /'
 busybox sed -n 's/^nameserver /netinit-test-root: nameserver=/p' /etc/resolv.conf
 busybox sed -n 's/^search /netinit-test-root: search=/p' /etc/resolv.conf
 say "addresses=$(busybox ip -4 -o addr show | busybox awk '{ printf "%s ", $4 }')"

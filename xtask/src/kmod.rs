@@ -182,8 +182,8 @@ pub fn inherit_aliases<'a>(
 }
 
 /// Listed modules that `/init` loads when the cmdline asks for what they do (`8021q` for `vlan=`,
-/// `bonding` for `bond=`), so they are not in `modules.always`.
-pub const ON_DEMAND: [&str; 2] = ["8021q", "bonding"];
+/// `bonding` for `bond=`, `netconsole` for `netinit.netconsole=`), so they are not in `modules.always`.
+pub const ON_DEMAND: [&str; 3] = ["8021q", "bonding", "netconsole"];
 
 /// `modules.always`, one name per line: the listed modules that no device alias names (the file
 /// systems, `loop`, protocol modules) and that are not [`ON_DEMAND`]. No device will ask for them,

@@ -18,6 +18,7 @@ mod kmod;
 mod netlab;
 mod nginx;
 mod partner;
+mod recorder;
 mod report;
 mod roots;
 mod runner;
@@ -303,6 +304,7 @@ fn cmd_qemu(args: &[String]) -> Result<()> {
         qemu: Vec::new(),
         services: Vec::new(),
         logs: Vec::new(),
+        records: Vec::new(),
         forbids: vec!["Kernel panic".into()],
         timeout: Duration::from_secs(timeout),
     };

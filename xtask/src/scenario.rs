@@ -39,6 +39,14 @@
 //! `lab: proxy` and `lab: ntp` add servers to the test network (see `netlab`); `log: NAME TEXT`
 //! lines must each find TEXT in the lab's log NAME (`proxy`) once the VM is done.
 //!
+//! `record: reports` starts an HTTP recorder on 127.0.0.1 for this run (`recorder.rs`, in
+//! xtask's process) that answers every POST with 204 and writes each body as one line of
+//! `logs/NAME.reports.jsonl`; `{reports}` is its URL as the guest sees it (`http://10.0.2.2:PORT`).
+//! `record: netconsole` starts a UDP listener writing every datagram to `logs/NAME.netconsole.log`;
+//! `{netconsole}` is its `10.0.2.2:PORT`. `{dead}` is `http://10.0.2.2:PORT` for a port where
+//! nothing listens. `log: reports TEXT` and `log: netconsole TEXT` check those files, on any
+//! network, and in order: each TEXT must come after the one of the line before it.
+//!
 //! `nic:` lines give the guest's NICs in order (`user`, the default; `none`, a bridge without DHCP;
 //! `dhcp`; `dhcp-after SECONDS`; `dhcp-lease SECONDS [outage FROM TO]`, leases that short, and
 //! the server away from FROM to TO seconds after the lab starts (its log is the lab log `dhcp0`);
@@ -54,9 +62,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::kernel;
 use crate::netlab::{self, Lab, Nic, Service};
 use crate::vm::{Boot, Firmware, Spec, Vm};
+use crate::{kernel, recorder};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -112,7 +120,12 @@ pub struct Scenario {
     pub services: Vec<Service>,
     /// `log: NAME TEXT`: lines a lab log must hold once the VM is done.
     pub logs: Vec<(String, String)>,
+    /// `record:`: the recorders this run starts (`reports`, `netconsole`).
+    pub records: Vec<String>,
 }
+
+/// The recorders a scenario may ask for, which are also the names of their `log:` files.
+const RECORDS: [&str; 2] = ["reports", "netconsole"];
 
 /// Lines every scenario forbids.
 const ALWAYS_FORBIDDEN: [&str; 2] = ["Kernel panic", "netinit crashed"];
@@ -135,6 +148,7 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
         qemu: Vec::new(),
         services: Vec::new(),
         logs: Vec::new(),
+        records: Vec::new(),
     };
     let mut in_header = true;
     for (n, line) in text.lines().enumerate() {
@@ -191,6 +205,8 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
                 }
                 _ => return Err(format!("{name}:{}: log: NAME TEXT", n + 1)),
             },
+            "record" if RECORDS.contains(&value.as_str()) => s.records.push(value),
+            "record" => return Err(format!("{name}:{}: record is reports or netconsole", n + 1)),
             "firmware" => match value.as_str() {
                 "bios" => s.firmware = Firmware::Bios,
                 "uefi" => s.firmware = Firmware::Uefi,
@@ -216,7 +232,13 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
     if s.ipxe && s.nics != [Nic::User] {
         return Err(format!("{name}: boot: ipxe runs on qemu's user network (nic: user)"));
     }
-    if (!s.services.is_empty() || !s.logs.is_empty()) && s.nics.contains(&Nic::User) {
+    if let Some((log, _)) =
+        s.logs.iter().find(|(l, _)| RECORDS.contains(&l.as_str()) && !s.records.contains(l))
+    {
+        return Err(format!("{name}: log: {log} needs record: {log}"));
+    }
+    let lab_logs = s.logs.iter().any(|(l, _)| !RECORDS.contains(&l.as_str()));
+    if (!s.services.is_empty() || lab_logs) && s.nics.contains(&Nic::User) {
         return Err(format!("{name}: lab: and log: need a test network (nic: dhcp...)"));
     }
     if s.cmdline.is_empty() || !s.steps.iter().any(|st| matches!(st, Step::Expect(_))) {
@@ -345,10 +367,70 @@ pub fn kernel_cmdline(s: &Scenario, env: &Env) -> String {
     format!("console=ttyS0,115200 {}", expand(&s.cmdline, s, env))
 }
 
+/// This run's recorders (`record:`), and the port `{dead}` names.
+struct Records {
+    started: Vec<(String, recorder::Recorder)>,
+    dead: u16,
+}
+
+impl Records {
+    fn start(s: &Scenario, env: &Env) -> Result<Records, String> {
+        let mut started = Vec::new();
+        for name in &s.records {
+            let file = env.logs.join(format!(
+                "{}.{}",
+                s.name,
+                if name == "reports" { "reports.jsonl" } else { "netconsole.log" }
+            ));
+            let rec = match name.as_str() {
+                "reports" => recorder::http(file),
+                _ => recorder::udp(file),
+            };
+            started.push((name.clone(), rec.map_err(|e| format!("starting the {name} recorder: {e}"))?));
+        }
+        let dead = recorder::dead_port().map_err(|e| format!("finding a free port: {e}"))?;
+        Ok(Records { started, dead })
+    }
+
+    /// Fills in `{reports}`, `{netconsole}` and `{dead}`.
+    fn expand(&self, text: &str) -> String {
+        let mut out = text.replace("{dead}", &format!("http://10.0.2.2:{}", self.dead));
+        for (name, rec) in &self.started {
+            let value = match name.as_str() {
+                "reports" => format!("http://10.0.2.2:{}", rec.port),
+                _ => format!("10.0.2.2:{}", rec.port),
+            };
+            out = out.replace(&format!("{{{name}}}"), &value);
+        }
+        out
+    }
+
+    /// The first `log:` line for a recorder that its file does not hold in order.
+    fn check(&self, s: &Scenario, env: &Env) -> Option<String> {
+        self.started.iter().find_map(|(name, rec)| {
+            let texts: Vec<String> = s
+                .logs
+                .iter()
+                .filter(|(l, _)| l == name)
+                .map(|(_, t)| self.expand(&expand(t, s, env)))
+                .collect();
+            let held = std::fs::read_to_string(&rec.file).unwrap_or_default();
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            recorder::in_order(&held, &texts).err().map(|text| {
+                format!("{} does not hold {text:?} (after the lines before it)", rec.file.display())
+            })
+        })
+    }
+}
+
 pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
     let start = Instant::now();
     let deadline = start + s.timeout;
     let failed = |e: String| Outcome { failure: Some(e), transcript: Vec::new(), elapsed: start.elapsed() };
+    let records = match Records::start(s, env) {
+        Ok(r) => r,
+        Err(e) => return failed(e),
+    };
     let lab = match s.nics.as_slice() {
         [Nic::User] => None,
         nics => match Lab::create(
@@ -377,7 +459,7 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
         (None, true) => {
             let tftp = env.logs.join(format!("tftp-{}", s.name));
             let written = std::fs::create_dir_all(&tftp)
-                .and_then(|()| std::fs::write(tftp.join("boot.ipxe"), ipxe_script(s, env)));
+                .and_then(|()| std::fs::write(tftp.join("boot.ipxe"), records.expand(&ipxe_script(s, env))));
             if let Err(e) = written {
                 return failed(format!("writing the iPXE script: {e}"));
             }
@@ -410,7 +492,7 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
         false => Boot::Kernel {
             kernel: boots.kernel.clone(),
             initrd: initrd.clone(),
-            append: kernel_cmdline(s, env),
+            append: records.expand(&kernel_cmdline(s, env)),
         },
     };
     let nics = nics.into_iter().chain(s.qemu.iter().cloned()).collect();
@@ -423,8 +505,8 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
     let mut failure = None;
     for step in &s.steps {
         let done = match step {
-            Step::Expect(needle) => vm.expect(&expand(needle, s, env), deadline).map(|_| ()),
-            Step::Send(text) => vm.send(&expand(text, s, env)),
+            Step::Expect(needle) => vm.expect(&records.expand(&expand(needle, s, env)), deadline).map(|_| ()),
+            Step::Send(text) => vm.send(&records.expand(&expand(text, s, env))),
             Step::Monitor(command) => vm.monitor(command),
         };
         if let Err(e) = done {
@@ -437,13 +519,20 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
     }
     let transcript = std::mem::take(&mut vm.transcript);
     drop(vm);
+    if failure.is_none() {
+        // Datagrams and requests still on their way when the VM stopped.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        failure = records.check(s, env);
+    }
+    drop(records);
     if let (None, Some(lab)) = (&failure, &lab) {
-        failure = s.logs.iter().find_map(|(log, text)| {
-            let path = lab.log(log);
-            let held = std::fs::read_to_string(&path).unwrap_or_default();
-            let text = expand(text, s, env);
-            (!held.contains(&text)).then(|| format!("{} does not hold {text:?}", path.display()))
-        });
+        failure =
+            s.logs.iter().filter(|(log, _)| !RECORDS.contains(&log.as_str())).find_map(|(log, text)| {
+                let path = lab.log(log);
+                let held = std::fs::read_to_string(&path).unwrap_or_default();
+                let text = expand(text, s, env);
+                (!held.contains(&text)).then(|| format!("{} does not hold {text:?}", path.display()))
+            });
     }
     drop(lab);
     if failure.is_none() {
@@ -608,6 +697,21 @@ mod tests {
         assert!(parse("x", "cmdline: a\nexpect: b\nfirmware: coreboot\n")
             .unwrap_err()
             .contains("bios or uefi"));
+        assert_eq!(
+            parse("x", "cmdline: a\nexpect: b\nlog: reports x\n").unwrap_err(),
+            "x: log: reports needs record: reports"
+        );
+        assert!(parse("x", "cmdline: a\nexpect: b\nrecord: x\n")
+            .unwrap_err()
+            .contains("reports or netconsole"));
+        let s = parse("x", "cmdline: a\nexpect: b\nrecord: reports\nlog: reports y\n").unwrap();
+        assert_eq!(
+            (s.records, s.logs),
+            (vec!["reports".to_owned()], vec![("reports".to_owned(), "y".to_owned())])
+        );
+        assert!(parse("x", "cmdline: a\nexpect: b\nlog: proxy x\n")
+            .unwrap_err()
+            .contains("need a test network"));
         assert!(parse("x", "cmdline: a\nexpect: b\nnic: dhcp\nboot: ipxe\n")
             .unwrap_err()
             .contains("user network"));

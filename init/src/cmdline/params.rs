@@ -210,6 +210,14 @@ pub const PARAMETERS: &[Param] = &[
             format!("expected whole seconds; waiting {}s after a failure", DEFAULT_COUNTDOWN.as_secs()),
         ),
     }),
+    value(REPORT, Severity::Warning, |d, v, r| match UrlTemplate::parse_report(v) {
+        Ok(t) => d.config.report = Some(t),
+        Err(why) => r.bad(v, format!("{why}; no reports are sent")),
+    }),
+    value(NETCONSOLE, Severity::Warning, |d, v, r| match NetconsoleTarget::parse(v) {
+        Ok(t) => d.config.netconsole = Some(t),
+        Err(why) => r.bad(v, format!("{why}; the log stays on this machine")),
+    }),
 ];
 
 /// The message for a number out of its bound, naming the bound and the default kept.

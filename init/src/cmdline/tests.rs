@@ -779,3 +779,44 @@ fn dual_stack() {
     one_error(&parsed("ip=dhcp,01"), IP, "needs both parts");
     one_error(&parsed("ip=auto6,dhcp"), IP, "unknown autoconf method");
 }
+
+#[test]
+fn report_and_netconsole() {
+    let c = parse("modloop=http://a/b netinit.report=https://t:k@ctl/boot/{MAC}?ip={IP}&u={UUID}&h={HOSTNAME}&s={SERIAL} netinit.netconsole=10.0.2.2:5555");
+    assert_eq!(c.warnings, []);
+    let t = c.config.report.unwrap();
+    let m = Machine {
+        mac: "52:54:00:12:34:56".into(),
+        uuid: "4c4c4544-0042".into(),
+        ip: "10.0.2.15".into(),
+        hostname: "n5".into(),
+        serial: "SN 12/3".into(),
+    };
+    assert_eq!(
+        t.fill_machine(&m).unwrap().as_str(),
+        "https://t:k@ctl/boot/52:54:00:12:34:56?ip=10.0.2.15&u=4c4c4544-0042&h=n5&s=SN%2012%2F3"
+    );
+    let no_serial = Machine { serial: String::new(), ..m.clone() };
+    assert!(t
+        .fill_machine(&no_serial)
+        .unwrap_err()
+        .contains("names {SERIAL}, which this machine does not have"));
+    let only_mac = UrlTemplate::parse_report("http://c/r/{MAC}").unwrap();
+    assert_eq!(only_mac.fill_machine(&no_serial).unwrap().as_str(), "http://c/r/52:54:00:12:34:56");
+    assert_eq!(c.config.netconsole, Some(NetconsoleTarget { host: [10, 0, 2, 2].into(), port: 5555 }));
+    let c = parse("modloop=http://a/b netinit.netconsole=192.168.1.9");
+    assert_eq!(c.config.netconsole.unwrap().port, 6666);
+    let c = parse("modloop=http://a/b netinit.report=ftp://x netinit.netconsole=logs.lan:0");
+    assert_eq!(c.errors, []);
+    let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        w,
+        [
+            "netinit.report: \"ftp://x\": expected an http:// or https:// URL; no reports are sent",
+            "netinit.netconsole: \"logs.lan:0\": bad port \"0\" (expected 1 to 65535); the log stays on this machine"
+        ]
+    );
+    assert_eq!(c.config.report, None);
+    let c = parse("modloop=http://a/b netinit.netconsole=logs.lan");
+    assert!(c.warnings[0].to_string().contains("expected an IPv4 address, not \"logs.lan\""));
+}

@@ -306,32 +306,123 @@ impl ProxyConfig {
     }
 }
 
-/// A URL with Alpine's `{MAC}` and `{UUID}` placeholders (`apkovl=`).
+/// A URL with Alpine's `{MAC}` and `{UUID}` placeholders (`apkovl=`), or with those and `{IP}`,
+/// `{HOSTNAME}` and `{SERIAL}` (`netinit.report=`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UrlTemplate(String);
 
+/// What fills a [`UrlTemplate`]: each placeholder and this machine's value for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Machine {
+    /// The boot NIC's MAC, `aa:bb:...`.
+    pub mac: String,
+    /// The SMBIOS system UUID, lower case.
+    pub uuid: String,
+    /// The boot NIC's IPv4 address (else its first IPv6 one).
+    pub ip: String,
+    pub hostname: String,
+    /// The SMBIOS product serial.
+    pub serial: String,
+}
+
+impl Machine {
+    fn values(&self) -> [(&'static str, &str); 5] {
+        [
+            ("{MAC}", &self.mac),
+            ("{UUID}", &self.uuid),
+            ("{IP}", &self.ip),
+            ("{HOSTNAME}", &self.hostname),
+            ("{SERIAL}", &self.serial),
+        ]
+    }
+}
+
 impl UrlTemplate {
+    /// `apkovl=`'s template: `{MAC}` and `{UUID}`.
     pub fn parse(raw: &str) -> Result<UrlTemplate, String> {
         let t = UrlTemplate(raw.to_owned());
         t.fill("52:54:00:00:00:00", "00000000-0000-0000-0000-000000000000")?;
         Ok(t)
     }
 
+    /// `netinit.report=`'s template: every placeholder of [`Machine`].
+    pub fn parse_report(raw: &str) -> Result<UrlTemplate, String> {
+        let t = UrlTemplate(raw.to_owned());
+        let sample = Machine {
+            mac: "52:54:00:00:00:00".into(),
+            uuid: "00000000-0000-0000-0000-000000000000".into(),
+            ip: "192.0.2.1".into(),
+            hostname: "host".into(),
+            serial: "serial".into(),
+        };
+        t.fill_machine(&sample)?;
+        Ok(t)
+    }
+
     /// The URL for this machine: `{MAC}` is the boot NIC's MAC (`aa:bb:...`), `{UUID}` the SMBIOS
-    /// system UUID.
-    /// The URL for this machine. A placeholder with nothing to fill it (no NIC, no readable SMBIOS
-    /// UUID) is an error: an empty one would fetch another machine's file, or a directory's.
+    /// system UUID. A placeholder with nothing to fill it (no NIC, no readable SMBIOS UUID) is an
+    /// error: an empty one would fetch another machine's file, or a directory's.
     pub fn fill(&self, mac: &str, uuid: &str) -> Result<Url, String> {
-        for (name, value) in [("{MAC}", mac), ("{UUID}", uuid)] {
+        let machine = Machine { mac: mac.into(), uuid: uuid.into(), ..Machine::default() };
+        self.fill_only(&machine.values()[..2])
+    }
+
+    /// The URL for this machine, every placeholder of [`Machine`] filled, under the same rule.
+    pub fn fill_machine(&self, machine: &Machine) -> Result<Url, String> {
+        self.fill_only(&machine.values())
+    }
+
+    fn fill_only(&self, values: &[(&str, &str)]) -> Result<Url, String> {
+        let mut url = self.0.clone();
+        for (name, value) in values {
             if self.0.contains(name) && value.is_empty() {
                 return Err(format!("{} names {name}, which this machine does not have", self.0));
             }
+            // A value with `/`, `?`, `#`, `@` or a space would change the URL's shape.
+            let escaped: String = value
+                .chars()
+                .map(|c| match c {
+                    'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '.' | '_' | '~' | ':' => c.to_string(),
+                    c => c.to_string().bytes().map(|b| format!("%{b:02X}")).collect(),
+                })
+                .collect();
+            url = url.replace(name, &escaped);
         }
-        Url::parse(&self.0.replace("{MAC}", mac).replace("{UUID}", uuid))
+        Url::parse(&url)
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// `netinit.netconsole=HOST[:PORT]`: where the kernel's netconsole sends the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetconsoleTarget {
+    pub host: Ipv4Addr,
+    pub port: u16,
+}
+
+impl NetconsoleTarget {
+    /// The kernel's netconsole port, and the usual listeners' (`nc -u -l 6666`).
+    pub const DEFAULT_PORT: u16 = 6666;
+
+    pub fn parse(v: &str) -> Result<NetconsoleTarget, String> {
+        let (host, port) = match v.split_once(':') {
+            Some((host, port)) => match decimal::<u16>(port).filter(|p| *p != 0) {
+                Some(port) => (host, port),
+                None => return Err(format!("bad port {port:?} (expected 1 to 65535)")),
+            },
+            None => (v, Self::DEFAULT_PORT),
+        };
+        let host = host.parse().map_err(|_| format!("expected an IPv4 address, not {host:?}"))?;
+        Ok(NetconsoleTarget { host, port })
+    }
+}
+
+impl fmt::Display for NetconsoleTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
     }
 }
 
@@ -937,6 +1028,10 @@ pub struct Config {
     pub debug: bool,
     pub quiet: bool,
     pub single: bool,
+    /// `netinit.report=`: where each boot event is POSTed.
+    pub report: Option<UrlTemplate>,
+    /// `netinit.netconsole=`: where the kernel streams its log once the network is up.
+    pub netconsole: Option<NetconsoleTarget>,
 }
 
 impl Default for Config {
@@ -975,6 +1070,8 @@ impl Default for Config {
             debug: false,
             quiet: false,
             single: false,
+            report: None,
+            netconsole: None,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The HTTP client side of a download: the agent with its per-phase timeouts, one GET that
 //! follows redirects itself (never from https to http, never round a loop), the body decoded when a
-//! server encoded it unasked, and ureq's errors sorted into the phase they belong to. It knows
-//! nothing of attempts, mirrors or files: that is `engine.rs`.
+//! server encoded it unasked, and ureq's errors sorted into the phase they belong to; and one POST
+//! of a JSON body, for the boot reports (`report.rs`). It knows nothing of attempts, mirrors or
+//! files: that is `engine.rs`.
 
 use std::io::{self, Read};
 use std::time::Duration;
@@ -56,6 +57,15 @@ impl Client {
             .and_then(|p| format!("http://{}/", p.authority()).parse().ok())
             .map(|uri| super::proxy::forwarding_agent(config(t, None), uri));
         Client { direct: agent(t, None), proxy: proxy.clone(), forward, tunnel }
+    }
+
+    /// The agent for a request that goes `way`; `None` when ureq could not take `proxy=`.
+    fn agent(&self, way: Way) -> Option<&ureq::Agent> {
+        match way {
+            Way::Direct => Some(&self.direct),
+            Way::Forward => self.forward.as_ref(),
+            Way::Tunnel => self.tunnel.as_ref(),
+        }
     }
 
     /// The proxy a request for `url` goes through, as the log shows it.
@@ -147,15 +157,11 @@ pub(super) fn get(
             Some(p) => format!("{m} (through the proxy {p})"),
             None => m,
         };
-        let agent = match (way, &client.forward, &client.tunnel) {
-            (Way::Direct, _, _) => &client.direct,
-            (Way::Forward, Some(agent), _) | (Way::Tunnel, _, Some(agent)) => agent,
-            _ => {
-                return Err(GetError::Transfer(
-                    Phase::Connect,
-                    through("the HTTP client cannot use this proxy".into()),
-                ))
-            }
+        let Some(agent) = client.agent(way) else {
+            return Err(GetError::Transfer(
+                Phase::Connect,
+                through("the HTTP client cannot use this proxy".into()),
+            ));
         };
         let mut request = agent
             .get(at.as_str())
@@ -191,6 +197,30 @@ pub(super) fn get(
                 hops: route(&hops),
                 looped,
             }));
+        }
+    }
+}
+
+/// POSTs `body` as `application/json` to `url`, once, through `proxy=` as a GET would go, within
+/// `budget` (connect, send and the answer's headers; the answer's body is not read). Redirects are
+/// not followed. Returns the status; any error is one line naming the phase.
+pub(crate) fn post_json(client: &Client, url: &Url, body: &str, budget: Duration) -> Result<u16, String> {
+    let (way, via) = way(url, &client.proxy);
+    let Some(agent) = client.agent(way) else { return Err("the HTTP client cannot use this proxy".into()) };
+    let mut request = agent
+        .post(url.as_str())
+        .config()
+        .timeout_global(Some(budget.min(MAX_BUDGET)))
+        .build()
+        .header("Content-Type", "application/json");
+    if let (Way::Forward, Some(credentials)) = (way, via.and_then(ProxyServer::authorization)) {
+        request = request.header("Proxy-Authorization", credentials);
+    }
+    match request.send(body) {
+        Ok(response) => Ok(response.status().as_u16()),
+        Err(e) => {
+            let (phase, message, _) = classify(&e);
+            Err(format!("{phase} failed: {message}"))
         }
     }
 }

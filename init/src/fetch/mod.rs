@@ -188,6 +188,12 @@ fn busy_note(busy: u32) -> String {
 pub struct Fetched {
     pub path: PathBuf,
     pub url: Url,
+    /// Its size in bytes, the time the download took, and in how many attempts.
+    pub size: u64,
+    pub elapsed: Duration,
+    pub attempts: u32,
+    /// Its SHA-256, when one was computed (`modloop_sha256=`).
+    pub sha256: Option<String>,
 }
 
 /// Lower-case hex.
@@ -395,7 +401,14 @@ pub fn download(image: &ImageConfig) -> Result<Fetched, FetchError> {
         }
         log::info!("SHA-256 matches modloop_sha256");
     }
-    Ok(Fetched { path, url: done.url })
+    Ok(Fetched {
+        path,
+        url: done.url,
+        size: done.size,
+        elapsed,
+        attempts: done.attempts,
+        sha256: done.sha256.map(|d| hex(&d)),
+    })
 }
 
 fn has_trusted_keys() -> bool {

@@ -23,6 +23,7 @@ image:    http://***@images.lan/alpine.squashfs
 modules:  those the devices ask for and those no device asks for (loop, file systems); storage in the background
 init:     /sbin/zinit init if the image has /etc/zinit/, else /sbin/init, else /sbin/openrc-init
 failure:  reboot after 30s
+fleet:    the boot record in /run/netinit/boot.json
 this cmdline would boot
 "
     );
@@ -86,7 +87,8 @@ fn json() {
             r#"{"path":"/sbin/init","args":["a","\\\"b"],"with_dir":null},"#,
             r#"{"path":"/sbin/openrc-init","args":["a","\\\"b"],"with_dir":null}]},"#,
             r#""single":false,"debug":false,"quiet":false,"#,
-            r#""failure":{"action":"poweroff","countdown":null},"warnings":[],"errors":[]}"#
+            r#""failure":{"action":"poweroff","countdown":null},"#,
+            r#""fleet":{"report":null,"netconsole":null,"boot_record":"/run/netinit/boot.json"},"warnings":[],"errors":[]}"#
         )
     );
 }
@@ -199,4 +201,27 @@ fn ipv6_plans() {
     ] {
         assert!(json.contains(part), "{part} in {json}");
     }
+}
+
+#[test]
+fn reports_and_netconsole() {
+    let p = cmdline::parse(
+        "modloop=http://a/b netinit.report=https://t:k@ctl/boot?mac={MAC} netinit.netconsole=10.0.0.1",
+    );
+    let out = Plan::new(&p).text();
+    assert!(
+        out.contains(
+            "fleet:    a JSON report of each boot event POSTed to https://***@ctl/boot?mac={MAC}
+          the kernel log streamed to 10.0.0.1:6666 (UDP, netconsole) once the network is up
+          the boot record in /run/netinit/boot.json
+"
+        ),
+        "{out}"
+    );
+    let json = Plan::new(&p).json();
+    assert!(
+        json.contains(r#""fleet":{"report":"https://***@ctl/boot?mac={MAC}","netconsole":"10.0.0.1:6666","boot_record":"/run/netinit/boot.json"}"#),
+        "{json}"
+    );
+    assert!(!json.contains("t:k") && !out.contains("t:k"));
 }
