@@ -555,6 +555,35 @@ mod tests {
     }
 
     #[test]
+    fn modules_for_another_machine_are_refused() {
+        let (root, _) = unpacked_package("initramfs-machine");
+        let (init, list, out) = (root.join("init"), root.join("modules-list"), root.join("out.cpio.gz"));
+        let mut aarch64 = crate::elf::relocatable(&[(".text", b"\xc3")]);
+        aarch64[0x12..0x14].copy_from_slice(&Arch::Aarch64.elf_machine().to_le_bytes());
+        std::fs::write(&init, &aarch64).unwrap();
+        std::fs::write(&list, "squashfs\n").unwrap();
+        let contents = Contents {
+            init: &init,
+            modules_dir: &root,
+            list: &list,
+            shell: None,
+            trust: &[],
+            ca: &[],
+            firmware: None,
+            split: false,
+        };
+        let Err(e) = write(&contents, &out) else { panic!("packed x86_64 modules with an aarch64 /init") };
+        assert!(
+            e.contains("/squashfs.ko.xz is for x86_64, but ") && e.ends_with("init is for aarch64"),
+            "{e}"
+        );
+        assert!(check_machine(&init, &aarch64, Arch::Aarch64).is_ok());
+        let e = check_machine(&init, &aarch64, Arch::X86_64).unwrap_err();
+        assert!(e.ends_with("init is built for aarch64, not x86_64"), "{e}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn compressed_modules_are_packed_decompressed() {
         let (root, plain) = unpacked_package("initramfs-pack");
         let (init, list, out) = (root.join("init"), root.join("modules-list"), root.join("out.cpio.gz"));
