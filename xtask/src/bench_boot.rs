@@ -384,6 +384,7 @@ fn boot_args(case: Case, files: &Files, port: u16) -> (String, &Path) {
 fn boot(case: Case, files: &Files, port: u16) -> Result<Run> {
     let (append, initrd) = boot_args(case, files, port);
     let spec = vm::Spec {
+        arch: crate::arch::Arch::X86_64,
         boot: vm::Boot::Kernel { kernel: files.vmlinuz.clone(), initrd: initrd.to_owned(), append },
         firmware: vm::Firmware::Bios,
         memory_mb: MEMORY_MB,

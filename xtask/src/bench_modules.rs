@@ -57,7 +57,7 @@ pub fn modules(kernel_name: &str, nic: &str, runs: usize) -> Result<()> {
         let s = scenario::Scenario {
             name: format!("bench-modules-{}", if coldplug { "coldplug" } else { "all" }),
             description: String::new(),
-            cmdline: format!("modloop={{server}}/root.squashfs ip=dhcp panic=5{extra}"),
+            cmdline: format!("modloop={{server}}/{} ip=dhcp panic=5{extra}", image::root_path(spec.arch)),
             steps: vec![scenario::Step::Expect(image::MARKER.into())],
             forbids: vec!["Kernel panic".into(), "netinit: boot failed".into()],
             timeout: Duration::from_secs(300),
@@ -72,6 +72,7 @@ pub fn modules(kernel_name: &str, nic: &str, runs: usize) -> Result<()> {
             services: Vec::new(),
             logs: Vec::new(),
             records: Vec::new(),
+            arch: spec.arch,
         };
         let outcome = scenario::run(&s, &env, false);
         if let Some(why) = outcome.failure {

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::arch::Arch;
 use crate::host::{self, Result};
 
 /// The dependencies of one package that `apt-cache depends` prints, as `Depends:` and
@@ -88,6 +89,18 @@ pub fn unpack(debs: &[PathBuf], tree: &Path) -> Result<()> {
         host::run(Command::new("dpkg").arg("-x").arg(deb).arg(tree))?;
     }
     Ok(())
+}
+
+/// A static busybox for `arch`: the host's `/bin/busybox` (busybox-static) for x86_64; for another
+/// machine Debian's busybox-static of that architecture, unpacked under
+/// `target/netinit-cache/<arch>/busybox-static/` (see `kernel::foreign_apt`).
+pub fn busybox(arch: Arch) -> Result<PathBuf> {
+    if arch == Arch::X86_64 {
+        return Ok(PathBuf::from(crate::BUSYBOX));
+    }
+    let dir = host::cache().join(arch.debian()).join("busybox-static");
+    crate::kernel::unpack_foreign("busybox-static", arch, &dir)?;
+    Ok(dir.join("bin/busybox"))
 }
 
 /// chronyd unpacked under the cache, and the directories of the libraries it needs.

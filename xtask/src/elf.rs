@@ -1,6 +1,8 @@
 //! Just enough of ELF64 little-endian (elf(5)) for xtask: a section's bytes by name (a module's
 //! `.modinfo`) and whether a binary asks for a program interpreter (a dynamically linked `/init`
-//! cannot run in an initramfs without its loader). Reads from a byte slice; no I/O.
+//! cannot run in an initramfs without its loader), and the machine it is for (`e_machine`: an
+//! aarch64 `/init` or module in an x86_64 initramfs would fail only at boot). Reads from a byte
+//! slice; no I/O.
 
 fn u16_at(d: &[u8], i: usize) -> Option<u16> {
     Some(u16::from_le_bytes(d.get(i..i.checked_add(2)?)?.try_into().ok()?))
@@ -50,6 +52,12 @@ pub fn section<'a>(d: &'a [u8], name: &str) -> Result<Option<&'a [u8]>, String> 
         }
     }
     Ok(None)
+}
+
+/// The header's `e_machine`: 62 for x86_64, 183 for aarch64 (see `arch::Arch::elf_machine`).
+pub fn machine(d: &[u8]) -> Result<u16, String> {
+    check_header(d)?;
+    u16_at(d, 0x12).ok_or_else(|| "no ELF header".to_string())
 }
 
 /// Whether the program headers include `PT_INTERP`.
@@ -138,6 +146,7 @@ mod tests {
         let m = relocatable(&[(".text", b"\xc3"), (".modinfo", b"license=GPL\0depends=a,b\0name=x\0")]);
         assert_eq!(section(&m, ".text").unwrap(), Some(&b"\xc3"[..]));
         assert!(!has_interpreter(&m).unwrap());
+        assert_eq!(machine(&m), Ok(62));
         assert_eq!(
             modinfo(&m).unwrap(),
             [("license", "GPL"), ("depends", "a,b"), ("name", "x")]
@@ -154,6 +163,7 @@ mod tests {
         assert_eq!(section(&me, ".no-such-section").unwrap(), None);
         // The host test binary is dynamically linked (glibc): it has an interpreter.
         assert!(has_interpreter(&me).unwrap());
+        assert_eq!(machine(&me), Ok(crate::arch::Arch::X86_64.elf_machine()));
         assert_eq!(modinfo(&me).unwrap_err(), "no .modinfo section: not a kernel module");
     }
 

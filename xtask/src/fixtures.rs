@@ -4,9 +4,10 @@
 
 use std::path::Path;
 
+use crate::arch::Arch;
 use crate::host::{self, Result};
 use crate::https::HttpsServer;
-use crate::{build_initramfs, httpd, image, initramfs, kernel, roots, scenario, Extras, BUSYBOX};
+use crate::{build_initramfs, debs, httpd, image, initramfs, kernel, roots, scenario, Extras};
 
 /// What keeps the scenarios' servers running.
 pub struct Servers {
@@ -22,24 +23,37 @@ fn build_boots(init: &Path, k: &kernel::Kernel, images: &image::Images) -> Resul
     // The VMs' initramfs has the rescue shell, which the `single` scenarios use.
     let list = host::root().join("modules-list");
     let initrd = file("initramfs");
-    build_initramfs(init, &k.modules_dir, &list, &initrd, &Extras { shell: true, ..Extras::default() })?;
+    let arch = k.spec.arch;
+    build_initramfs(
+        init,
+        &k.modules_dir,
+        &list,
+        &initrd,
+        &Extras { shell: true, arch, ..Extras::default() },
+    )?;
     // The signature and https scenarios boot an initramfs that trusts the test key and the test CA.
     let initrd_trusted = file("initramfs-trusted");
     let extras = Extras {
         shell: true,
         trust: std::slice::from_ref(&images.key),
         ca: std::slice::from_ref(&images.tls.ca_cert),
+        arch,
         ..Extras::default()
     };
     build_initramfs(init, &k.modules_dir, &list, &initrd_trusted, &extras)?;
-    // The wrong-kernel scenario: the same modules, filed under a release that is not the kernel's.
-    let elsewhere = host::cache().join("kernel/wrong-release");
-    let fake = elsewhere.join(format!("{}-not-this-one", k.spec.release));
-    // Made afresh each time: a link left by a checkout that moved would point elsewhere.
-    std::fs::create_dir_all(&elsewhere).map_err(|e| e.to_string())?;
-    link(&fake, &k.modules_dir)?;
-    let initrd_wrong_kernel = file("initramfs-wrong-kernel");
-    build_initramfs(init, &fake, &list, &initrd_wrong_kernel, &Extras::default())?;
+    // The wrong-kernel scenario: the same modules, filed under a release that is not the kernel's
+    // (x86_64's kernels only: what it checks is not the machine's, and each arm64 build costs time).
+    let mut initrd_wrong_kernel = None;
+    if arch == Arch::X86_64 {
+        let elsewhere = host::cache().join("kernel/wrong-release");
+        let fake = elsewhere.join(format!("{}-not-this-one", k.spec.release));
+        // Made afresh each time: a link left by a checkout that moved would point elsewhere.
+        std::fs::create_dir_all(&elsewhere).map_err(|e| e.to_string())?;
+        link(&fake, &k.modules_dir)?;
+        let initrd = file("initramfs-wrong-kernel");
+        build_initramfs(init, &fake, &list, &initrd, &Extras::default())?;
+        initrd_wrong_kernel = Some(initrd);
+    }
     // The split scenario: the plain initramfs as the two archives of `--split`, for iPXE.
     let split = k.spec == kernel::ALL[0];
     if split {
@@ -77,9 +91,18 @@ pub fn prepare_vm_env(kernels: &[&'static kernel::Spec]) -> Result<(scenario::En
     host::ensure_vm_tools()?;
     let init = initramfs::build_init()?;
     let images = image::ensure()?;
+    let mut root_sha256 = vec![(Arch::X86_64, images.root_sha256.clone())];
+    let mut inits = vec![(Arch::X86_64, init)];
     let mut boots = Vec::new();
     for &spec in kernels {
         let k = kernel::ensure(spec)?;
+        if !inits.iter().any(|(a, _)| *a == spec.arch) {
+            // Another machine's `/init`, qemu and test root (see `arch`).
+            host::ensure_arm64_vm_tools()?;
+            inits.push((spec.arch, initramfs::build_init_for(spec.arch)?));
+            root_sha256.push((spec.arch, image::ensure_arch(&images, spec.arch)?));
+        }
+        let init = inits.iter().find(|(a, _)| *a == spec.arch).map(|(_, i)| i.clone()).unwrap_or_default();
         if spec == kernel::ALL[0] {
             // The roots of real systems carry the default kernel's module lists (see roots.rs).
             roots::ensure(&images.www, &roots::KernelModules { release: spec.release, dir: &k.modules_dir })?;
@@ -109,7 +132,7 @@ pub fn prepare_vm_env(kernels: &[&'static kernel::Spec]) -> Result<(scenario::En
         boots,
         port: server.port,
         https_port: https.port,
-        root_sha256: images.root_sha256,
+        root_sha256,
         www: images.www,
         logs,
         tls: (images.tls.server_cert.clone(), images.tls.server_key.clone()),
@@ -123,14 +146,15 @@ pub fn prepare_vm_env(kernels: &[&'static kernel::Spec]) -> Result<(scenario::En
 pub fn verify_initramfs(env: &scenario::Env) -> Result<()> {
     println!("xtask: checking that each initramfs is reproducible and that cpio lists it");
     let list = host::root().join("modules-list");
-    let init = initramfs::init_path();
     for boots in &env.boots {
         let modules_dir = kernel::ensure(boots.spec)?.modules_dir;
+        let init = initramfs::init_path_for(boots.spec.arch);
+        let busybox = debs::busybox(boots.spec.arch)?;
         let contents = initramfs::Contents {
             init: &init,
             modules_dir: &modules_dir,
             list: &list,
-            shell: Some(Path::new(BUSYBOX)),
+            shell: Some(&busybox),
             trust: &[],
             ca: &[],
             firmware: None,

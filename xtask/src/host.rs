@@ -1,11 +1,14 @@
 //! What the host needs, and installing it: Debian packages with apt-get when root (else printing
-//! the exact command), the musl target and the lint components with rustup. Also small process
-//! helpers shared by the other modules.
+//! the exact command), the musl targets and the lint components with rustup, and for aarch64 the
+//! cross compiler, qemu and UEFI firmware (see `arch`). Also small process helpers shared by the
+//! other modules.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub type Result<T> = std::result::Result<T, String>;
+
+use crate::arch::Arch;
 
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
@@ -32,6 +35,8 @@ const TOOLS: &[(&str, &str)] = &[
 pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 pub const EFI_VIRTIO_ROM: &str = "/usr/lib/ipxe/qemu/efi-virtio.rom";
 const FILES: &[(&str, &str)] = &[(OVMF, "ovmf"), (EFI_VIRTIO_ROM, "ipxe-qemu")];
+/// The arm64 UEFI firmware (EDK2's ArmVirtQemu) for `-M virt`.
+pub const QEMU_EFI_AARCH64: &str = "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd";
 /// busybox must be the static build: it runs inside the test image, which has no C library.
 const BUSYBOX: (&str, &str) = ("/bin/busybox", "busybox-static");
 
@@ -121,19 +126,47 @@ pub fn ensure_vm_tools() -> Result<()> {
     ensure_musl_target()
 }
 
+/// What the arm64 VMs need besides [`ensure_vm_tools`]: qemu-system-aarch64, the arm64 UEFI
+/// firmware, and the cross compiler with the aarch64 musl target for `/init`.
+pub fn ensure_arm64_vm_tools() -> Result<()> {
+    let mut missing = Vec::new();
+    let (qemu, package) = Arch::Aarch64.qemu();
+    if !on_path(qemu) {
+        missing.push(package);
+    }
+    if !Path::new(QEMU_EFI_AARCH64).is_file() {
+        missing.push("qemu-efi-aarch64");
+    }
+    apt_install(&missing)?;
+    ensure_cc(Arch::Aarch64)?;
+    ensure_musl_target_for(Arch::Aarch64)
+}
+
 /// ring (rustls' cryptography) compiles C for the musl target: it needs musl-gcc.
 pub fn ensure_musl_cc() -> Result<()> {
-    if !on_path("musl-gcc") {
-        apt_install(&["musl-tools"])?;
+    ensure_cc(Arch::X86_64)
+}
+
+/// The C compiler ring needs for `arch` (see [`Arch::cc`]).
+pub fn ensure_cc(arch: Arch) -> Result<()> {
+    let (cc, package) = arch.cc();
+    if !on_path(cc) {
+        apt_install(&[package])?;
     }
     Ok(())
 }
 
 pub fn ensure_musl_target() -> Result<()> {
+    ensure_musl_target_for(Arch::X86_64)
+}
+
+/// The Rust target `arch`'s `/init` is built for, added with rustup when missing.
+pub fn ensure_musl_target_for(arch: Arch) -> Result<()> {
+    let target = arch.musl_target();
     let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
-    if !installed.lines().any(|l| l.trim() == MUSL_TARGET) {
-        eprintln!("xtask: adding the Rust target {MUSL_TARGET}");
-        run(Command::new("rustup").args(["target", "add", MUSL_TARGET]))?;
+    if !installed.lines().any(|l| l.trim() == target) {
+        eprintln!("xtask: adding the Rust target {target}");
+        run(Command::new("rustup").args(["target", "add", target]))?;
     }
     Ok(())
 }

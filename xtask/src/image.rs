@@ -1,11 +1,14 @@
 //! The test root images the VMs fetch: a busybox-static root whose init reports what it sees (PID,
 //! the root file system, the network netinit handed over) and powers off; and files that are not
 //! squashfs images, for the error scenarios. Built with mksquashfs, reproducibly, into the cache.
+//! For another machine than x86_64 the same root with that machine's busybox, signed, under
+//! `<debian-arch>/` of the served tree ([`ensure_arch`]).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::arch::Arch;
 use crate::host::{self, Result};
 
 /// The line the test root's init prints once it has checked everything; the demo waits for it.
@@ -198,16 +201,7 @@ pub fn ensure() -> Result<Images> {
     }
     let _ = std::fs::remove_dir_all(&www);
     std::fs::create_dir_all(&www).map_err(|e| e.to_string())?;
-    let tree = host::cache().join("test-root");
-    let _ = std::fs::remove_dir_all(&tree);
-    for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "run", "tmp"] {
-        std::fs::create_dir_all(tree.join(d)).map_err(|e| e.to_string())?;
-    }
-    std::fs::copy("/bin/busybox", tree.join("bin/busybox"))
-        .map_err(|e| format!("copying /bin/busybox: {e}"))?;
-    std::os::unix::fs::symlink("busybox", tree.join("bin/sh")).map_err(|e| e.to_string())?;
-    write_exec(&tree.join("sbin/init"), INIT)?;
-    mksquashfs(&tree, &www.join("root.squashfs"))?;
+    test_root(Path::new("/bin/busybox"), &host::cache().join("test-root"), &www.join("root.squashfs"))?;
     // An HTML error page saved under the image's name: what a misconfigured web server serves.
     std::fs::write(
         www.join("not-a-squashfs.img"),
@@ -231,6 +225,49 @@ pub fn ensure() -> Result<Images> {
     std::fs::write(&stamp, want).map_err(|e| e.to_string())?;
     let root_sha256 = sha256_file(&www.join("root.squashfs"))?;
     Ok(Images { www, root_sha256, key, tls })
+}
+
+/// The test root around `busybox` (a static one), built in `tree` and written as `out`.
+fn test_root(busybox: &Path, tree: &Path, out: &Path) -> Result<()> {
+    let _ = std::fs::remove_dir_all(tree);
+    for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "run", "tmp"] {
+        std::fs::create_dir_all(tree.join(d)).map_err(|e| e.to_string())?;
+    }
+    std::fs::copy(busybox, tree.join("bin/busybox"))
+        .map_err(|e| format!("copying {}: {e}", busybox.display()))?;
+    std::os::unix::fs::symlink("busybox", tree.join("bin/sh")).map_err(|e| e.to_string())?;
+    write_exec(&tree.join("sbin/init"), INIT)?;
+    mksquashfs(tree, out)
+}
+
+/// Where the test root for `arch` is served, below the test server's root.
+pub fn root_path(arch: Arch) -> String {
+    match arch {
+        Arch::X86_64 => "root.squashfs".into(),
+        other => format!("{}/root.squashfs", other.debian()),
+    }
+}
+
+/// The test root for `arch` (built once into `www/<debian-arch>/` with that machine's
+/// busybox-static, and signed with the test key as `root.squashfs.minisig`); returns its SHA-256.
+/// Call after [`ensure`], which rebuilds the whole tree when its recipe changes.
+pub fn ensure_arch(images: &Images, arch: Arch) -> Result<String> {
+    if arch == Arch::X86_64 {
+        return Ok(images.root_sha256.clone());
+    }
+    let busybox = crate::debs::busybox(arch)?;
+    let image = images.www.join(root_path(arch));
+    let dir = image.parent().map(Path::to_path_buf).unwrap_or_default();
+    let stamp = dir.join(".stamp");
+    let want = format!("{:x}", fnv(include_str!("image.rs").as_bytes()));
+    if !std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let tree = host::cache().join(format!("test-root-{}", arch.debian()));
+        test_root(&busybox, &tree, &image)?;
+        sign(&image, &image.with_extension("squashfs.minisig"))?;
+        std::fs::write(&stamp, want).map_err(|e| e.to_string())?;
+    }
+    sha256_file(&image)
 }
 
 /// The test apkovl: `etc/motd`, a setuid file (kept only when the overlay is signed), and what must

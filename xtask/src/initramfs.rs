@@ -7,22 +7,35 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::arch::Arch;
 use crate::host::{self, Result};
 use crate::{firmware, kmod, report, split};
 
-/// Where [`build_init`] leaves `/init`.
-pub fn init_path() -> PathBuf {
-    host::root().join("target").join(host::MUSL_TARGET).join("release/netinit")
+/// Where [`build_init_for`] leaves `arch`'s `/init`.
+pub fn init_path_for(arch: Arch) -> PathBuf {
+    host::root().join("target").join(arch.musl_target()).join("release/netinit")
 }
 
-/// Builds the init for musl in release mode and returns its path.
+/// Builds the init for x86_64 musl in release mode and returns its path.
 pub fn build_init() -> Result<PathBuf> {
-    host::ensure_musl_target()?;
-    host::ensure_musl_cc()?;
+    build_init_for(Arch::X86_64)
+}
+
+/// Builds the init for `arch`'s musl target in release mode, checks it is static and for that
+/// machine, and returns its path. ring's C is compiled with [`Arch::cc`]; for aarch64 the same
+/// cross gcc links, as the host's `cc` cannot.
+pub fn build_init_for(arch: Arch) -> Result<PathBuf> {
+    host::ensure_musl_target_for(arch)?;
+    host::ensure_cc(arch)?;
+    let target = arch.musl_target();
+    let env_target = target.replace('-', "_");
     let mut cargo = host::cargo();
     cargo
-        .args(["build", "--quiet", "--release", "--package", "netinit", "--target", host::MUSL_TARGET])
-        .env("CC_x86_64_unknown_linux_musl", "musl-gcc");
+        .args(["build", "--quiet", "--release", "--package", "netinit", "--target", target])
+        .env(format!("CC_{env_target}"), arch.cc().0);
+    if arch != Arch::X86_64 {
+        cargo.env(format!("CARGO_TARGET_{}_LINKER", env_target.to_uppercase()), arch.cc().0);
+    }
     // The clock floor of `/init` (init/src/clock.rs): the commit's time, unless the caller gives one.
     if std::env::var_os("SOURCE_DATE_EPOCH").is_none() {
         if let Some(epoch) = commit_time() {
@@ -30,8 +43,9 @@ pub fn build_init() -> Result<PathBuf> {
         }
     }
     host::run(&mut cargo)?;
-    let path = init_path();
+    let path = init_path_for(arch);
     let data = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    check_machine(&path, &data, arch)?;
     if crate::elf::has_interpreter(&data)? {
         return Err(format!(
             "{} asks for a program interpreter: it is not statically linked",
@@ -39,6 +53,20 @@ pub fn build_init() -> Result<PathBuf> {
         ));
     }
     Ok(path)
+}
+
+/// Refuses an ELF file built for another machine than `arch`.
+pub fn check_machine(path: &Path, data: &[u8], arch: Arch) -> Result<()> {
+    let machine = crate::elf::machine(data).map_err(|e| format!("{}: {e}", path.display()))?;
+    if machine != arch.elf_machine() {
+        return Err(format!(
+            "{} is built for {}, not {}",
+            path.display(),
+            Arch::machine_name(machine),
+            arch.name()
+        ));
+    }
+    Ok(())
 }
 
 /// The time of the checkout's commit, in seconds since 1970 (`git log -1 --format=%ct`), if it is a
@@ -280,6 +308,21 @@ pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
     let Contents { init, modules_dir, list, shell, trust, ca, firmware: firmware_dir, split: two } =
         *contents;
     let init_bytes = std::fs::read(init).map_err(|e| format!("reading {}: {e}", init.display()))?;
+    // Everything that runs in the initramfs is for the machine `/init` is for.
+    let machine = crate::elf::machine(&init_bytes).map_err(|e| format!("{}: {e}", init.display()))?;
+    let same_machine = |path: &Path, data: &[u8]| -> Result<()> {
+        match crate::elf::machine(data) {
+            Ok(m) if m == machine => Ok(()),
+            Ok(m) => Err(format!(
+                "{} is for {}, but {} is for {}",
+                path.display(),
+                Arch::machine_name(m),
+                init.display(),
+                Arch::machine_name(machine)
+            )),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    };
     let list_text = std::fs::read_to_string(list).map_err(|e| format!("reading {}: {e}", list.display()))?;
     let (tree, resolved, compression, why) = resolve_modules(modules_dir, list, &list_text)?;
     let release = &tree.release;
@@ -298,6 +341,7 @@ pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
         if crate::elf::has_interpreter(&data)? {
             return Err(format!("{} is not statically linked: install busybox-static", busybox.display()));
         }
+        same_machine(busybox, &data)?;
         a.file("bin/busybox", 0o755, data).map_err(e)?;
         for applet in RESCUE_APPLETS {
             a.symlink(&format!("bin/{applet}"), "busybox").map_err(e)?;
@@ -323,6 +367,7 @@ pub fn write(contents: &Contents, output: &Path) -> Result<Built> {
     let mut modules_size = 0;
     for m in resolved.modules.values() {
         let data = tree.read(&m.path)?;
+        same_machine(&modules_dir.join(&m.path), &data)?;
         modules_size += data.len() as u64;
         a.file(&format!("{base}/{}", kmod::packed_path(&m.path)), 0o644, data).map_err(e)?;
     }
@@ -510,10 +555,39 @@ mod tests {
     }
 
     #[test]
+    fn modules_for_another_machine_are_refused() {
+        let (root, _) = unpacked_package("initramfs-machine");
+        let (init, list, out) = (root.join("init"), root.join("modules-list"), root.join("out.cpio.gz"));
+        let mut aarch64 = crate::elf::relocatable(&[(".text", b"\xc3")]);
+        aarch64[0x12..0x14].copy_from_slice(&Arch::Aarch64.elf_machine().to_le_bytes());
+        std::fs::write(&init, &aarch64).unwrap();
+        std::fs::write(&list, "squashfs\n").unwrap();
+        let contents = Contents {
+            init: &init,
+            modules_dir: &root,
+            list: &list,
+            shell: None,
+            trust: &[],
+            ca: &[],
+            firmware: None,
+            split: false,
+        };
+        let Err(e) = write(&contents, &out) else { panic!("packed x86_64 modules with an aarch64 /init") };
+        assert!(
+            e.contains("/squashfs.ko.xz is for x86_64, but ") && e.ends_with("init is for aarch64"),
+            "{e}"
+        );
+        assert!(check_machine(&init, &aarch64, Arch::Aarch64).is_ok());
+        let e = check_machine(&init, &aarch64, Arch::X86_64).unwrap_err();
+        assert!(e.ends_with("init is built for aarch64, not x86_64"), "{e}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn compressed_modules_are_packed_decompressed() {
         let (root, plain) = unpacked_package("initramfs-pack");
         let (init, list, out) = (root.join("init"), root.join("modules-list"), root.join("out.cpio.gz"));
-        std::fs::write(&init, b"\x7fELF not really").unwrap();
+        std::fs::write(&init, crate::elf::relocatable(&[(".text", b"\xc3")])).unwrap();
         std::fs::write(&list, "virtio_net\nsquashfs\noverlay\nvirtio_pci\ne1000e\n").unwrap();
         let contents = Contents {
             init: &init,
@@ -647,7 +721,7 @@ mod packing_tests {
         std::fs::write(root.join("outside"), b"secret").unwrap();
         std::os::unix::fs::symlink("../../../outside", fw.join("d.fw")).unwrap();
         let (init, names) = (root.join("init"), root.join("modules-list"));
-        std::fs::write(&init, b"\x7fELF not really").unwrap();
+        std::fs::write(&init, crate::elf::relocatable(&[(".text", b"\xc3")])).unwrap();
         std::fs::write(&names, "r8169\nsquashfs\n").unwrap();
         let fw_dir = root.join("fw");
         // A kernel that unpacks zstd: both archives are zstd, listed and reproducible as gzip ones are.

@@ -1,6 +1,7 @@
 //! `cargo xtask`: build the initramfs, boot it in a VM, run every test. Std-first, one `match` over
 //! the subcommands; each installs what it is missing (or prints the exact command when not root).
 
+mod arch;
 mod bench;
 mod bench_boot;
 mod bench_modules;
@@ -36,8 +37,10 @@ use host::Result;
 
 const USAGE: &str = "usage: cargo xtask <command>
 
-  qemu   [--timeout SECS]       build everything, boot it in qemu, show the console; exit 0 when the
-                                booted image reports back
+  qemu   [--timeout SECS] [--arch ARCH]
+                                build everything, boot it in qemu, show the console; exit 0 when the
+                                booted image reports back (ARCH: x86_64, the default, or aarch64:
+                                qemu-system-aarch64 -M virt, Debian 12's arm64 kernel)
   test   [--only NAME] [--no-lint] [--jobs N] [--verbose]
                                 lint, host tests, the firmware check (--only firmware-realtek),
                                 every VM scenario of qemu-tests/, then `bench boot --runs 1`
@@ -59,13 +62,15 @@ const USAGE: &str = "usage: cargo xtask <command>
                                 from nginx with a busy server's limits, netinit then curl; then
                                 both through a caching proxy (not with --no-cache); clients still
                                 running after SECS (900) are killed
-  cpio   [--modules-dir DIR | --kernel NAME] [--modules-list FILE] [--output FILE] [--shell]
-         [--trust KEY]... [--ca PEM]... [--firmware-dir FW] [--split]
-                                build the initramfs (DIR: a [usr/]lib/modules/<release> directory,
+  cpio   [--arch ARCH] [--modules-dir DIR | --kernel NAME] [--modules-list FILE] [--output FILE]
+         [--shell] [--trust KEY]... [--ca PEM]... [--firmware-dir FW] [--split]
+                                build the initramfs (ARCH: x86_64, the default, or aarch64;
+                                DIR: a [usr/]lib/modules/<release> directory,
                                 or the root of an unpacked kernel package; modules .ko, .ko.gz,
                                 .ko.xz, .ko.zst; NAME: a test kernel, 6.1 (the default), 6.12 or
-                                6.1-generic, fetched into the cache); --shell adds the host's static
-                                busybox as a rescue shell (for `single` and netinit.fail=shell);
+                                6.1-generic, or 6.1-arm64 (aarch64's default), fetched into the
+                                cache); --shell adds a static busybox (the host's; Debian's arm64
+                                one for aarch64) as a rescue shell (for `single` and netinit.fail=shell);
                                 --trust packs a minisign public key: images must then be signed;
                                 --ca adds CA certificates for https, beside Mozilla's roots;
                                 --firmware-dir packs the firmware the modules declare that FW (a
@@ -124,6 +129,14 @@ fn flags(args: &[String], known: &[&str], switches: &[&str]) -> Result<Vec<(Stri
     Ok(out)
 }
 
+/// `--arch`'s machine, x86_64 when it is absent.
+fn arch_flag(flags: &[(String, String)]) -> Result<arch::Arch> {
+    flag(flags, "--arch")
+        .map(|a| arch::Arch::parse(a).map_err(|e| format!("--arch: {e}")))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
 fn flag<'a>(flags: &'a [(String, String)], name: &str) -> Option<&'a str> {
     flags.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
@@ -142,6 +155,8 @@ struct Extras<'a> {
     firmware: Option<&'a Path>,
     /// Write the modules and firmware as a second archive.
     split: bool,
+    /// The machine: which busybox `shell` packs.
+    arch: arch::Arch,
 }
 
 /// Builds the initramfs around `init` (from [`initramfs::build_init`]); prints what it made.
@@ -152,11 +167,12 @@ fn build_initramfs(
     output: &Path,
     extras: &Extras,
 ) -> Result<()> {
+    let busybox = if extras.shell { Some(debs::busybox(extras.arch)?) } else { None };
     let contents = initramfs::Contents {
         init,
         modules_dir,
         list,
-        shell: extras.shell.then_some(Path::new(BUSYBOX)),
+        shell: busybox.as_deref(),
         trust: extras.trust,
         ca: extras.ca,
         firmware: extras.firmware,
@@ -191,16 +207,32 @@ fn build_initramfs(
 }
 
 fn cmd_cpio(args: &[String]) -> Result<()> {
-    let known =
-        ["--modules-dir", "--kernel", "--modules-list", "--output", "--trust", "--ca", "--firmware-dir"];
+    let known = [
+        "--modules-dir",
+        "--kernel",
+        "--modules-list",
+        "--output",
+        "--trust",
+        "--ca",
+        "--firmware-dir",
+        "--arch",
+    ];
     let f = flags(args, &known, &["--shell", "--split"])?;
+    let arch = arch_flag(&f)?;
     let modules_dir = match (flag(&f, "--modules-dir"), flag(&f, "--kernel")) {
         (Some(_), Some(_)) => return Err("give --modules-dir or --kernel, not both".into()),
         (Some(d), None) => PathBuf::from(d),
         (None, name) => {
-            let name = name.unwrap_or(kernel::ALL[0].name);
+            let name = name.unwrap_or(kernel::default_for(arch).name);
             let spec =
                 kernel::by_name(name).ok_or(format!("--kernel: no test kernel {name:?}\n\n{USAGE}"))?;
+            if spec.arch != arch {
+                return Err(format!(
+                    "--kernel {name} is an {} kernel; give --arch {}",
+                    spec.arch.name(),
+                    spec.arch.name()
+                ));
+            }
             kernel::ensure(spec)?.modules_dir
         }
     };
@@ -212,7 +244,7 @@ fn cmd_cpio(args: &[String]) -> Result<()> {
     };
     let (trust, ca) = (all("--trust"), all("--ca"));
     build_initramfs(
-        &initramfs::build_init()?,
+        &initramfs::build_init_for(arch)?,
         &modules_dir,
         &list,
         &output,
@@ -222,6 +254,7 @@ fn cmd_cpio(args: &[String]) -> Result<()> {
             ca: &ca,
             firmware: flag(&f, "--firmware-dir").map(Path::new),
             split: flag(&f, "--split").is_some(),
+            arch,
         },
     )
 }
@@ -283,28 +316,31 @@ fn cmd_serve(dir: &str, addr: &str) -> Result<()> {
 }
 
 fn cmd_qemu(args: &[String]) -> Result<()> {
-    let f = flags(args, &["--timeout"], &[])?;
+    let f = flags(args, &["--timeout", "--arch"], &[])?;
     let timeout = flag(&f, "--timeout")
         .map(|t| t.parse::<u64>().map_err(|_| "--timeout takes seconds"))
         .transpose()?
         .unwrap_or(300);
-    let (env, _server) = fixtures::prepare_vm_env(&[kernel::ALL[0]])?;
+    let arch = arch_flag(&f)?;
+    let k = kernel::default_for(arch);
+    let (env, _server) = fixtures::prepare_vm_env(&[k])?;
     let demo = scenario::Scenario {
         name: "demo".into(),
         description: String::new(),
-        cmdline: "modloop={server}/root.squashfs ip=dhcp panic=10".into(),
+        cmdline: format!("modloop={{server}}/{} ip=dhcp panic=10", image::root_path(arch)),
         steps: vec![scenario::Step::Expect(image::MARKER.into())],
         nics: vec![netlab::Nic::User],
         ipxe: false,
         firmware: vm::Firmware::Bios,
         initramfs: scenario::Initramfs::Plain,
-        kernels: vec![kernel::ALL[0]],
-        kernel: kernel::ALL[0],
+        kernels: vec![k],
+        kernel: k,
         user_nic: ("virtio-net-pci".into(), String::new()),
         qemu: Vec::new(),
         services: Vec::new(),
         logs: Vec::new(),
         records: Vec::new(),
+        arch,
         forbids: vec!["Kernel panic".into()],
         timeout: Duration::from_secs(timeout),
     };

@@ -58,10 +58,17 @@
 //! a script over TFTP, in README's form, which fetches the kernel and initramfs over HTTP with
 //! `cmdline` appended. `firmware: uefi` boots the machine with OVMF (and iPXE's EFI driver from
 //! qemu's `efi-virtio.rom`) instead of SeaBIOS (`firmware: bios`, the default).
+//!
+//! `arch: aarch64` boots an arm64 guest (`qemu-system-aarch64 -M virt`, console `ttyAMA0`) on
+//! the arm64 test kernel (`6.1-arm64`, the only one `kernels:` may then name), with the arm64
+//! `/init`; its test root, with arm64 busybox, is `{server}/arm64/root.squashfs` (signed beside it),
+//! and `{root_sha256}` is that root's. `firmware: uefi` is then EDK2's ArmVirtQemu, booting
+//! `-kernel` through the EFI stub; `boot: ipxe` and `initramfs: split` are x86_64's only.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::arch::Arch;
 use crate::netlab::{self, Lab, Nic, Service};
 use crate::vm::{Boot, Firmware, Spec, Vm};
 use crate::{kernel, recorder};
@@ -122,6 +129,8 @@ pub struct Scenario {
     pub logs: Vec<(String, String)>,
     /// `record:`: the recorders this run starts (`reports`, `netconsole`).
     pub records: Vec<String>,
+    /// `arch:`: the guest's machine.
+    pub arch: Arch,
 }
 
 /// The recorders a scenario may ask for, which are also the names of their `log:` files.
@@ -149,7 +158,9 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
         services: Vec::new(),
         logs: Vec::new(),
         records: Vec::new(),
+        arch: Arch::X86_64,
     };
+    let mut kernels_given = false;
     let mut in_header = true;
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -189,7 +200,11 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
                     ))
                 }
             },
-            "kernels" => s.kernels = parse_kernels(&value).map_err(|e| format!("{name}:{}: {e}", n + 1))?,
+            "kernels" => {
+                s.kernels = parse_kernels(&value).map_err(|e| format!("{name}:{}: {e}", n + 1))?;
+                kernels_given = true;
+            }
+            "arch" => s.arch = Arch::parse(&value).map_err(|e| format!("{name}:{}: {e}", n + 1))?,
             "nic" => s.nics.push(Nic::parse(&value).map_err(|e| format!("{name}:{}: {e}", n + 1))?),
             "user-nic" => {
                 let mut words = value.split_whitespace();
@@ -221,6 +236,21 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
         }
     }
     s.description = s.description.trim().to_owned();
+    if !kernels_given {
+        s.kernels = vec![kernel::default_for(s.arch)];
+    }
+    s.kernel = s.kernels[0];
+    if let Some(k) = s.kernels.iter().find(|k| k.arch != s.arch) {
+        return Err(format!(
+            "{name}: kernel {} is for {}, not arch {}",
+            k.name,
+            k.arch.name(),
+            s.arch.name()
+        ));
+    }
+    if s.arch != Arch::X86_64 && (s.ipxe || s.initramfs == Initramfs::Split) {
+        return Err(format!("{name}: boot: ipxe and initramfs: split are for x86_64 only"));
+    }
     if s.nics.is_empty() {
         s.nics.push(Nic::User);
     }
@@ -265,12 +295,16 @@ fn parse_kernels(value: &str) -> Result<Vec<&'static kernel::Spec>, String> {
     Ok(kernels)
 }
 
-/// A scenario's runs, one per kernel it names; the default kernel's run keeps the plain name.
+/// A scenario's runs, one per kernel it names; the run on its arch's default kernel keeps the plain name.
 pub fn runs(s: &Scenario) -> Vec<Scenario> {
     s.kernels
         .iter()
         .map(|&k| Scenario {
-            name: if k == kernel::ALL[0] { s.name.clone() } else { format!("{}@{}", s.name, k.name) },
+            name: if k == kernel::default_for(s.arch) {
+                s.name.clone()
+            } else {
+                format!("{}@{}", s.name, k.name)
+            },
             kernel: k,
             ..s.clone()
         })
@@ -306,8 +340,8 @@ pub struct Boots {
     pub initrd: std::path::PathBuf,
     /// The same initramfs, trusting the test signing key.
     pub initrd_trusted: std::path::PathBuf,
-    /// The plain initramfs with its modules filed under another kernel release.
-    pub initrd_wrong_kernel: std::path::PathBuf,
+    /// The plain initramfs with its modules filed under another kernel release (x86_64 only).
+    pub initrd_wrong_kernel: Option<std::path::PathBuf>,
     /// Whether the test server serves this kernel's split archives (as [`SPLIT_INITRDS`]).
     pub split: bool,
 }
@@ -319,7 +353,8 @@ pub struct Env {
     pub port: u16,
     /// The test HTTPS server's port (`openssl s_server`, certificate from the test CA).
     pub https_port: u16,
-    pub root_sha256: String,
+    /// The SHA-256 of each machine's test root (see `image::ensure_arch`).
+    pub root_sha256: Vec<(Arch, String)>,
     pub www: std::path::PathBuf,
     pub logs: std::path::PathBuf,
     /// The test HTTPS server's certificate and key.
@@ -340,7 +375,8 @@ fn expand(text: &str, s: &Scenario, env: &Env) -> String {
         out = out.replace(&format!("{{gw{i}}}"), &netlab::gateway(i));
         out = out.replace(&format!("{{gw6_{i}}}"), &netlab::gateway6(i));
     }
-    out.replace("{root_sha256}", &env.root_sha256)
+    let sha = env.root_sha256.iter().find(|(a, _)| *a == s.arch).map_or("", |(_, sha)| sha.as_str());
+    out.replace("{root_sha256}", sha)
 }
 
 /// The iPXE script a `boot: ipxe` scenario's VM gets over TFTP, in README's form: it loads the same
@@ -364,7 +400,7 @@ fn ipxe_script(s: &Scenario, env: &Env) -> String {
 }
 
 pub fn kernel_cmdline(s: &Scenario, env: &Env) -> String {
-    format!("console=ttyS0,115200 {}", expand(&s.cmdline, s, env))
+    format!("{} {}", s.arch.console(), expand(&s.cmdline, s, env))
 }
 
 /// This run's recorders (`record:`), and the port `{dead}` names.
@@ -480,7 +516,12 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
     let initrd = match s.initramfs {
         Initramfs::Plain => &boots.initrd,
         Initramfs::Trusted => &boots.initrd_trusted,
-        Initramfs::WrongKernel => &boots.initrd_wrong_kernel,
+        Initramfs::WrongKernel => match &boots.initrd_wrong_kernel {
+            Some(initrd) => initrd,
+            None => {
+                return failed(format!("no wrong-kernel initramfs is built for kernel {}", s.kernel.name))
+            }
+        },
         // Served to iPXE under SPLIT_INITRDS' names; qemu's -initrd is not used.
         Initramfs::Split if boots.split => &boots.initrd,
         Initramfs::Split => {
@@ -496,8 +537,14 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
         },
     };
     let nics = nics.into_iter().chain(s.qemu.iter().cloned()).collect();
-    let spec =
-        Spec { boot, firmware: s.firmware, memory_mb: 512, nics, netns: lab.as_ref().map(|l| l.ns.clone()) };
+    let spec = Spec {
+        arch: s.arch,
+        boot,
+        firmware: s.firmware,
+        memory_mb: 512,
+        nics,
+        netns: lab.as_ref().map(|l| l.ns.clone()),
+    };
     let mut vm = match Vm::boot(&spec, echo) {
         Ok(vm) => vm,
         Err(e) => return failed(e),
@@ -588,7 +635,7 @@ mod tests {
             boots: Vec::new(),
             port: 8080,
             https_port: 8443,
-            root_sha256: "ab12".into(),
+            root_sha256: vec![(Arch::X86_64, "ab12".into()), (Arch::Aarch64, "cd34".into())],
             www: "w".into(),
             logs: "l".into(),
             tls: ("c".into(), "k".into()),
@@ -678,10 +725,31 @@ mod tests {
         let e = parse("boot", "kernels: 5.10\ncmdline: ip=dhcp\nexpect: y\n").unwrap_err();
         assert_eq!(
             e,
-            "boot:1: no test kernel \"5.10\": kernels is all or some of [\"6.1\", \"6.12\", \"6.1-generic\"]"
+            "boot:1: no test kernel \"5.10\": kernels is all or some of [\"6.1\", \"6.12\", \"6.1-generic\", \"6.1-arm64\"]"
         );
         let s = parse("boot", "kernels: 6.1-generic\ncmdline: ip=dhcp\nexpect: y\n").unwrap();
         assert_eq!(runs(&s).iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["boot@6.1-generic"]);
+    }
+
+    #[test]
+    fn arm64_scenarios() {
+        let s = parse("a", "arch: aarch64\ncmdline: modloop={server}/arm64/root.squashfs modloop_sha256={root_sha256}\nexpect: y\n").unwrap();
+        assert_eq!((s.arch, s.kernel.name), (Arch::Aarch64, "6.1-arm64"));
+        assert_eq!(runs(&s).iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(
+            kernel_cmdline(&s, &test_env()),
+            "console=ttyAMA0 modloop=http://10.0.2.2:8080/arm64/root.squashfs modloop_sha256=cd34"
+        );
+        let e = parse("a", "arch: aarch64\nkernels: 6.1\ncmdline: a\nexpect: y\n").unwrap_err();
+        assert_eq!(e, "a: kernel 6.1 is for x86_64, not arch aarch64");
+        let e = parse("a", "kernels: 6.1-arm64\ncmdline: a\nexpect: y\n").unwrap_err();
+        assert_eq!(e, "a: kernel 6.1-arm64 is for aarch64, not arch x86_64");
+        assert!(parse("a", "arch: aarch64\nboot: ipxe\ncmdline: a\nexpect: y\n")
+            .unwrap_err()
+            .contains("x86_64 only"));
+        assert!(parse("a", "arch: mips\ncmdline: a\nexpect: y\n")
+            .unwrap_err()
+            .contains("a:1: no architecture \"mips\""));
     }
 
     #[test]

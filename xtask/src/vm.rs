@@ -1,12 +1,15 @@
 //! One qemu VM with its serial console read line by line: boot the real kernel and initramfs, wait
 //! for console lines with a deadline, and kill the VM (only the qemu this started, by its handle)
-//! when done. TCG by default; `NETINIT_KVM=1` opts in to KVM where it works.
+//! when done. TCG by default; `NETINIT_KVM=1` opts in to KVM where it works (x86_64 guests only).
+//! x86_64 guests run on qemu's default PC; aarch64 guests on `-M virt` (see `arch::Arch::qemu`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Instant;
+
+use crate::arch::Arch;
 
 /// How the VM boots.
 pub enum Boot {
@@ -21,11 +24,14 @@ pub enum Boot {
 pub enum Firmware {
     /// SeaBIOS, qemu's default.
     Bios,
-    /// OVMF (Debian's `ovmf`), UEFI as PXE hardware runs it today.
+    /// OVMF (Debian's `ovmf`), UEFI as PXE hardware runs it today; on aarch64 EDK2's ArmVirtQemu
+    /// (`qemu-efi-aarch64`), which boots `-kernel` through its EFI stub.
     Uefi,
 }
 
 pub struct Spec {
+    /// The guest's machine.
+    pub arch: Arch,
     pub boot: Boot,
     pub firmware: Firmware,
     pub memory_mb: u32,
@@ -61,26 +67,30 @@ fn pump(source: impl Read + Send + 'static, prefix: &'static str, tx: mpsc::Send
 
 impl Vm {
     pub fn boot(spec: &Spec, echo: bool) -> Result<Vm, String> {
-        let accel = if std::env::var_os("NETINIT_KVM").is_some_and(|v| v == "1") { "kvm" } else { "tcg" };
+        let kvm = std::env::var_os("NETINIT_KVM").is_some_and(|v| v == "1") && spec.arch == Arch::X86_64;
+        let accel = if kvm { "kvm" } else { "tcg" };
+        let qemu = spec.arch.qemu().0;
         let mut cmd = match &spec.netns {
             // `ip netns exec` execs qemu in place, so the child handle is qemu's own.
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+                c.args(["netns", "exec", ns, qemu]);
                 c
             }
-            None => Command::new("qemu-system-x86_64"),
+            None => Command::new(qemu),
         };
-        cmd.args(["-accel", accel, "-cpu", "max", "-smp", "1", "-m", &spec.memory_mb.to_string()]).args([
-            "-nodefaults",
-            "-no-reboot",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-        ]);
-        if spec.firmware == Firmware::Uefi {
-            cmd.arg("-bios").arg(crate::host::OVMF);
+        cmd.args(["-accel", accel])
+            .args(spec.arch.qemu_machine())
+            .args(["-smp", "1", "-m", &spec.memory_mb.to_string()])
+            .args(["-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio"]);
+        match (spec.firmware, spec.arch) {
+            (Firmware::Bios, _) => {}
+            (Firmware::Uefi, Arch::X86_64) => {
+                cmd.arg("-bios").arg(crate::host::OVMF);
+            }
+            (Firmware::Uefi, Arch::Aarch64) => {
+                cmd.arg("-bios").arg(crate::host::QEMU_EFI_AARCH64);
+            }
         }
         match &spec.boot {
             Boot::Kernel { kernel, initrd, append } => {
@@ -94,7 +104,7 @@ impl Vm {
             std::env::temp_dir().join(format!("netinit-qemu-{}-{}.monitor", std::process::id(), unique()));
         cmd.args(["-monitor", &format!("unix:{},server,nowait", monitor.display())]);
         cmd.args(&spec.nics).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
+        let mut child = cmd.spawn().map_err(|e| format!("starting {qemu}: {e}"))?;
         let (tx, lines) = mpsc::channel();
         if let Some(out) = child.stdout.take() {
             pump(out, "", tx.clone());
