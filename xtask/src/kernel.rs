@@ -212,20 +212,7 @@ pub fn foreign_apt(arch: Arch) -> Result<impl Fn() -> Command> {
     if !Path::new(KEYRING).is_file() {
         return Err(format!("{KEYRING} is missing: install debian-archive-keyring"));
     }
-    let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
-    let codename = os
-        .lines()
-        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
-        .unwrap_or("")
-        .trim_matches('"')
-        .to_owned();
-    let targets = host::output(Command::new("apt-get").args([
-        "indextargets",
-        "--no-release-info",
-        "--format",
-        "$(RELEASE) $(COMPONENT) $(REPO_URI)",
-        "Identifier: Packages",
-    ]))?;
+    let (codename, targets) = apt_targets()?;
     let text = foreign_sources(&targets, &codename, arch.debian()).ok_or_else(|| {
         format!(
             "no Debian suite of this machine's release ({codename:?}) in its apt sources, to fetch \
@@ -274,11 +261,16 @@ fn foreign_sources(targets: &str, codename: &str, arch: &str) -> Option<String> 
     seen.iter().any(|(r, _)| *r == codename).then_some(text)
 }
 
-/// The Debian mirror the machine's apt uses for its own release's main component.
-fn machine_mirror() -> Result<String> {
+/// The machine's release codename (`/etc/os-release`) and its apt's package index targets, as
+/// `apt-get indextargets` lines `RELEASE COMPONENT URI`.
+fn apt_targets() -> Result<(String, String)> {
     let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
-    let codename =
-        os.lines().find_map(|l| l.strip_prefix("VERSION_CODENAME=")).unwrap_or("").trim_matches('"');
+    let codename = os
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .unwrap_or("")
+        .trim_matches('"')
+        .to_owned();
     let targets = host::output(Command::new("apt-get").args([
         "indextargets",
         "--no-release-info",
@@ -286,7 +278,13 @@ fn machine_mirror() -> Result<String> {
         "$(RELEASE) $(COMPONENT) $(REPO_URI)",
         "Identifier: Packages",
     ]))?;
-    mirror_for(&targets, codename).ok_or_else(|| {
+    Ok((codename, targets))
+}
+
+/// The Debian mirror the machine's apt uses for its own release's main component.
+fn machine_mirror() -> Result<String> {
+    let (codename, targets) = apt_targets()?;
+    mirror_for(&targets, &codename).ok_or_else(|| {
         format!(
             "no Debian mirror for this machine's release ({codename:?}) in its apt sources, to fetch \
              Debian's kernels from: set NETINIT_DEBIAN_MIRROR to a Debian mirror's URL"

@@ -618,8 +618,9 @@ pub fn retransmit_delay(attempt: u32, rng: &mut u64) -> Duration {
     Duration::from_millis(base_ms - 1000 + jitter)
 }
 
-/// xorshift64: fast, and plenty for transaction ids and jitter.
-fn xorshift(state: &mut u64) -> u64 {
+/// xorshift64: fast, and plenty for transaction ids, jitter and SNTP's origin timestamps; every
+/// sans-IO client of `net/` draws from it. A non-zero state never becomes zero.
+pub(super) fn xorshift(state: &mut u64) -> u64 {
     let mut x = *state;
     x ^= x << 13;
     x ^= x >> 7;

@@ -11,6 +11,8 @@
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
+use super::dhcp::xorshift;
+
 pub const CLIENT_PORT: u16 = 546;
 pub const SERVER_PORT: u16 = 547;
 /// All_DHCP_Relay_Agents_and_Servers (RFC 8415 §7.1), where every client message goes.
@@ -960,16 +962,6 @@ pub fn next_rt(prev: Duration, mrt: Duration, rng: &mut u64) -> Duration {
 
 fn new_xid(rng: &mut u64) -> u32 {
     (xorshift(rng) & 0xff_ffff) as u32
-}
-
-/// xorshift64: fast, and plenty for transaction ids and jitter.
-fn xorshift(state: &mut u64) -> u64 {
-    let mut x = *state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    *state = x;
-    x
 }
 
 #[cfg(test)]

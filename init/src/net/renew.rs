@@ -11,7 +11,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::dhcp::{self, encode_from, Client, Event, Identity, Lease, MessageType, Packet};
+use super::dhcp::{self, encode_from, xorshift, Client, Event, Identity, Lease, MessageType, Packet};
 
 /// The shortest wait between retransmissions while RENEWING or REBINDING (RFC 2131 4.4.5).
 pub const MIN_RETRANSMIT: Duration = Duration::from_secs(60);
@@ -108,7 +108,7 @@ impl Keeper {
     /// Keeps `lease`, bound at `bound_at` (the boot's DHCP), for `id`.
     pub fn new(id: Identity, lease: Lease, bound_at: Duration, seed: u64) -> Keeper {
         let mut rng = seed | 1;
-        let xid = next(&mut rng) as u32;
+        let xid = xorshift(&mut rng) as u32;
         let times = Times::of(&lease, bound_at);
         Keeper {
             id,
@@ -173,7 +173,7 @@ impl Keeper {
             self.phase = phase;
             self.due = None;
             self.started = now;
-            self.xid = next(&mut self.rng) as u32;
+            self.xid = xorshift(&mut self.rng) as u32;
         }
         match self.phase {
             Phase::Bound => None,
@@ -254,26 +254,16 @@ impl Keeper {
         self.phase = Phase::Bound;
         self.due = None;
         self.init = None;
-        self.xid = next(&mut self.rng) as u32;
+        self.xid = xorshift(&mut self.rng) as u32;
     }
 
     fn expire(&mut self, now: Duration, why: &'static str) -> Step {
         self.phase = Phase::Init;
         self.due = None;
-        self.seed = next(&mut self.rng);
+        self.seed = xorshift(&mut self.rng);
         self.init = Some(Client::new(self.id.clone(), self.seed, now));
         Step::Expired { lease: self.lease.clone(), why }
     }
-}
-
-/// xorshift64, as the boot's client uses.
-fn next(state: &mut u64) -> u64 {
-    let mut x = *state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    *state = x;
-    x
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::dhcp::xorshift;
+
 /// The NTP port, on the server (RFC 5905 §7.2).
 pub const PORT: u16 = 123;
 /// The size of a request, and the least a reply may have: the header without extensions or MAC.
@@ -529,16 +531,6 @@ impl Client {
             .collect();
         self.state = State::GaveUp(GaveUp { servers });
     }
-}
-
-/// xorshift64, as in `dhcp.rs`: the state is never zero, so neither is a transmit timestamp.
-fn xorshift(state: &mut u64) -> u64 {
-    let mut x = *state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    *state = x;
-    x
 }
 
 #[cfg(test)]
