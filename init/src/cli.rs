@@ -9,6 +9,7 @@ use crate::plan::Plan;
 
 const USAGE: &str = "usage: netinit explain [--json] '<kernel command line>'
        netinit fetch [--sha256 HEX] URL[,URL...] FILE
+       netinit manifest [--chunk-size BYTES] IMAGE
        netinit --version
 
 As PID 1 (the /init of an initramfs), netinit boots the machine.";
@@ -20,6 +21,7 @@ pub fn main(args: Vec<String>) -> i32 {
         ["explain", cmdline] => (false, *cmdline),
         ["explain", "--json", cmdline] | ["explain", cmdline, "--json"] => (true, *cmdline),
         ["fetch", rest @ ..] => return fetch(rest),
+        ["manifest", rest @ ..] => return crate::stream::manifest::cli(rest),
         // Started by PID 1 after switch_root (`netinit.keep_lease=`), not by hand.
         ["keep-lease"] => return crate::net::keeper::run(),
         ["--version"] => {

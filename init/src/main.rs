@@ -21,6 +21,7 @@ mod netconsole;
 mod plan;
 mod report;
 mod rootfs;
+mod stream;
 mod switch_root;
 mod sys;
 
