@@ -20,6 +20,8 @@ pub const MODLOOP: &str = "modloop";
 pub const MODLOOP_SHA256: &str = "modloop_sha256";
 /// Whether the image's signature must verify.
 pub const MODLOOP_VERIFY: &str = "modloop_verify";
+/// Whether the root is streamed from the image (NBD) instead of downloaded before the boot goes on.
+pub const MODLOOP_STREAM: &str = "modloop_stream";
 /// Retries of the download after the first attempt.
 pub const RETRIES: &str = "netinit.retries";
 /// The whole download's time budget.

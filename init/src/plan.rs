@@ -194,6 +194,13 @@ impl<'a> Plan<'a> {
                 Verify::Off => "signature not checked (modloop_verify=no)",
             },
         );
+        if c.image.stream {
+            s.line(
+                "",
+                "streamed (modloop_stream=yes): the root is served from the image's chunks as they \
+                 arrive, each checked against IMAGE.chunks; the whole image is downloaded if that cannot start",
+            );
+        }
         if let Some(proxy) = &c.image.proxy.server {
             let except: Vec<String> = c.image.proxy.bypass.iter().map(ToString::to_string).collect();
             let except = match except.is_empty() {
@@ -407,6 +414,7 @@ impl<'a> Plan<'a> {
             ("urls", Json::Arr(c.image.urls.iter().map(Json::str).collect())),
             ("sha256", Json::opt(c.image.sha256.map(|d| hex(&d)))),
             ("verify", Json::str(verify)),
+            ("stream", Json::Bool(c.image.stream)),
             ("attempts", Json::Num(u64::from(self.retry.attempts))),
             ("timeout", Json::Num(c.image.timeout.as_secs())),
             ("overlay_size", Json::str(c.overlay_size.tmpfs_option())),

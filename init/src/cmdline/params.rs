@@ -89,6 +89,11 @@ pub const PARAMETERS: &[Param] = &[
         "no" | "0" | "false" => d.config.image.verify = Verify::Off,
         _ => r.bad(v, "expected yes or no"),
     }),
+    value(MODLOOP_STREAM, Severity::Warning, |d, v, r| match v {
+        "yes" | "1" | "true" => d.config.image.stream = true,
+        "no" | "0" | "false" => d.config.image.stream = false,
+        _ => r.bad(v, "expected yes or no; downloading the whole image first"),
+    }),
     Param {
         name: RETRIES,
         kind: Kind::Number {

@@ -176,6 +176,12 @@ fn image_verification_and_tuning() {
         "the image cannot be verified",
     );
     one_error(&parsed("modloop_verify=maybe"), MODLOOP_VERIFY, "expected yes or no");
+    assert!(!parsed("").config.image.stream);
+    assert!(parsed("modloop_stream=yes").config.image.stream);
+    assert!(!parsed("modloop_stream=yes modloop_stream=no").config.image.stream);
+    let p = parsed("modloop_stream=sometimes");
+    one_warning(&p, MODLOOP_STREAM, "downloading the whole image first");
+    assert!(!p.config.image.stream);
     one_warning(&parsed("netinit.retries=-1"), RETRIES, "expected a whole number from 0 to 1000; using 5");
     one_warning(&parsed("netinit.retries=1001"), RETRIES, "from 0 to 1000");
     one_warning(&parsed("netinit.timeout=0"), TIMEOUT, "expected whole seconds from 1 to 86400; using 900");

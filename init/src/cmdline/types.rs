@@ -835,6 +835,8 @@ pub struct ImageConfig {
     pub urls: Vec<Url>,
     pub sha256: Option<[u8; 32]>,
     pub verify: Verify,
+    /// `modloop_stream=yes`: serve the root from the network (NBD) while the image arrives.
+    pub stream: bool,
     pub retries: u32,
     pub timeout: Duration,
     /// `proxy=` and `noproxy=`: every download's route, the image's and the smaller files'.
@@ -1041,6 +1043,7 @@ impl Default for Config {
                 urls: Vec::new(),
                 sha256: None,
                 verify: Verify::Auto,
+                stream: false,
                 retries: DEFAULT_RETRIES,
                 timeout: DEFAULT_FETCH_TIMEOUT,
                 proxy: ProxyConfig::default(),

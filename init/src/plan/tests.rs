@@ -80,7 +80,7 @@ fn json() {
             r#"{"device":"eth0","choice":"eth0 (ip=)","method":"dhcp","client_id":null},"#,
             r#"{"device":"eth1","choice":"eth1 (ip=)","method":"static","address":"10.0.0.5","prefix":24,"gateway":"10.0.0.1","dns":[]}],"#,
             r#""dhcp_timeout":90,"keep_lease":"auto","hostname":"x"},"#,
-            r#""image":{"urls":["http://a/b"],"sha256":null,"verify":"auto","attempts":6,"timeout":900,"overlay_size":"50%","proxy":{"server":null,"noproxy":[]}},"#,
+            r#""image":{"urls":["http://a/b"],"sha256":null,"verify":"auto","stream":false,"attempts":6,"timeout":900,"overlay_size":"50%","proxy":{"server":null,"noproxy":[]}},"#,
             r#""modules":{"coldplug":true,"extra":[],"blacklist":[]},"alpine":{"apkovl":null,"repositories":[],"ssh_key":null},"#,
             r#""init":{"path":null,"args":["a","\\\"b"],"candidates":["#,
             r#"{"path":"/sbin/zinit","args":["a","\\\"b"],"with_dir":"/etc/zinit"},"#,
