@@ -15,8 +15,8 @@ use rustix::mount::MountFlags;
 use crate::cmdline::{self, FailurePolicy};
 use crate::report::{Facts, Record, Reporter};
 use crate::{
-    clock, customize, failure, fetch, klog, modloop_service, modules, net, netconsole, rootfs, switch_root,
-    sys,
+    clock, customize, failure, fetch, klog, modloop_service, modules, net, netconsole, rootfs, stream,
+    switch_root, sys,
 };
 
 /// The stages of the boot, in order: the names the console, the timings and the errors use.
@@ -116,6 +116,8 @@ enum BootError {
     #[error(transparent)]
     Fetch(#[from] fetch::FetchError),
     #[error(transparent)]
+    Stream(#[from] stream::StreamError),
+    #[error(transparent)]
     Rootfs(#[from] rootfs::RootfsError),
     #[error(transparent)]
     Customize(#[from] customize::CustomizeError),
@@ -130,7 +132,7 @@ impl BootError {
             BootError::ReadCmdline(_) | BootError::Cmdline(_) => Stage::Cmdline,
             BootError::Modules(_) => Stage::Modules,
             BootError::Net(_) | BootError::NicDriverRefused(_) | BootError::NoNicDriver(_) => Stage::Network,
-            BootError::Fetch(_) => Stage::Fetch,
+            BootError::Fetch(_) | BootError::Stream(_) => Stage::Fetch,
             BootError::Rootfs(_) => Stage::Rootfs,
             BootError::Customize(_) => Stage::Customize,
             BootError::Switch(_) => Stage::SwitchRoot,
@@ -149,6 +151,7 @@ impl BootError {
                 "add the NIC's driver to modules-list and rebuild the initramfs (the kernel's modules.alias names the driver of each modalias)"
             }
             BootError::Fetch(e) => e.hint(),
+            BootError::Stream(e) => e.hint(),
             BootError::Rootfs(e) => e.hint(),
             BootError::Customize(e) => e.hint(),
             BootError::Switch(e) => e.hint(),
@@ -311,7 +314,11 @@ fn run(reports: &mut Reporter) -> Result<Infallible, BootError> {
         log::info!("downloads go through the proxy {proxy}{except}");
     }
     let extras = fetch::Extras::for_image(&cfg.image)?;
-    let image = fetch::download(&cfg.image)?;
+    let streamed = if cfg.image.stream { stream::start(&cfg.image)? } else { None };
+    let image = match streamed {
+        Some(image) => image,
+        None => fetch::download(&cfg.image)?,
+    };
     reports.send(&Facts::Fetched(&image));
     timer.stage(Stage::Fetch);
 
@@ -413,6 +420,8 @@ fn start_keeper() {
 
 /// The 802.1Q driver, which `vlan=` needs: netinit has no modprobe for the kernel to ask.
 const VLAN_MODULE: &str = "8021q";
+/// The streamed root's drivers (`modloop_stream=`).
+const STREAM_MODULES: [&str; 2] = ["nbd", "dm_mod"];
 /// The bonding driver, which `bond=` needs (loaded with `max_bonds=0`, see `modules::params`).
 const BOND_MODULE: &str = "bonding";
 
@@ -434,6 +443,12 @@ fn load_modules(cfg: &cmdline::Config) -> Result<Option<modules::coldplug::Coldp
             }
             if cfg.netconsole.is_some() {
                 extra.push(netconsole::MODULE.to_owned());
+            }
+            // The streamed root's, when packed: without them it falls back to the full download.
+            if cfg.image.stream {
+                extra.extend(
+                    STREAM_MODULES.iter().filter(|m| packed.db.contains_key(**m)).map(|m| (*m).to_owned()),
+                );
             }
             let (started, coldplug) =
                 modules::coldplug::start(&dir, packed.db, aliases, &always, &extra, &cfg.blacklist)

@@ -22,6 +22,8 @@ pub fn main(args: Vec<String>) -> i32 {
         ["explain", "--json", cmdline] | ["explain", cmdline, "--json"] => (true, *cmdline),
         ["fetch", rest @ ..] => return fetch(rest),
         ["manifest", rest @ ..] => return crate::stream::manifest::cli(rest),
+        // Started by PID 1 for modloop_stream=yes, with the NBD and control sockets on 0 and 1.
+        ["stream-serve"] => return crate::stream::serve(),
         // Started by PID 1 after switch_root (`netinit.keep_lease=`), not by hand.
         ["keep-lease"] => return crate::net::keeper::run(),
         ["--version"] => {

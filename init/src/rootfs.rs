@@ -9,7 +9,7 @@
 //! The superblock check, the check that the image is a root and not Alpine's modules-only modloop,
 //! and the mount plan are pure; [`assemble`] carries the plan out.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use rustix::mount::MountFlags;
@@ -193,7 +193,11 @@ impl RootfsError {
 pub fn assemble(image: &Path, url: &str, rw_size: Size) -> Result<PathBuf, RootfsError> {
     let read_err = |source| RootfsError::Read { path: image.to_owned(), source };
     let mut file = std::fs::File::open(image).map_err(read_err)?;
-    let file_len = file.metadata().map_err(read_err)?.len();
+    // A block device (the streamed root's) has no length in its metadata: its end says.
+    let is_device =
+        std::os::unix::fs::FileTypeExt::is_block_device(&file.metadata().map_err(read_err)?.file_type());
+    let file_len = file.seek(std::io::SeekFrom::End(0)).map_err(read_err)?;
+    file.rewind().map_err(read_err)?;
     let mut head = Vec::with_capacity(SUPERBLOCK_LEN);
     file.by_ref().take(SUPERBLOCK_LEN as u64).read_to_end(&mut head).map_err(read_err)?;
     let sq = check_superblock(&head, file_len).map_err(|reason| RootfsError::NotSquashfs {
@@ -207,11 +211,18 @@ pub fn assemble(image: &Path, url: &str, rw_size: Size) -> Result<PathBuf, Rootf
         sq.inodes,
         sq.block_size / 1024
     );
-    let device = sys::loop_attach_readonly(image)
-        .map_err(|source| RootfsError::LoopAttach { path: image.to_owned(), source })?;
-    log::info!("attached {} to {} read-only", image.display(), device.path.display());
     // `device` stays open until the squashfs mount holds the loop device; then it may close.
-    for m in plan(&device.path.to_string_lossy(), rw_size) {
+    let (_device, source) = match is_device {
+        true => (None, image.to_string_lossy().into_owned()),
+        false => {
+            let device = sys::loop_attach_readonly(image)
+                .map_err(|source| RootfsError::LoopAttach { path: image.to_owned(), source })?;
+            log::info!("attached {} to {} read-only", image.display(), device.path.display());
+            let source = device.path.to_string_lossy().into_owned();
+            (Some(device), source)
+        }
+    };
+    for m in plan(&source, rw_size) {
         mkdir(Path::new(&m.target))?;
         log::info!("mounting {} on {}", m.fstype, m.target);
         log::debug!("mount -t {} -o {:?} {} {}", m.fstype, m.data, m.source, m.target);

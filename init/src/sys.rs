@@ -17,6 +17,7 @@ use rustix::mount::MountFlags;
 
 pub use rustix::system::RebootCommand;
 
+pub mod dm;
 mod in_root;
 pub use in_root::{set_mode, set_mtime, set_owner_mode, Create, InRoot, Kind};
 
@@ -155,21 +156,40 @@ pub struct LoopDevice {
     _open: File,
 }
 
+impl LoopDevice {
+    /// The open device.
+    pub fn file(&self) -> &File {
+        &self._open
+    }
+}
+
 /// Attaches `image` read-only to a free loop device, e.g. `/dev/loop0`.
+pub fn loop_attach_readonly(image: &Path) -> io::Result<LoopDevice> {
+    let backing = File::open(image)?;
+    let control = File::options().read(true).write(true).open("/dev/loop-control")?;
+    loop_attach(&backing, image, &control, &|n| open_loop_device(&PathBuf::from(format!("/dev/loop{n}"))))
+}
+
+/// Attaches `backing` (named `name` in the loop device's status) read-only to a free loop device,
+/// asking `control` (`/dev/loop-control`) for one and opening `/dev/loopN` with `open(N)`: the stream
+/// server passes handles it opened before switch_root.
 ///
 /// `LOOP_CTL_GET_FREE` then `LOOP_CONFIGURE` (one atomic call, Linux 5.8+), loop(4). Another process
 /// may take the same free device between the two calls (`EBUSY`): then it asks for another, a few
 /// times. Kernels without `LOOP_CONFIGURE` get `LOOP_SET_FD` + `LOOP_SET_STATUS64`. The device is
 /// set to autoclear, so it detaches itself when its last user (the mount) goes away.
-pub fn loop_attach_readonly(image: &Path) -> io::Result<LoopDevice> {
-    let backing = File::open(image)?;
-    let control = File::options().read(true).write(true).open("/dev/loop-control")?;
+pub fn loop_attach(
+    backing: &File,
+    name: &Path,
+    control: &File,
+    open: &dyn Fn(u32) -> io::Result<File>,
+) -> io::Result<LoopDevice> {
     let mut last = Errno::BUSY;
     for _ in 0..8 {
         // SAFETY: GetFree upholds the Ioctl contract (see its impl).
-        let n = unsafe { rustix::ioctl::ioctl(&control, GetFree) }?;
+        let n = unsafe { rustix::ioctl::ioctl(control, GetFree) }?;
         let path = PathBuf::from(format!("/dev/loop{n}"));
-        let device = open_loop_device(&path)?;
+        let device = open(n)?;
         let mut info = LoopInfo64 {
             lo_device: 0,
             lo_inode: 0,
@@ -185,7 +205,7 @@ pub fn loop_attach_readonly(image: &Path) -> io::Result<LoopDevice> {
             lo_encrypt_key: [0; 32],
             lo_init: [0; 2],
         };
-        let name = image.as_os_str().as_encoded_bytes();
+        let name = name.as_os_str().as_encoded_bytes();
         let n = name.len().min(63);
         info.lo_file_name[..n].copy_from_slice(&name[..n]);
         let config = LoopConfig { fd: backing.as_raw_fd() as u32, block_size: 0, info, reserved: [0; 8] };
@@ -221,13 +241,95 @@ pub fn loop_attach_readonly(image: &Path) -> io::Result<LoopDevice> {
 
 /// devtmpfs creates `/dev/loopN` as the loop driver registers it, which can lag the ioctl that made it.
 fn open_loop_device(path: &Path) -> io::Result<File> {
+    retry_not_found(|| File::options().read(true).open(path))
+}
+
+/// `open` again for up to half a second while it fails with `NotFound`: a device node devtmpfs is
+/// about to create.
+pub fn retry_not_found(open: impl Fn() -> io::Result<File>) -> io::Result<File> {
     for _ in 0..50 {
-        match File::options().read(true).open(path) {
+        match open() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => std::thread::sleep(Duration::from_millis(10)),
             other => return other,
         }
     }
-    File::options().read(true).open(path)
+    open()
+}
+
+/// Opens `name` read-only under the directory `dir` (a handle kept from before switch_root): openat(2).
+pub fn open_at(dir: &OwnedFd, name: &str) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    Ok(File::from(fd))
+}
+
+/// A directory handle (`O_PATH`), for [`open_at`].
+pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    Ok(rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)
+}
+
+/// The device number of an open block device: fstat(2)'s `st_rdev`.
+pub fn device_number(file: &File) -> io::Result<dm::DevNum> {
+    Ok(dm::DevNum::from_rdev(rustix::fs::fstat(file)?.st_rdev))
+}
+
+/// A connected pair of Unix stream sockets, close-on-exec: socketpair(2).
+pub fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    Ok(rustix::net::socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)?)
+}
+
+/// What keeps a root-storage daemon alive and answering while the system it serves runs: its memory
+/// locked (mlockall(2), `MCL_CURRENT | MCL_FUTURE`), its allocations never waiting on its own I/O
+/// (prctl(2) `PR_SET_IO_FLUSHER`), the OOM killer told to pass it by (`oom_score_adj` -1000),
+/// SIGTERM and SIGINT ignored (a shutdown's kill-everyone must not take the root's storage first).
+/// Each step that fails is named in the result; the caller logs them and goes on.
+pub fn harden_storage_daemon() -> Vec<String> {
+    let mut failed = Vec::new();
+    // SAFETY: mlockall and prctl take no pointers; signal() installs SIG_IGN, which runs no code.
+    unsafe {
+        if libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) != 0 {
+            failed.push(format!("mlockall: {}", io::Error::last_os_error()));
+        }
+        if libc::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) != 0 {
+            failed.push(format!("PR_SET_IO_FLUSHER: {}", io::Error::last_os_error()));
+        }
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000\n") {
+        failed.push(format!("oom_score_adj: {e}"));
+    }
+    failed
+}
+
+/// `PR_SET_IO_FLUSHER` of <linux/prctl.h> (Linux 5.6).
+const PR_SET_IO_FLUSHER: libc::c_int = 57;
+
+/// Blocks `signal` in this thread and those it starts, so that one thread can take it with
+/// [`wait_signal`]: pthread_sigmask(3).
+pub fn block_signal(signal: libc::c_int) {
+    // SAFETY: the set is initialized by sigemptyset before use; the old mask is not asked for.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Waits until `signal` (blocked by [`block_signal`]) arrives: sigwait(3).
+pub fn wait_signal(signal: libc::c_int) {
+    // SAFETY: as in block_signal; sigwait writes one int.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        let mut got = 0;
+        libc::sigwait(&set, &mut got);
+    }
 }
 
 /// `chdir(dir); mount(".", "/", MS_MOVE); chroot("."); chdir("/")`: the heart of switch_root(8).
@@ -442,6 +544,19 @@ impl Netlink {
     pub fn open(timeout: Duration) -> io::Result<Self> {
         use rustix::net::{AddressFamily, SocketType};
         let fd = rustix::net::socket(AddressFamily::NETLINK, SocketType::DGRAM, None)?;
+        rustix::net::bind(&fd, &rustix::net::netlink::SocketAddrNetlink::new(0, 0))?;
+        rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, Some(timeout))?;
+        Ok(Netlink { fd })
+    }
+
+    /// A NETLINK_GENERIC socket (genetlink), for the families the kernel's drivers register (`nbd`).
+    pub fn open_generic(timeout: Duration) -> io::Result<Self> {
+        use rustix::net::{AddressFamily, SocketType};
+        let fd = rustix::net::socket(
+            AddressFamily::NETLINK,
+            SocketType::DGRAM,
+            Some(rustix::net::netlink::GENERIC),
+        )?;
         rustix::net::bind(&fd, &rustix::net::netlink::SocketAddrNetlink::new(0, 0))?;
         rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, Some(timeout))?;
         Ok(Netlink { fd })

@@ -183,7 +183,7 @@ pub fn inherit_aliases<'a>(
 
 /// Listed modules that `/init` loads when the cmdline asks for what they do (`8021q` for `vlan=`,
 /// `bonding` for `bond=`, `netconsole` for `netinit.netconsole=`), so they are not in `modules.always`.
-pub const ON_DEMAND: [&str; 3] = ["8021q", "bonding", "netconsole"];
+pub const ON_DEMAND: [&str; 5] = ["8021q", "bonding", "netconsole", "nbd", "dm_mod"];
 
 /// `modules.always`, one name per line: the listed modules that no device alias names (the file
 /// systems, `loop`, protocol modules) and that are not [`ON_DEMAND`]. No device will ask for them,

@@ -4,8 +4,15 @@
 //! of a JSON body, for the boot reports (`report.rs`). It knows nothing of attempts, mirrors or
 //! files: that is `engine.rs`.
 
+use std::collections::HashMap;
 use std::io::{self, Read};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use super::{tls, FetchError, Phase};
 use crate::cmdline::{ProxyConfig, ProxyServer, Url};
@@ -59,6 +66,28 @@ impl Client {
         Client { direct: agent(t, None), proxy: proxy.clone(), forward, tunnel }
     }
 
+    /// A client whose every name lookup was made now, once: the servers of `urls` and the proxy are
+    /// resolved before this returns, and later requests use those addresses and never ask the
+    /// system's resolver again. For the stream server, which outlives the initramfs's
+    /// `/etc/resolv.conf` and `/etc/hosts` (after switch_root they are gone from its view).
+    pub(crate) fn pinned(t: &Timeouts, proxy: &ProxyConfig, urls: &[Url]) -> Client {
+        let pins = Pinned::default();
+        for url in urls {
+            pins.pin(url.as_str());
+        }
+        if let Some(p) = &proxy.server {
+            pins.pin(&format!("http://{}/", p.authority()));
+        }
+        let server = proxy.server.as_ref();
+        let with =
+            |proxy| ureq::Agent::with_parts(config(t, proxy), DefaultConnector::default(), pins.clone());
+        let tunnel = server.and_then(|p| ureq::Proxy::new(p.as_str()).ok()).map(|p| with(Some(p)));
+        let forward = server
+            .and_then(|p| format!("http://{}/", p.authority()).parse().ok())
+            .map(|uri| super::proxy::forwarding_agent_with(config(t, None), uri, pins.clone()));
+        Client { direct: with(None), proxy: proxy.clone(), forward, tunnel }
+    }
+
     /// The agent for a request that goes `way`; `None` when ureq could not take `proxy=`.
     fn agent(&self, way: Way) -> Option<&ureq::Agent> {
         match way {
@@ -71,6 +100,59 @@ impl Client {
     /// The proxy a request for `url` goes through, as the log shows it.
     pub(crate) fn via(&self, url: &Url) -> Option<String> {
         self.proxy.for_url(url).map(ToString::to_string)
+    }
+}
+
+/// A resolver that answers from the addresses [`Pinned::pin`] looked up, and asks the system
+/// only for a name it was not given (the proxy's, from a redirect).
+#[derive(Debug, Clone, Default)]
+struct Pinned {
+    map: Arc<Mutex<HashMap<HostPort, Vec<SocketAddr>>>>,
+}
+
+impl Pinned {
+    /// Looks up the host of `url` now; a name that does not resolve is left to the later request.
+    fn pin(&self, url: &str) {
+        let Ok(uri) = url.parse::<Uri>() else { return };
+        let Some(key) = host_port(&uri) else { return };
+        if let Ok(addrs) = (key.0.as_str(), key.1).to_socket_addrs() {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            if let (false, Ok(mut map)) = (addrs.is_empty(), self.map.lock()) {
+                map.insert(key, addrs);
+            }
+        }
+    }
+}
+
+type HostPort = (String, u16);
+
+/// The host (without IPv6 brackets) and port of a URI, the scheme's default port when none.
+fn host_port(uri: &Uri) -> Option<HostPort> {
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+    Some((host, port))
+}
+
+impl Resolver for Pinned {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let pinned = host_port(uri).and_then(|k| self.map.lock().ok()?.get(&k).cloned());
+        match pinned {
+            Some(addrs) => {
+                let mut out = self.empty();
+                for a in addrs {
+                    if out.try_push(a).is_err() {
+                        break;
+                    }
+                }
+                Ok(out)
+            }
+            None => DefaultResolver::default().resolve(uri, config, timeout),
+        }
     }
 }
 

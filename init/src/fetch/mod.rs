@@ -31,7 +31,7 @@ use crate::sys;
 
 /// Where the image is stored; the tmpfs mounted here is moved into the new root with `/run`.
 pub const IMAGE_DIR: &str = "/run/netinit/image";
-const IMAGE_FILE: &str = "root.squashfs";
+pub const IMAGE_FILE: &str = "root.squashfs";
 pub(crate) const BUFFER: usize = 256 * 1024;
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// Where `cargo xtask cpio --trust` will put the public keys images must be signed with.
@@ -342,14 +342,69 @@ fn trusted_list(keys: &[(PathBuf, minisign_verify::PublicKey)]) -> String {
     format!("trusted: {}", keys.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>().join(", "))
 }
 
-/// Downloads the image as `image` says into the image tmpfs.
-pub fn download(image: &ImageConfig) -> Result<Fetched, FetchError> {
-    if image.urls.is_empty() {
-        return Err(FetchError::NoUrl);
+/// Why one [`get_range`] gave no bytes.
+#[derive(Debug)]
+pub enum RangeError {
+    /// Worth another try, on this mirror or another.
+    Transfer(String),
+    /// The server answered, but not with that range of that image: another mirror may.
+    Refused(String),
+}
+
+impl std::fmt::Display for RangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RangeError::Transfer(m) | RangeError::Refused(m) => f.write_str(m),
+        }
     }
-    if image.verify == Verify::Required && !has_trusted_keys() {
-        return Err(FetchError::NoTrustedKeys);
+}
+
+/// Bytes `[start, end)` of `url`, whose whole size is `total`, by one `Range` GET into memory
+/// within `budget` (the stream server's chunk fetch; its caller retries and rotates mirrors). The
+/// answer must be `206` with a `Content-Range` of exactly that range and total, and that many bytes.
+pub(crate) fn get_range(
+    client: &http::Client,
+    url: &Url,
+    (start, end): (u64, u64),
+    total: u64,
+    budget: Duration,
+) -> Result<Vec<u8>, RangeError> {
+    let range = vec![("Range", format!("bytes={start}-{}", end.saturating_sub(1)))];
+    let (at, response) = http::get(client, url, &range, Some(budget)).map_err(|e| match e {
+        http::GetError::Fatal(e) => RangeError::Refused(e.to_string()),
+        http::GetError::Transfer(phase, m) => RangeError::Transfer(format!("GET {url}: {phase}: {m}")),
+    })?;
+    let status = response.status().as_u16();
+    match status {
+        206 => {}
+        200 => return Err(RangeError::Refused(format!("GET {at}: the server ignores Range (200, not 206)"))),
+        s if retry::verdict(s, None, None) != retry::Verdict::NotThere => {
+            return Err(RangeError::Transfer(format!("GET {at} answered HTTP {s}")))
+        }
+        s => return Err(RangeError::Refused(format!("GET {at} answered HTTP {s}"))),
     }
+    let header = response.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if engine::content_range(header) != Some((start, end.saturating_sub(1), Some(total))) {
+        let want = format!("bytes {start}-{}/{total}", end.saturating_sub(1));
+        return Err(RangeError::Refused(format!(
+            "GET {at}: Content-Range is \"{header}\", not \"{want}\" (another image?)"
+        )));
+    }
+    let want = end - start;
+    let bytes = response.into_body().into_with_config().limit(want).read_to_vec().map_err(|e| {
+        RangeError::Transfer(match e {
+            ureq::Error::Timeout(_) => format!("GET {at}: not done within {}s", budget.as_secs()),
+            other => format!("GET {at}: {other}"),
+        })
+    })?;
+    match bytes.len() as u64 == want {
+        true => Ok(bytes),
+        false => Err(RangeError::Transfer(format!("GET {at}: {} of {want} bytes", bytes.len()))),
+    }
+}
+
+/// Mounts the tmpfs that holds the image, on [`IMAGE_DIR`].
+pub fn mount_image_dir() -> Result<(), FetchError> {
     std::fs::create_dir_all(IMAGE_DIR).map_err(FetchError::Mount)?;
     sys::mount(
         "netinit-image",
@@ -358,7 +413,18 @@ pub fn download(image: &ImageConfig) -> Result<Fetched, FetchError> {
         rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV,
         "mode=0755",
     )
-    .map_err(FetchError::Mount)?;
+    .map_err(FetchError::Mount)
+}
+
+/// Downloads the image as `image` says into the image tmpfs.
+pub fn download(image: &ImageConfig) -> Result<Fetched, FetchError> {
+    if image.urls.is_empty() {
+        return Err(FetchError::NoUrl);
+    }
+    if image.verify == Verify::Required && !has_trusted_keys() {
+        return Err(FetchError::NoTrustedKeys);
+    }
+    mount_image_dir()?;
     let room = match sys::fs_free(Path::new(IMAGE_DIR)) {
         Ok(free) => Some(free),
         Err(e) => {

@@ -20,18 +20,27 @@ use ureq::unversioned::transport::{
 
 /// The agent for plain http through the proxy at `proxy` (`http://host:port`).
 pub(super) fn forwarding_agent(config: ureq::config::Config, proxy: Uri) -> ureq::Agent {
+    forwarding_agent_with(config, proxy, DefaultResolver::default())
+}
+
+/// The same, resolving the proxy's name with `inner`.
+pub(super) fn forwarding_agent_with(
+    config: ureq::config::Config,
+    proxy: Uri,
+    inner: impl Resolver,
+) -> ureq::Agent {
     let connector = ().chain(TcpConnector::default()).chain(Forward);
-    ureq::Agent::with_parts(config, connector, ToProxy { proxy, inner: DefaultResolver::default() })
+    ureq::Agent::with_parts(config, connector, ToProxy { proxy, inner })
 }
 
 /// Resolves every server's name to the proxy's addresses: the proxy resolves the server's.
 #[derive(Debug)]
-struct ToProxy {
+struct ToProxy<R> {
     proxy: Uri,
-    inner: DefaultResolver,
+    inner: R,
 }
 
-impl Resolver for ToProxy {
+impl<R: Resolver> Resolver for ToProxy<R> {
     fn resolve(
         &self,
         _server: &Uri,

@@ -56,7 +56,9 @@ pub fn is_storage(m: &Module) -> bool {
         "kernel/drivers/message/",
         "kernel/drivers/block/",
     ];
-    m.name != "loop" && DIRS.iter().any(|d| m.path.starts_with(d))
+    // The root's own devices are loaded with the NIC drivers, not in the background after them:
+    // the loop device, and the streamed root's NBD and device-mapper.
+    !matches!(m.name.as_str(), "loop" | "nbd" | "dm_mod") && DIRS.iter().any(|d| m.path.starts_with(d))
 }
 
 /// Whether a packed module is a NIC's driver (its path is under `drivers/net/`).
