@@ -54,6 +54,27 @@ fn build_boots(init: &Path, k: &kernel::Kernel, images: &image::Images) -> Resul
         build_initramfs(init, &fake, &list, &initrd, &Extras::default())?;
         initrd_wrong_kernel = Some(initrd);
     }
+    // The streamed root's fallback: an initramfs without its drivers.
+    let mut initrd_no_nbd = None;
+    if arch == Arch::X86_64 {
+        let text = std::fs::read_to_string(&list).map_err(|e| format!("{}: {e}", list.display()))?;
+        let without: String = text
+            .lines()
+            .filter(|l| !matches!(l.trim(), "nbd" | "dm_mod"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let list_no_nbd = host::cache().join("modules-list-no-nbd");
+        std::fs::write(&list_no_nbd, without).map_err(|e| e.to_string())?;
+        let initrd = file("initramfs-no-nbd");
+        build_initramfs(
+            init,
+            &k.modules_dir,
+            &list_no_nbd,
+            &initrd,
+            &Extras { shell: true, arch, ..Extras::default() },
+        )?;
+        initrd_no_nbd = Some(initrd);
+    }
     // The split scenario: the plain initramfs as the two archives of `--split`, for iPXE.
     let split = k.spec == kernel::ALL[0];
     if split {
@@ -76,6 +97,7 @@ fn build_boots(init: &Path, k: &kernel::Kernel, images: &image::Images) -> Resul
         initrd_trusted,
         initrd_wrong_kernel,
         split,
+        initrd_no_nbd,
     })
 }
 
@@ -91,6 +113,7 @@ pub fn prepare_vm_env(kernels: &[&'static kernel::Spec]) -> Result<(scenario::En
     host::ensure_vm_tools()?;
     let init = initramfs::build_init()?;
     let images = image::ensure()?;
+    image::ensure_stream(&images, &init)?;
     let mut root_sha256 = vec![(Arch::X86_64, images.root_sha256.clone())];
     let mut inits = vec![(Arch::X86_64, init)];
     let mut boots = Vec::new();

@@ -2,7 +2,9 @@
 //! `Range: bytes=` (206, 416), `ETag` and `If-Range`, 404, one thread per connection,
 //! `Connection: close`. One scripted fault for the resume tests: a path under
 //! `/fault/reset-once-at-P/` serves the file below it, but the first request for that exact path
-//! is cut after P % of its body. It listens on
+//! is cut after P % of its body. And a link of limited bandwidth: below `/rate/KIB/` the files are
+//! sent at KIB KiB/s at most, shared by every request under that prefix (a token bucket per
+//! server), for the streamed root's tests and benchmark. It listens on
 //! 127.0.0.1 only; qemu's user network shows it to the guest as 10.0.2.2. It serves real HTTP over
 //! real TCP; the init cannot tell it from any other server.
 
@@ -13,6 +15,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub struct Server {
     pub port: u16,
@@ -29,10 +32,11 @@ pub fn serve_at(dir: &Path, addr: &str) -> std::io::Result<Server> {
     let port = listener.local_addr()?.port();
     let dir = dir.to_path_buf();
     let faulted: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let link: Arc<Mutex<Instant>> = Arc::new(Mutex::new(Instant::now()));
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let (dir, faulted) = (dir.clone(), Arc::clone(&faulted));
-            std::thread::spawn(move || handle(stream, &dir, &faulted));
+            let (dir, faulted, link) = (dir.clone(), Arc::clone(&faulted), Arc::clone(&link));
+            std::thread::spawn(move || handle(stream, &dir, &faulted, &link));
         }
     });
     Ok(Server { port })
@@ -70,8 +74,25 @@ pub fn fault(target: &str) -> (&str, Option<u64>) {
     }
 }
 
+/// A request's target without a `/rate/KIB/` prefix, and the rate in bytes per second.
+pub fn rate(target: &str) -> (&str, Option<u64>) {
+    let Some(rest) = target.strip_prefix("/rate/") else { return (target, None) };
+    match rest.split_once('/') {
+        Some((kib, _)) => match kib.parse::<u64>() {
+            Ok(k) if k > 0 => (&rest[kib.len()..], Some(k * 1024)),
+            _ => (target, None),
+        },
+        None => (target, None),
+    }
+}
+
 /// Serves one request; returns `METHOD /path STATUS`, or `None` when the request was unreadable.
-fn handle(stream: TcpStream, dir: &Path, faulted: &Mutex<HashSet<String>>) -> Option<String> {
+fn handle(
+    stream: TcpStream,
+    dir: &Path,
+    faulted: &Mutex<HashSet<String>>,
+    link: &Mutex<Instant>,
+) -> Option<String> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut request = String::new();
     reader.read_line(&mut request).ok()?;
@@ -91,7 +112,8 @@ fn handle(stream: TcpStream, dir: &Path, faulted: &Mutex<HashSet<String>>) -> Op
     }
     let mut parts = request.split_whitespace();
     let (method, target) = (parts.next()?.to_owned(), parts.next()?.to_owned());
-    let (file, cut) = fault(&target);
+    let (rated, limit) = rate(&target);
+    let (file, cut) = fault(rated);
     // Only the first request for a fault path is cut.
     let cut = cut.filter(|_| faulted.lock().is_ok_and(|mut f| f.insert(target.clone())));
     let mut out = stream;
@@ -102,7 +124,8 @@ fn handle(stream: TcpStream, dir: &Path, faulted: &Mutex<HashSet<String>>) -> Op
     } else if !safe {
         respond(&mut out, 404, "Not Found", &[], None)
     } else {
-        serve_file(&mut out, &path, &method, range_header.as_deref(), if_range.as_deref(), cut)
+        let pace = limit.map(|bytes_per_second| (link, bytes_per_second));
+        serve_file(&mut out, &path, &method, range_header.as_deref(), if_range.as_deref(), cut, pace)
     };
     Some(format!("{method} {target} {status}"))
 }
@@ -126,6 +149,7 @@ fn serve_file(
     range: Option<&str>,
     if_range: Option<&str>,
     cut: Option<u64>,
+    pace: Option<(&Mutex<Instant>, u64)>,
 ) -> u16 {
     let Ok(file) = std::fs::File::open(path) else { return respond(out, 404, "Not Found", &[], None) };
     let (len, mtime) = file.metadata().map(|m| (m.len(), m.mtime())).unwrap_or((0, 0));
@@ -151,9 +175,39 @@ fn serve_file(
     };
     let send = cut.map_or(count, |p| count * p / 100);
     if method == "GET" {
-        let _ = send_file(&file, out, start, send);
+        let _ = match pace {
+            None => send_file(&file, out, start, send),
+            Some((link, rate)) => send_paced(&file, out, start, send, link, rate),
+        };
     }
     status
+}
+
+/// [`send_file`] in 64 KiB pieces, each sent when the link shared by all paced requests is free:
+/// every piece books `len / rate` seconds of it.
+fn send_paced(
+    file: &std::fs::File,
+    out: &TcpStream,
+    offset: u64,
+    count: u64,
+    link: &Mutex<Instant>,
+    rate: u64,
+) -> std::io::Result<()> {
+    const PIECE: u64 = 64 * 1024;
+    let mut at = 0;
+    while at < count {
+        let n = PIECE.min(count - at);
+        let due = {
+            let mut free = link.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+            let start = (*free).max(Instant::now());
+            *free = start + Duration::from_secs_f64(n as f64 / rate as f64);
+            *free
+        };
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        send_file(file, out, offset + at, n)?;
+        at += n;
+    }
+    Ok(())
 }
 
 /// Sends `count` bytes of `file` from `offset` with sendfile(2), as production image servers do
@@ -200,6 +254,15 @@ mod tests {
         check("bytes=0-1,5-6", None);
         check("items=0-1", None);
         check("bytes=x-1", None);
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(rate("/root.squashfs"), ("/root.squashfs", None));
+        assert_eq!(rate("/rate/2048/stream/root.squashfs"), ("/stream/root.squashfs", Some(2048 * 1024)));
+        assert_eq!(rate("/rate/0/x"), ("/rate/0/x", None));
+        assert_eq!(rate("/rate/x/y"), ("/rate/x/y", None));
+        assert_eq!(fault(rate("/rate/8/fault/reset-once-at-5/a").0), ("/a", Some(5)));
     }
 
     #[test]

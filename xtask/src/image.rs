@@ -46,6 +46,38 @@ say "hostname=$(busybox hostname)"
 [ -f /usr/local/bin/suid-probe ] && say "suid-probe=$(busybox stat -c %a /usr/local/bin/suid-probe)"
 [ -e /run/netinit-escaped ] && say "escaped into the initramfs"
 say "rw-size=$(busybox df -k /run/netinit/rw | busybox awk 'NR == 2 { print $2 }')"
+say "lower-source=$(busybox awk '$2 == "/run/netinit/lower" { print $1 }' /proc/mounts)"
+# The streamed root (modloop_stream=yes): the block server's status now (SIGUSR1); then with
+# test_stream_pause=SECONDS the server stopped that long while a file the boot never read is read
+# (the read must stall, then complete); with test_stream_wait=SECONDS, the wait for its hand-over
+# to the RAM copy and the root device's backing before and after it.
+stream_pid=$(busybox cat /run/netinit/stream.pid 2>/dev/null)
+server_running() { [ -n "$stream_pid" ] && [ -r "/proc/$stream_pid/stat" ] && [ "$(busybox awk '{ print $3 }' "/proc/$stream_pid/stat")" != Z ]; }
+root_dev=$(busybox awk '$2 == "/run/netinit/lower" { print $1 }' /proc/mounts)
+root_slaves() { busybox ls "/sys/block/${root_dev##*/}/slaves" 2>/dev/null | busybox tr '\n' ' '; }
+probe_ok() { [ "$(busybox sha256sum /stream-probe | busybox cut -d' ' -f1)" = "$(busybox cat /stream-probe.sha256)" ] && echo ok || echo bad; }
+if server_running; then
+	busybox kill -USR1 "$stream_pid"
+	busybox sleep 1
+fi
+if [ -n "$test_stream_pause" ] && server_running; then
+	busybox kill -STOP "$stream_pid"
+	say "paused the block server for ${test_stream_pause}s"
+	( busybox sleep "$test_stream_pause"; busybox kill -CONT "$stream_pid" ) &
+	t0=$(busybox cut -d. -f1 /proc/uptime)
+	probe=$(probe_ok)
+	took=$(( $(busybox cut -d. -f1 /proc/uptime) - t0 ))
+	if [ "$took" -ge $((test_stream_pause - 2)) ]; then say "stalled=yes"; else say "stalled=no (${took}s)"; fi
+	say "stream-probe=$probe"
+fi
+if [ -n "$test_stream_wait" ]; then
+	say "root-slaves=$(root_slaves)"
+	n=0
+	while server_running && [ "$n" -lt "$test_stream_wait" ]; do busybox sleep 1; n=$((n + 1)); done
+	server_running && say "the block server is still running after ${test_stream_wait}s"
+	say "after hand-over root-slaves=$(root_slaves)"
+	say "stream-probe=$(probe_ok)"
+fi
 # test_udhcpc=1: the booted system starts its own DHCP client, as Alpine's networking would
 # (netinit.keep_lease= must then step aside); test_stay=SECONDS: stay up that long (renewals).
 if [ -n "$test_udhcpc" ]; then
@@ -227,8 +259,100 @@ pub fn ensure() -> Result<Images> {
     Ok(Images { www, root_sha256, key, tls })
 }
 
+/// The size of the streamed root's probe: a file of random bytes the boot never reads.
+const PROBE_MIB: usize = 24;
+
+/// The streamed root's test images, under `www/`: `stream/root.squashfs`, the test root with
+/// `/stream-probe` (random bytes) and its SHA-256 in `/stream-probe.sha256`, signed, with its
+/// manifest (`.chunks`, by `init`'s `netinit manifest`), signed too; `stream-bad/`, the same image
+/// with one byte changed in a middle chunk beside the good manifest (a corrupt mirror);
+/// `stream-other/`, the same image beside the manifest of the plain test root (another image).
+pub fn ensure_stream(images: &Images, init: &Path) -> Result<()> {
+    let dir = images.www.join("stream");
+    let stamp = dir.join(".stamp");
+    let want = format!("{:x}", fnv(include_str!("image.rs").as_bytes()));
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
+        return Ok(());
+    }
+    for d in ["stream", "stream-bad", "stream-other"] {
+        let _ = std::fs::remove_dir_all(images.www.join(d));
+        std::fs::create_dir_all(images.www.join(d)).map_err(|e| e.to_string())?;
+    }
+    let tree = host::cache().join("test-root-stream");
+    let image = dir.join("root.squashfs");
+    let probe = random_bytes(PROBE_MIB << 20, 0x5eed);
+    let extra = |tree: &Path| -> Result<()> {
+        std::fs::write(tree.join("stream-probe"), &probe).map_err(|e| e.to_string())?;
+        std::fs::write(tree.join("stream-probe.sha256"), format!("{}\n", sha256_hex(&probe)?))
+            .map_err(|e| e.to_string())
+    };
+    test_root_with(Path::new("/bin/busybox"), &tree, &image, &extra)?;
+    sign(&image, &dir.join("root.squashfs.minisig"))?;
+    manifest(init, &image, None)?;
+    sign(&dir.join("root.squashfs.chunks"), &dir.join("root.squashfs.chunks.minisig"))?;
+    // The corrupt mirror: one byte changed in the probe's middle chunk, the manifest the good one's.
+    let mut bytes = std::fs::read(&image).map_err(|e| e.to_string())?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(images.www.join("stream-bad/root.squashfs"), bytes).map_err(|e| e.to_string())?;
+    for f in ["root.squashfs.chunks", "root.squashfs.chunks.minisig"] {
+        std::fs::copy(dir.join(f), images.www.join("stream-bad").join(f)).map_err(|e| e.to_string())?;
+    }
+    // Another image's manifest beside this image.
+    std::fs::copy(&image, images.www.join("stream-other/root.squashfs")).map_err(|e| e.to_string())?;
+    let other = images.www.join("stream-other/plain.squashfs");
+    std::fs::copy(images.www.join("root.squashfs"), &other).map_err(|e| e.to_string())?;
+    manifest(init, &other, None)?;
+    std::fs::rename(
+        images.www.join("stream-other/plain.squashfs.chunks"),
+        images.www.join("stream-other/root.squashfs.chunks"),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::remove_file(&other).map_err(|e| e.to_string())?;
+    std::fs::write(&stamp, want).map_err(|e| e.to_string())
+}
+
+/// `netinit manifest [--chunk-size N] IMAGE` with the built `init`: writes `IMAGE.chunks`.
+pub fn manifest(init: &Path, image: &Path, chunk_size: Option<u64>) -> Result<()> {
+    let mut cmd = Command::new(init);
+    cmd.arg("manifest");
+    if let Some(n) = chunk_size {
+        cmd.args(["--chunk-size", &n.to_string()]);
+    }
+    host::run(cmd.arg(image).stdout(std::process::Stdio::null()))
+}
+
+/// `len` bytes from a xorshift seeded with `seed`: incompressible, and the same on every machine.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn sha256_hex(data: &[u8]) -> Result<String> {
+    use sha2::Digest;
+    Ok(sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// The test root around `busybox` (a static one), built in `tree` and written as `out`.
 fn test_root(busybox: &Path, tree: &Path, out: &Path) -> Result<()> {
+    test_root_with(busybox, tree, out, &|_| Ok(()))
+}
+
+/// [`test_root`] with files `extra` adds to the tree.
+fn test_root_with(
+    busybox: &Path,
+    tree: &Path,
+    out: &Path,
+    extra: &dyn Fn(&Path) -> Result<()>,
+) -> Result<()> {
     let _ = std::fs::remove_dir_all(tree);
     for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "run", "tmp"] {
         std::fs::create_dir_all(tree.join(d)).map_err(|e| e.to_string())?;
@@ -237,6 +361,7 @@ fn test_root(busybox: &Path, tree: &Path, out: &Path) -> Result<()> {
         .map_err(|e| format!("copying {}: {e}", busybox.display()))?;
     std::os::unix::fs::symlink("busybox", tree.join("bin/sh")).map_err(|e| e.to_string())?;
     write_exec(&tree.join("sbin/init"), INIT)?;
+    extra(tree)?;
     mksquashfs(tree, out)
 }
 

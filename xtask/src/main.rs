@@ -62,6 +62,10 @@ const USAGE: &str = "usage: cargo xtask <command>
                                 from nginx with a busy server's limits, netinit then curl; then
                                 both through a caching proxy (not with --no-cache); clients still
                                 running after SECS (900) are killed
+  manifest IMAGE [--chunk-size BYTES]
+                                write IMAGE.chunks, the streamed root's manifest (the chunk size,
+                                1 MiB by default; the size; the SHA-256 of the image and of each
+                                chunk), with the built netinit's `netinit manifest`
   cpio   [--arch ARCH] [--modules-dir DIR | --kernel NAME] [--modules-list FILE] [--output FILE]
          [--shell] [--trust KEY]... [--ca PEM]... [--firmware-dir FW] [--split]
                                 build the initramfs (ARCH: x86_64, the default, or aarch64;
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
         Some("qemu") => cmd_qemu(rest),
         Some("test") => cmd_test(rest),
         Some("bench") => cmd_bench(rest),
+        Some("manifest") => cmd_manifest(rest),
         // Used by the test networks: the test HTTP server inside a network namespace.
         Some("serve") if rest.len() == 2 => cmd_serve(&rest[0], &rest[1]),
         // Used by the VLAN scenarios: the trunk port between a guest and a lab's bridge.
@@ -110,6 +115,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cargo xtask manifest IMAGE [--chunk-size BYTES]`.
+fn cmd_manifest(args: &[String]) -> Result<()> {
+    let (image, rest) = args.split_first().ok_or(format!("manifest needs an IMAGE\n\n{USAGE}"))?;
+    let flags = flags(rest, &["--chunk-size"], &[])?;
+    let chunk = flag(&flags, "--chunk-size")
+        .map(|n| n.parse::<u64>().map_err(|e| format!("--chunk-size {n}: {e}")))
+        .transpose()?;
+    let init = initramfs::build_init()?;
+    image::manifest(&init, std::path::Path::new(image), chunk)?;
+    println!("wrote {image}.chunks");
+    Ok(())
 }
 
 /// `--name value` from the arguments, refusing unknown flags.

@@ -23,6 +23,7 @@
 //!
 //! `initramfs:` picks the test initramfs: `plain` (the default, with a rescue shell), `trusted` (also
 //! trusting the test signing key and CA), `wrong-kernel` (its modules filed under another release),
+//! `no-nbd` (without the streamed root's drivers, nbd and dm_mod),
 //! or `split` (the plain one as two archives, `cargo xtask cpio --split`, which `boot: ipxe` loads
 //! with two `initrd` lines).
 //!
@@ -92,6 +93,8 @@ pub enum Initramfs {
     Trusted,
     /// The plain one, its modules filed under another kernel release.
     WrongKernel,
+    /// The plain one without the streamed root's drivers (`nbd`, `dm_mod`; default kernel only).
+    NoNbd,
     /// The plain one as `--split` writes it: netinit's archive and the modules archive, which
     /// iPXE loads with two `initrd` lines (`boot: ipxe`; built for the default kernel).
     Split,
@@ -193,6 +196,7 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
                 "trusted" => s.initramfs = Initramfs::Trusted,
                 "wrong-kernel" => s.initramfs = Initramfs::WrongKernel,
                 "split" => s.initramfs = Initramfs::Split,
+                "no-nbd" => s.initramfs = Initramfs::NoNbd,
                 _ => {
                     return Err(format!(
                         "{name}:{}: initramfs is plain, trusted, wrong-kernel or split",
@@ -344,6 +348,8 @@ pub struct Boots {
     pub initrd_wrong_kernel: Option<std::path::PathBuf>,
     /// Whether the test server serves this kernel's split archives (as [`SPLIT_INITRDS`]).
     pub split: bool,
+    /// The plain initramfs without `nbd` and `dm_mod` (x86_64 only).
+    pub initrd_no_nbd: Option<std::path::PathBuf>,
 }
 
 /// Where the VMs run: kernels and initramfs, the test files and the server's port, where logs go.
@@ -521,6 +527,10 @@ pub fn run(s: &Scenario, env: &Env, echo: bool) -> Outcome {
             None => {
                 return failed(format!("no wrong-kernel initramfs is built for kernel {}", s.kernel.name))
             }
+        },
+        Initramfs::NoNbd => match &boots.initrd_no_nbd {
+            Some(initrd) => initrd,
+            None => return failed(format!("no no-nbd initramfs is built for kernel {}", s.kernel.name)),
         },
         // Served to iPXE under SPLIT_INITRDS' names; qemu's -initrd is not used.
         Initramfs::Split if boots.split => &boots.initrd,

@@ -391,7 +391,8 @@ pub(crate) fn get_range(
         )));
     }
     let want = end - start;
-    let bytes = response.into_body().into_with_config().limit(want).read_to_vec().map_err(|e| {
+    // ureq refuses a body that reaches its limit: one byte of room, and the length is checked below.
+    let bytes = response.into_body().into_with_config().limit(want + 1).read_to_vec().map_err(|e| {
         RangeError::Transfer(match e {
             ureq::Error::Timeout(_) => format!("GET {at}: not done within {}s", budget.as_secs()),
             other => format!("GET {at}: {other}"),
