@@ -260,7 +260,7 @@ pub fn ensure() -> Result<Images> {
 }
 
 /// The size of the streamed root's probe: a file of random bytes the boot never reads.
-const PROBE_MIB: usize = 24;
+const PROBE_MIB: u64 = 24;
 
 /// The streamed root's test images, under `www/`: `stream/root.squashfs`, the test root with
 /// `/stream-probe` (random bytes) and its SHA-256 in `/stream-probe.sha256`, signed, with its
@@ -280,11 +280,10 @@ pub fn ensure_stream(images: &Images, init: &Path) -> Result<()> {
     }
     let tree = host::cache().join("test-root-stream");
     let image = dir.join("root.squashfs");
-    let probe = random_bytes(PROBE_MIB << 20, 0x5eed);
     let extra = |tree: &Path| -> Result<()> {
-        std::fs::write(tree.join("stream-probe"), &probe).map_err(|e| e.to_string())?;
-        std::fs::write(tree.join("stream-probe.sha256"), format!("{}\n", sha256_hex(&probe)?))
-            .map_err(|e| e.to_string())
+        crate::bench::write_data(&tree.join("stream-probe"), PROBE_MIB)?;
+        let digest = sha256_file(&tree.join("stream-probe"))?;
+        std::fs::write(tree.join("stream-probe.sha256"), format!("{digest}\n")).map_err(|e| e.to_string())
     };
     test_root_with(Path::new("/bin/busybox"), &tree, &image, &extra)?;
     sign(&image, &dir.join("root.squashfs.minisig"))?;
@@ -320,25 +319,6 @@ pub fn manifest(init: &Path, image: &Path, chunk_size: Option<u64>) -> Result<()
         cmd.args(["--chunk-size", &n.to_string()]);
     }
     host::run(cmd.arg(image).stdout(std::process::Stdio::null()))
-}
-
-/// `len` bytes from a xorshift seeded with `seed`: incompressible, and the same on every machine.
-pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn sha256_hex(data: &[u8]) -> Result<String> {
-    use sha2::Digest;
-    Ok(sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The test root around `busybox` (a static one), built in `tree` and written as `out`.

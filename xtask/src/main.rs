@@ -5,6 +5,7 @@ mod arch;
 mod bench;
 mod bench_boot;
 mod bench_modules;
+mod bench_stream;
 mod debs;
 mod elf;
 mod firmware;
@@ -53,6 +54,12 @@ const USAGE: &str = "usage: cargo xtask <command>
   bench  fetch [--size-mib N] [--runs N] [--nginx]
                                 the fetcher's throughput on loopback beside curl's (1 GiB, 5 runs;
                                 --nginx: served by Debian's nginx instead of xtask's server)
+  bench  stream [--runs N] [--json]
+                                the streamed root against the full download: images padded with
+                                256 MiB, 1 GiB and 2 GiB the boot never reads, served at 20 MiB/s;
+                                N (3) boots of each, alternating; medians of the time to the new
+                                root, MiB fetched before it, prefetch and hand-over times, and the
+                                slope of the time to the root against the image's size
   bench  modules [--kernel NAME] [--nic MODEL] [--runs N]
                                 coldplug against netinit.coldplug=no: the modules stage's time
                                 and module counts, booting NAME (6.1-generic) with one qemu NIC
@@ -298,6 +305,10 @@ fn cmd_bench(args: &[String]) -> Result<()> {
         "boot" => {
             let f = flags(rest, &["--runs"], &["--json"])?;
             bench_boot::boot_bench(number(&f, "--runs", 5)?.max(1) as usize, flag(&f, "--json").is_some())
+        }
+        "stream" => {
+            let f = flags(rest, &["--runs"], &["--json"])?;
+            bench_stream::stream(number(&f, "--runs", 3)?.max(1) as usize, flag(&f, "--json").is_some())
         }
         "modules" => {
             let f = flags(rest, &["--kernel", "--nic", "--runs"], &[])?;
