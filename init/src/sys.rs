@@ -246,7 +246,7 @@ fn open_loop_device(path: &Path) -> io::Result<File> {
 
 /// `open` again for up to half a second while it fails with `NotFound`: a device node devtmpfs is
 /// about to create.
-pub fn retry_not_found(open: impl Fn() -> io::Result<File>) -> io::Result<File> {
+pub fn retry_not_found<T>(open: impl Fn() -> io::Result<T>) -> io::Result<T> {
     for _ in 0..50 {
         match open() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => std::thread::sleep(Duration::from_millis(10)),

@@ -288,8 +288,10 @@ pub enum LoadResult {
 
 /// The parameters netinit loads a module with, as modprobe.d's `options` lines would give them:
 /// `bonding` makes no `bond0` of its own (its `max_bonds` defaults to 1), so that the network
-/// stage creates each `bond=` itself, with its options, over rtnetlink.
-const MODULE_PARAMS: [(&str, &std::ffi::CStr); 1] = [("bonding", c"max_bonds=0")];
+/// stage creates each `bond=` itself, with its options, over rtnetlink; and `nbd` makes none of
+/// its 16 idle `/dev/nbdN` (its `nbds_max` default): the streamed root's `NBD_CMD_CONNECT` makes the
+/// one device it attaches, and the booted system sees that one only.
+const MODULE_PARAMS: [(&str, &std::ffi::CStr); 2] = [("bonding", c"max_bonds=0"), ("nbd", c"nbds_max=0")];
 
 /// The parameters for module `name`: empty for all but [`MODULE_PARAMS`]'.
 pub fn params(name: &str) -> &'static std::ffi::CStr {
@@ -348,6 +350,7 @@ mod tests {
     fn bonding_makes_no_bond_of_its_own() {
         assert_eq!(params("bonding"), c"max_bonds=0");
         assert_eq!(params("8021q"), c"");
+        assert_eq!(params("nbd"), c"nbds_max=0");
     }
 
     const DEP: &str = "\

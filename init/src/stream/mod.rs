@@ -132,7 +132,9 @@ fn try_start(image: &ImageConfig) -> Result<fetch::Fetched, Start> {
         driver.connect(&server.nbd, manifest.size, block).map_err(|e| format!("attaching NBD: {e}"));
     let device = attached.and_then(|index| {
         let nbd = format!("/dev/nbd{index}");
-        let rdev = std::fs::metadata(&nbd).map_err(|e| format!("{nbd}: {e}"))?.rdev();
+        // devtmpfs makes the node of the device the connect created a moment after it.
+        let rdev =
+            sys::retry_not_found(|| std::fs::metadata(&nbd)).map_err(|e| format!("{nbd}: {e}"))?.rdev();
         let dm = sys::dm::Control::open().map_err(|e| format!("/dev/mapper/control: {e}"))?;
         match dm.create_linear(server::DM_NAME, manifest.size / 512, sys::dm::DevNum::from_rdev(rdev)) {
             Ok(n) => Ok((index, n)),
