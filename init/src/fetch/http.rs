@@ -385,6 +385,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn names_are_pinned_once() {
+        let pins = Pinned::default();
+        pins.pin("http://localhost:8080/root.squashfs");
+        pins.pin("https://[::1]/x");
+        pins.pin("not a url");
+        let map = pins.map.lock().unwrap();
+        let local = map.get(&("localhost".to_owned(), 8080)).expect("localhost resolved");
+        assert!(local.iter().all(|a| a.ip().is_loopback() && a.port() == 8080), "{local:?}");
+        assert_eq!(map.get(&("::1".to_owned(), 443)).map(Vec::len), Some(1), "the https default port");
+        assert_eq!(map.len(), 2);
+    }
+
+    #[test]
     fn redirects() {
         let url = |u: &str| Url::parse(u).unwrap();
         let check = |at: &str, status: u16, location: Option<&str>, expected: Result<Option<&str>, &str>| {

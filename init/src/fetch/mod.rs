@@ -347,14 +347,16 @@ fn trusted_list(keys: &[(PathBuf, minisign_verify::PublicKey)]) -> String {
 pub enum RangeError {
     /// Worth another try, on this mirror or another.
     Transfer(String),
-    /// The server answered, but not with that range of that image: another mirror may.
+    /// The server answered, but not with that range: another mirror may.
     Refused(String),
+    /// The server's file has another size than the manifest's image: another image.
+    OtherImage(String),
 }
 
 impl std::fmt::Display for RangeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RangeError::Transfer(m) | RangeError::Refused(m) => f.write_str(m),
+            RangeError::Transfer(m) | RangeError::Refused(m) | RangeError::OtherImage(m) => f.write_str(m),
         }
     }
 }
@@ -384,11 +386,19 @@ pub(crate) fn get_range(
         s => return Err(RangeError::Refused(format!("GET {at} answered HTTP {s}"))),
     }
     let header = response.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
-    if engine::content_range(header) != Some((start, end.saturating_sub(1), Some(total))) {
-        let want = format!("bytes {start}-{}/{total}", end.saturating_sub(1));
-        return Err(RangeError::Refused(format!(
-            "GET {at}: Content-Range is \"{header}\", not \"{want}\" (another image?)"
-        )));
+    let want = format!("bytes {start}-{}/{total}", end.saturating_sub(1));
+    match engine::content_range(header) {
+        Some((a, b, Some(t))) if (a, b, t) == (start, end.saturating_sub(1), total) => {}
+        Some((_, _, Some(t))) if t != total => {
+            return Err(RangeError::OtherImage(format!(
+                "GET {at}: the file is {t} bytes, the manifest's image {total} (Content-Range \"{header}\")"
+            )))
+        }
+        _ => {
+            return Err(RangeError::Refused(format!(
+                "GET {at}: Content-Range is \"{header}\", not \"{want}\""
+            )))
+        }
     }
     let want = end - start;
     // ureq refuses a body that reaches its limit: one byte of room, and the length is checked below.
@@ -478,7 +488,7 @@ pub fn download(image: &ImageConfig) -> Result<Fetched, FetchError> {
     })
 }
 
-fn has_trusted_keys() -> bool {
+pub fn has_trusted_keys() -> bool {
     std::fs::read_dir(TRUSTED_KEYS).is_ok_and(|mut d| d.next().is_some())
 }
 

@@ -850,3 +850,40 @@ fn through_a_proxy() {
     assert_eq!((last.method.as_str(), last.path.as_str()), ("CONNECT", "images.test:443"));
     let _ = std::fs::remove_file(&path);
 }
+
+/// The stream server's chunk fetch: exactly the range asked for, of an image of exactly the
+/// manifest's size, or an error that says which kind of failure it was.
+#[test]
+fn a_range_is_fetched_and_checked() {
+    use super::{get_range, http, RangeError};
+    let data: Vec<u8> = (0..100u8).collect();
+    let d = data.clone();
+    let server = Server::start(move |_, seen| {
+        let range = |a: usize, b: usize, total: usize| Answer {
+            status: 206,
+            headers: vec![("Content-Range", format!("bytes {a}-{b}/{total}"))],
+            body: d[a..=b].to_vec(),
+            ..Answer::default()
+        };
+        match seen.path.as_str() {
+            "/good" => range(10, 19, 100),
+            "/other" => range(10, 19, 120),
+            "/shifted" => range(11, 20, 100),
+            "/short" => Answer { length: Some(10), reset_after: Some(4), ..range(10, 19, 100) },
+            "/busy" => status(503),
+            "/gone" => status(404),
+            _ => ok(&d),
+        }
+    });
+    // Pinned: the name (here an address) is resolved once, up front.
+    let client = http::Client::pinned(&Timeouts::default(), &ProxyConfig::default(), &[server.url("/good")]);
+    let get = |path: &str| get_range(&client, &server.url(path), (10, 20), 100, Duration::from_secs(10));
+    assert_eq!(get("/good").unwrap(), data[10..20].to_vec());
+    assert_eq!(server.seen()[0].range.as_deref(), Some("bytes=10-19"));
+    assert!(matches!(get("/other"), Err(RangeError::OtherImage(m)) if m.contains("120 bytes")));
+    assert!(matches!(get("/shifted"), Err(RangeError::Refused(_))));
+    assert!(matches!(get("/whole"), Err(RangeError::Refused(m)) if m.contains("ignores Range")));
+    assert!(matches!(get("/short"), Err(RangeError::Transfer(_))));
+    assert!(matches!(get("/busy"), Err(RangeError::Transfer(m)) if m.contains("503")));
+    assert!(matches!(get("/gone"), Err(RangeError::Refused(m)) if m.contains("404")));
+}

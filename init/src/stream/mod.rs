@@ -18,7 +18,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cmdline::{ImageConfig, Url};
+use crate::cmdline::{ImageConfig, Url, Verify};
 use crate::fetch::{self, hex, mib, FetchError};
 use crate::sys;
 
@@ -73,6 +73,10 @@ fn fallback(why: impl std::fmt::Display) -> Start {
 
 fn try_start(image: &ImageConfig) -> Result<fetch::Fetched, Start> {
     let started = sys::uptime();
+    if image.verify == Verify::Required && !fetch::has_trusted_keys() {
+        // The download says so as the boot's error.
+        return Err(fallback("modloop_verify=yes, but this initramfs has no trusted keys"));
+    }
     let mut driver = nbd::Driver::open().map_err(fallback)?;
     if !Path::new("/dev/mapper/control").exists() {
         return Err(fallback(

@@ -266,7 +266,7 @@ fn image_sha256(file: &File, size: u64) -> std::io::Result<[u8; 32]> {
 
 fn status_line(s: &Shared) -> String {
     let state = lock(&s.state);
-    let have: u64 = (0..state.count()).map(|_| 0).sum::<u64>() + state.fetched;
+    let have = state.fetched;
     format!(
         "stream: status: {} of {} fetched ({} on demand), {} of {} chunks{}",
         mib(have).trim_end_matches(" MiB"),
@@ -426,9 +426,13 @@ fn fetch_chunk(s: &Shared, index: usize) -> Result<Vec<u8>, Failure> {
                     continue;
                 }
             },
-            Err(RangeError::Refused(why)) => {
+            Err(RangeError::OtherImage(why)) => {
                 log::warn!("stream: chunk {index}: {why}; trying {next}");
                 last = Failure::Mismatch(why);
+            }
+            Err(RangeError::Refused(why)) => {
+                log::warn!("stream: chunk {index}: {why}; trying {next}");
+                last = Failure::Transfer(why);
             }
             Err(RangeError::Transfer(why)) => {
                 last = Failure::Transfer(why.clone());
