@@ -204,13 +204,13 @@ fn parse(case: Case, transcript: &[String]) -> std::result::Result<Run, String> 
 
 /// Median, smallest and largest.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Spread {
-    median: f64,
-    min: f64,
-    max: f64,
+pub(crate) struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
 }
 
-fn spread(values: &[f64]) -> Option<Spread> {
+pub(crate) fn spread(values: &[f64]) -> Option<Spread> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
         return None;
@@ -383,16 +383,7 @@ fn boot_args(case: Case, files: &Files, port: u16) -> (String, &Path) {
 /// Boots one case and reads its figures.
 fn boot(case: Case, files: &Files, port: u16) -> Result<Run> {
     let (append, initrd) = boot_args(case, files, port);
-    let spec = vm::Spec {
-        arch: crate::arch::Arch::X86_64,
-        boot: vm::Boot::Kernel { kernel: files.vmlinuz.clone(), initrd: initrd.to_owned(), append },
-        firmware: vm::Firmware::Bios,
-        memory_mb: MEMORY_MB,
-        nics: ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="]
-            .map(String::from)
-            .to_vec(),
-        netns: None,
-    };
+    let spec = vm::Spec::user_net(&files.vmlinuz, initrd, append, MEMORY_MB);
     let mut machine = vm::Vm::boot(&spec, false)?;
     let waited = machine.expect("netinit-bench: marker ", Instant::now() + Duration::from_secs(240));
     let tail = || machine.transcript.iter().rev().take(12).rev().cloned().collect::<Vec<_>>().join("\n  ");

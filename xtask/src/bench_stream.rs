@@ -17,6 +17,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::bench_boot::{spread, Spread};
 use crate::host::{self, Result};
 use crate::{bench, httpd, image, initramfs, kernel, vm};
 
@@ -107,20 +108,8 @@ fn parse(mode: Mode, transcript: &[String]) -> std::result::Result<Run, String> 
     Ok(run)
 }
 
-/// Median, smallest, largest.
-fn spread(values: &[f64]) -> Option<(f64, f64, f64)> {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-    Some((median, v[0], v[n - 1]))
-}
-
-fn show(s: Option<(f64, f64, f64)>) -> String {
-    s.map_or("-".into(), |(m, lo, hi)| format!("{m:.1} [{lo:.1}-{hi:.1}]"))
+fn show(s: Option<Spread>) -> String {
+    s.map_or("-".into(), |s| s.to_string())
 }
 
 /// The least-squares slope of `y` against `x`.
@@ -217,16 +206,7 @@ pub fn stream(runs: usize, json: bool) -> Result<()> {
                 let url = format!("http://10.0.2.2:{}/rate/{RATE_KIB}/{}", server.port, img.name);
                 let stream = if mode == Mode::Stream { " modloop_stream=yes" } else { "" };
                 let append = format!("console=ttyS0 panic=5 ip=dhcp modloop={url}{stream}");
-                let spec = vm::Spec {
-                    arch: crate::arch::Arch::X86_64,
-                    boot: vm::Boot::Kernel { kernel: k.vmlinuz.clone(), initrd: initrd.clone(), append },
-                    firmware: vm::Firmware::Bios,
-                    memory_mb: MEMORY_MB,
-                    nics: ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="]
-                        .map(String::from)
-                        .to_vec(),
-                    netns: None,
-                };
+                let spec = vm::Spec::user_net(&k.vmlinuz, &initrd, append, MEMORY_MB);
                 let mut machine = vm::Vm::boot(&spec, false)?;
                 // Twice the transfer at the cap, and a margin for the boot and the hashing.
                 let budget = Duration::from_secs(120 + 2 * img.size / (RATE_KIB * 1024));
@@ -265,8 +245,7 @@ pub fn stream(runs: usize, json: bool) -> Result<()> {
             .iter()
             .filter(|(_, m, _)| *m == mode)
             .filter_map(|(i, _, runs)| {
-                of(runs, |r| Some(r.marker))
-                    .map(|(m, _, _)| (images[*i].size as f64 / (1u64 << 30) as f64, m))
+                of(runs, |r| Some(r.marker)).map(|m| (images[*i].size as f64 / (1u64 << 30) as f64, m.median))
             })
             .collect();
         slope(&points)
@@ -275,8 +254,9 @@ pub fn stream(runs: usize, json: bool) -> Result<()> {
     if json {
         let mut out = String::from("{\"cases\":[");
         for (n, (i, mode, runs)) in results.iter().enumerate() {
-            let med =
-                |f: fn(&Run) -> Option<f64>| of(runs, f).map_or("null".into(), |(m, _, _)| format!("{m:.2}"));
+            let med = |f: fn(&Run) -> Option<f64>| {
+                of(runs, f).map_or("null".into(), |m| format!("{:.2}", m.median))
+            };
             let _ = write!(
                 out,
                 "{}{{\"image_mib\":{},\"mode\":\"{}\",\"runs\":{},\"marker_s\":{},\"mib_before_marker\":{},\"prefetched_s\":{},\"hand_over_s\":{}}}",

@@ -4,7 +4,7 @@
 //! x86_64 guests run on qemu's default PC; aarch64 guests on `-M virt` (see `arch::Arch::qemu`).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Instant;
@@ -39,6 +39,23 @@ pub struct Spec {
     pub nics: Vec<String>,
     /// The network namespace to run qemu in, if any.
     pub netns: Option<String>,
+}
+
+impl Spec {
+    /// An x86_64 BIOS guest booting `kernel` with `-kernel`, one virtio NIC on qemu's user network
+    /// (no NIC ROM): the benchmarks' machine.
+    pub fn user_net(kernel: &Path, initrd: &Path, append: String, memory_mb: u32) -> Spec {
+        Spec {
+            arch: Arch::X86_64,
+            boot: Boot::Kernel { kernel: kernel.to_owned(), initrd: initrd.to_owned(), append },
+            firmware: Firmware::Bios,
+            memory_mb,
+            nics: ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="]
+                .map(String::from)
+                .to_vec(),
+            netns: None,
+        }
+    }
 }
 
 pub struct Vm {

@@ -139,7 +139,7 @@ impl Message {
 }
 
 /// One `struct rtattr` as bytes, padded to 4: the payload of a nested attribute is a run of these.
-fn rtattr(kind: u16, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn rtattr(kind: u16, payload: &[u8]) -> Vec<u8> {
     let len = 4 + payload.len();
     let mut b = Vec::with_capacity(len + 3);
     b.extend_from_slice(&(len as u16).to_ne_bytes());

@@ -13,6 +13,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use crate::net::netlink::rtattr as attr;
 use crate::sys;
 
 pub const REQUEST_MAGIC: u32 = 0x2560_9513;
@@ -85,17 +86,6 @@ const NLA_F_NESTED: u16 = 1 << 15;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLMSG_ERROR: u16 = 2;
-
-/// One netlink attribute, padded to 4 bytes.
-fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
-    let len = 4 + payload.len();
-    let mut b = Vec::with_capacity(len + 3);
-    b.extend_from_slice(&(len as u16).to_ne_bytes());
-    b.extend_from_slice(&kind.to_ne_bytes());
-    b.extend_from_slice(payload);
-    b.resize(len.next_multiple_of(4), 0);
-    b
-}
 
 /// A genetlink request: `struct nlmsghdr`, `struct genlmsghdr`, then `attrs`.
 fn genl_message(family: u16, cmd: u8, version: u8, seq: u32, attrs: &[Vec<u8>]) -> Vec<u8> {
