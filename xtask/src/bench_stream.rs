@@ -26,8 +26,8 @@ const KERNEL: &str = "6.1-generic";
 const PADS: [u64; 3] = [256, 1024, 2048];
 /// The test server's cap: 20 MiB/s, a share of a data center's link per machine in a reboot storm.
 const RATE_KIB: u64 = 20 * 1024;
-/// Room for the largest image in RAM, its overlay and the system.
-const MEMORY_MB: u32 = 3584;
+/// Room for the largest image in the image tmpfs, which takes half the RAM (tmpfs's default).
+const MEMORY_MB: u32 = 6144;
 
 /// The bench root's init: the marker, then for a streamed root the server's status and the wait
 /// for its exit (the hand-over), then power off.

@@ -115,6 +115,18 @@ fn try_start(image: &ImageConfig) -> Result<fetch::Fetched, Start> {
         )));
     }
     fetch::mount_image_dir().map_err(fallback)?;
+    // The image tmpfs takes half the RAM (tmpfs's default), as for the full download.
+    match sys::fs_free(Path::new(fetch::IMAGE_DIR)) {
+        Ok(room) if room < manifest.size => {
+            unmount_image_dir();
+            return Err(fallback(format!(
+                "the image is {} but the RAM disk has {} free",
+                mib(manifest.size),
+                mib(room)
+            )));
+        }
+        _ => {}
+    }
     let server = Server::start(&manifest).map_err(|e| {
         unmount_image_dir();
         fallback(e)

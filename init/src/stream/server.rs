@@ -49,6 +49,8 @@ struct Shared {
     wake: Condvar,
     replies: Mutex<File>,
     disconnected: AtomicBool,
+    /// Whether a chunk could not be written, said once.
+    local_failure: AtomicBool,
     started: Duration,
 }
 
@@ -110,6 +112,7 @@ fn serve(nbd_socket: File, control: &mut File) -> Result<(), String> {
         wake: Condvar::new(),
         replies: Mutex::new(replies),
         disconnected: AtomicBool::new(false),
+        local_failure: AtomicBool::new(false),
         started: sys::uptime(),
         manifest,
     });
@@ -122,7 +125,7 @@ fn serve(nbd_socket: File, control: &mut File) -> Result<(), String> {
             let _ = writeln!(control, "mismatch: {why}");
             return Ok(());
         }
-        Err(Failure::Transfer(why)) => return Err(why),
+        Err(Failure::Transfer(why) | Failure::Local(why)) => return Err(why),
     };
     shared.image.write_all_at(&first, 0).map_err(|e| format!("{}: {e}", super::IMAGE_PATH))?;
     {
@@ -365,7 +368,7 @@ fn fetcher(s: &Shared, demand_only: bool) {
             let (start, _) = s.manifest.range(taken.index);
             s.image
                 .write_all_at(&bytes, start)
-                .map_err(|e| Failure::Transfer(format!("writing {}: {e}", super::IMAGE_PATH)))
+                .map_err(|e| Failure::Local(format!("writing {}: {e}", super::IMAGE_PATH)))
         });
         let (ready, failed) = {
             let mut state = lock(&s.state);
@@ -374,7 +377,12 @@ fn fetcher(s: &Shared, demand_only: bool) {
                 Err(_) => (Vec::new(), state.failed(taken.index)),
             }
         };
-        if let Err(Failure::Transfer(why) | Failure::Mismatch(why)) = &got {
+        if let Err(Failure::Local(why)) = &got {
+            // Said once: every chunk after it would say the same.
+            if !s.local_failure.swap(true, Ordering::Relaxed) {
+                log::error!("stream: {why}; the reads of chunks not yet in fail with an I/O error");
+            }
+        } else if let Err(Failure::Transfer(why) | Failure::Mismatch(why)) = &got {
             log::error!(
                 "stream: chunk {} failed every attempt ({why}); {} waiting reads fail with an I/O error",
                 taken.index,
@@ -394,6 +402,8 @@ enum Failure {
     /// No server gave the manifest's bytes (another image?).
     Mismatch(String),
     Transfer(String),
+    /// The chunk could not be kept (the RAM disk is full).
+    Local(String),
 }
 
 /// Chunk `index`, checked against the manifest, with the download's attempts over the mirrors:
