@@ -64,6 +64,11 @@ pub fn mount(source: &str, target: &Path, fstype: &str, flags: MountFlags, data:
     Ok(rustix::mount::mount(source, target, fstype, flags, data.as_c_str())?)
 }
 
+/// `umount2(target, MNT_DETACH)`, umount(2): takes a mount away now, and frees it when unused.
+pub fn unmount_detach(target: &Path) -> io::Result<()> {
+    Ok(rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH)?)
+}
+
 /// `mount(from, to, NULL, MS_MOVE, NULL)`, mount(2): moves a mount and everything below it.
 pub fn mount_move(from: &Path, to: &Path) -> io::Result<()> {
     Ok(rustix::mount::mount_move(from, to)?)

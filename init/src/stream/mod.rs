@@ -236,7 +236,7 @@ fn mem_available() -> std::io::Result<u64> {
 
 fn unmount_image_dir() {
     let _ = std::fs::remove_file(IMAGE_PATH);
-    let _ = rustix::mount::unmount(fetch::IMAGE_DIR, rustix::mount::UnmountFlags::DETACH);
+    let _ = sys::unmount_detach(Path::new(fetch::IMAGE_DIR));
 }
 
 /// The block server as PID 1 holds it: the process, and PID 1's ends of its two sockets.
