@@ -8,8 +8,8 @@
 //! under TCG. The root's init prints the marker with the uptime; when streamed, it asks the block
 //! server for its status (SIGUSR1), which says how much was fetched before the marker, and waits
 //! for the server to hand the root over to RAM and exit. Per case: medians and ranges of the
-//! uptime at the marker, MiB fetched before it, the uptime at which the last chunk was in, and at
-//! the hand-over; then, per mode, the slope of the marker's time against the image's size (s/GiB),
+//! uptime at the marker, MiB fetched before it, the seconds from the server's start to its last
+//! chunk and then to hash the whole image, and the uptime of the hand-over; then, per mode, the slope of the marker's time against the image's size (s/GiB),
 //! which for the streamed root must be about zero, and for the full download about 1 / bandwidth.
 
 use std::fmt::Write as _;
@@ -67,8 +67,10 @@ struct Run {
     marker: f64,
     /// MiB the block server had fetched when the root's init asked, just after the marker.
     before_marker: Option<f64>,
-    /// Uptime of the block server's "all chunks fetched" line, and of its hand-over line.
+    /// Seconds from the block server's start to its last chunk, and then to hash the whole image
+    /// (its "all chunks fetched" line); the uptime of its hand-over line.
     prefetched: Option<f64>,
+    hashed: Option<f64>,
     handed_over: Option<f64>,
 }
 
@@ -100,7 +102,11 @@ fn parse(mode: Mode, transcript: &[String]) -> std::result::Result<Run, String> 
                 .nth(1)
                 .and_then(|r| r.split_whitespace().next())
                 .and_then(|v| v.parse().ok());
-            run.prefetched = find("chunks fetched and verified in").and_then(|l| timestamp(l));
+            // `all 257 chunks fetched and verified in 12.7s (...); the image's SHA-256 matches (hashed in 9.1s)`
+            let done = find("chunks fetched and verified in ").ok_or("no line for the last chunk")?;
+            let seconds = |after: &str| done.split(after).nth(1)?.split('s').next()?.parse::<f64>().ok();
+            run.prefetched = seconds("verified in ");
+            run.hashed = seconds("(hashed in ");
             run.handed_over = find("netinit: stream: hand-over:").and_then(|l| timestamp(l));
             run.handed_over.ok_or("no hand-over line")?;
         }
@@ -259,7 +265,7 @@ pub fn stream(runs: usize, json: bool) -> Result<()> {
             };
             let _ = write!(
                 out,
-                "{}{{\"image_mib\":{},\"mode\":\"{}\",\"runs\":{},\"marker_s\":{},\"mib_before_marker\":{},\"prefetched_s\":{},\"hand_over_s\":{}}}",
+                "{}{{\"image_mib\":{},\"mode\":\"{}\",\"runs\":{},\"marker_s\":{},\"mib_before_marker\":{},\"prefetch_s\":{},\"hash_s\":{},\"hand_over_s\":{}}}",
                 if n == 0 { "" } else { "," },
                 images[*i].size >> 20,
                 mode.label(),
@@ -267,6 +273,7 @@ pub fn stream(runs: usize, json: bool) -> Result<()> {
                 med(|r| Some(r.marker)),
                 med(|r| r.before_marker),
                 med(|r| r.prefetched),
+                med(|r| r.hashed),
                 med(|r| r.handed_over)
             );
         }
@@ -287,17 +294,24 @@ pub fn stream(runs: usize, json: bool) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     println!(
-        "{:<10} {:<14} {:>20} {:>18} {:>20} {:>20}",
-        "image", "mode", "marker (s)", "MiB before marker", "all chunks in (s)", "hand-over (s)"
+        "{:<10} {:<14} {:>20} {:>18} {:>20} {:>20} {:>20}",
+        "image",
+        "mode",
+        "marker (s)",
+        "MiB before marker",
+        "prefetch took (s)",
+        "then hashing (s)",
+        "hand-over at (s)"
     );
     for (i, mode, runs) in &results {
         println!(
-            "{:<10} {:<14} {:>20} {:>18} {:>20} {:>20}",
+            "{:<10} {:<14} {:>20} {:>18} {:>20} {:>20} {:>20}",
             format!("{} MiB", images[*i].size >> 20),
             mode.label(),
             show(of(runs, |r| Some(r.marker))),
             show(of(runs, |r| r.before_marker)),
             show(of(runs, |r| r.prefetched)),
+            show(of(runs, |r| r.hashed)),
             show(of(runs, |r| r.handed_over)),
         );
     }
@@ -329,16 +343,20 @@ mod tests {
             "[    2.7] netinit: stream: serving http://10.0.2.2:1/rate/20480/pad-256.squashfs from /dev/nbd0 through /dev/dm-0 (block server pid 97)",
             "netinit-bench: marker uptime=4.21 0.00",
             "[    4.3] netinit: stream: status: 3.0 of 257.0 MiB fetched (0.5 MiB on demand), 3 of 257 chunks",
-            "[   15.4] netinit: stream: all 257 chunks fetched and verified in 12.7s (257.0 MiB, 0.5 MiB on demand); the image's SHA-256 matches",
+            "[   15.4] netinit: stream: all 257 chunks fetched and verified in 12.7s (257.0 MiB, 0.5 MiB on demand); the image's SHA-256 matches (hashed in 2.5s)",
             "[   15.5] netinit: stream: hand-over: the root now reads from /dev/loop0 (the RAM copy); NBD disconnected",
         ]
         .map(String::from)
         .to_vec();
         let r = parse(Mode::Stream, &lines).unwrap();
-        assert_eq!(
-            r,
-            Run { marker: 4.21, before_marker: Some(3.0), prefetched: Some(15.4), handed_over: Some(15.5) }
-        );
+        let want = Run {
+            marker: 4.21,
+            before_marker: Some(3.0),
+            prefetched: Some(12.7),
+            hashed: Some(2.5),
+            handed_over: Some(15.5),
+        };
+        assert_eq!(r, want);
         assert!(parse(Mode::Full, &lines).is_err(), "no fetched line");
         assert!(parse(Mode::Stream, &lines[..3]).is_err(), "no hand-over");
     }
