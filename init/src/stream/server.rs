@@ -81,6 +81,9 @@ fn serve(nbd_socket: File, control: &mut File) -> Result<(), String> {
     let manifest = Manifest::parse(&text).map_err(|e| format!("{}: {e}", super::MANIFEST_PATH))?;
     let cmdline = std::fs::read_to_string("/proc/cmdline").map_err(|e| format!("/proc/cmdline: {e}"))?;
     let image_cfg = cmdline::parse(&cmdline).config.image;
+    if image_cfg.urls.is_empty() {
+        return Err("no modloop= URL on the kernel command line".into());
+    }
     let image = File::options()
         .read(true)
         .write(true)
