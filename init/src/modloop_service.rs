@@ -21,12 +21,17 @@ use crate::{rootfs, switch_root, sys};
 /// The runlevels Alpine enables services in.
 const RUNLEVELS: [&str; 3] = ["sysinit", "boot", "default"];
 /// The words of the kernel cmdline the booted system does not see: the image netinit fetched.
-const HIDDEN: [&str; 3] =
-    [crate::cmdline::MODLOOP, crate::cmdline::MODLOOP_SHA256, crate::cmdline::MODLOOP_VERIFY];
+const HIDDEN: [&str; 4] = [
+    crate::cmdline::MODLOOP,
+    crate::cmdline::MODLOOP_SHA256,
+    crate::cmdline::MODLOOP_VERIFY,
+    crate::cmdline::MODLOOP_STREAM,
+];
 /// Where the booted system's copy of the cmdline lives (in `/run`, which moves into the new root).
 const CMDLINE_COPY: &str = "run/netinit/cmdline";
 
-/// The kernel cmdline without the `modloop=`, `modloop_sha256=` and `modloop_verify=` words; every
+/// The kernel cmdline without the `modloop=`, `modloop_sha256=`, `modloop_verify=` and
+/// `modloop_stream=` words; every
 /// other word is kept exactly as written, quotes included, in order.
 pub fn booted_cmdline(cmdline: &str) -> String {
     let hidden = |word: &str| {
@@ -109,6 +114,7 @@ mod tests {
             "BOOT_IMAGE=vmlinuz ip=dhcp console=ttyS0\n",
         );
         check("modloop=http://h/r modloop_sha256=ab modloop-verify=yes quiet\n", "quiet\n");
+        check("modloop=http://h/r modloop_stream=yes panic=5", "panic=5\n");
         check("init_args=\"a b\"  modloop=x   panic=5", "init_args=\"a b\" panic=5\n");
         check("modloop", "modloop\n"); // a flag of that name is not netinit's parameter
         check("modloop=x -- modloop=y", "-- modloop=y\n");

@@ -129,6 +129,8 @@ pub fn prepare_vm_env(kernels: &[&'static kernel::Spec]) -> Result<(scenario::En
         if spec == kernel::ALL[0] {
             // The roots of real systems carry the default kernel's module lists (see roots.rs).
             roots::ensure(&images.www, &roots::KernelModules { release: spec.release, dir: &k.modules_dir })?;
+            // The OpenRC root streamed, too (`stream-openrc`).
+            image::manifest(&init, &images.www.join("openrc.squashfs"), None)?;
         }
         boots.push(build_boots(&init, &k, &images)?);
         // `by-kernel/<name>/` serves the test files again, so that each kernel's run of a scenario
