@@ -96,6 +96,11 @@ impl Chunks {
         }
     }
 
+    /// Sets the prefetch order (a permutation of the indices), replacing the one given to `new`.
+    pub fn prefetch_in(&mut self, order: Vec<usize>) {
+        self.prefetch = order.into();
+    }
+
     pub fn count(&self) -> usize {
         self.state.len()
     }

@@ -149,16 +149,18 @@ fn try_start(image: &ImageConfig) -> Result<fetch::Fetched, Start> {
     let device = attached.and_then(|index| {
         let nbd = format!("/dev/nbd{index}");
         // devtmpfs makes the node of the device the connect created a moment after it.
-        let rdev =
-            sys::retry_not_found(|| std::fs::metadata(&nbd)).map_err(|e| format!("{nbd}: {e}"))?.rdev();
-        let dm = sys::dm::Control::open().map_err(|e| format!("/dev/mapper/control: {e}"))?;
-        match dm.create_linear(server::DM_NAME, manifest.size / 512, sys::dm::DevNum::from_rdev(rdev)) {
-            Ok(n) => Ok((index, n)),
-            Err(e) => {
-                let _ = driver.disconnect(index);
-                Err(format!("creating the device-mapper device over {nbd}: {e}"))
-            }
+        let made = sys::retry_not_found(|| std::fs::metadata(&nbd))
+            .map_err(|e| format!("{nbd}: {e}"))
+            .and_then(|node| {
+                let dm = sys::dm::Control::open().map_err(|e| format!("/dev/mapper/control: {e}"))?;
+                let backing = sys::dm::DevNum::from_rdev(node.rdev());
+                dm.create_linear(server::DM_NAME, manifest.size / 512, backing)
+                    .map_err(|e| format!("creating the device-mapper device over {nbd}: {e}"))
+            });
+        if made.is_err() {
+            let _ = driver.disconnect(index);
         }
+        made.map(|n| (index, n))
     });
     let (index, dm) = match device {
         Ok(d) => d,

@@ -111,6 +111,7 @@ fn serve(nbd_socket: File, control: &mut File) -> Result<(), String> {
         budget: fetch::small_budget(&image_cfg),
         image,
         preferred: AtomicUsize::new(0),
+        // The prefetch order waits for chunk 0's superblock.
         state: Mutex::new(Chunks::new(sizes, Vec::new())),
         wake: Condvar::new(),
         replies: Mutex::new(replies),
@@ -135,8 +136,7 @@ fn serve(nbd_socket: File, control: &mut File) -> Result<(), String> {
         let m = &shared.manifest;
         let order = chunks::prefetch_order(m.chunks.len(), m.chunk_size, chunks::squashfs_metadata(&first));
         let mut state = lock(&shared.state);
-        let sizes = (0..m.chunks.len()).map(|i| m.range(i)).map(|(a, b)| b - a).collect();
-        *state = Chunks::new(sizes, order);
+        state.prefetch_in(order);
         state.mark_have(0);
         state.fetched += first.len() as u64;
     }
